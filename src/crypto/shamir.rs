@@ -1,0 +1,252 @@
+//! Shamir secret sharing over the P-256 scalar field.
+//!
+//! Shares are points `(x, p(x))` of a random polynomial `p` of degree
+//! `k - 1` with `p(0)` the secret; `x` runs over `1..=n`. Coefficients are
+//! drawn with `p256`'s own rejection sampling, so they are uniform.
+//! Reconstruction is Lagrange interpolation at zero with one batched
+//! inversion. Everything lives in fixed-size arrays.
+// Field arithmetic on `Scalar` is modular: it cannot overflow or panic.
+#![allow(clippy::arithmetic_side_effects)]
+
+use heapless::Vec;
+use p256::elliptic_curve::{ff::PrimeField, Generate};
+use p256::{FieldBytes, Scalar};
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+use subtle::{Choice, ConstantTimeEq};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{CryptoError, MisuseError};
+
+/// The most shares one secret is split into (replicas or guardians per group).
+pub const MAX_SHARES: usize = 64;
+
+/// One share `(x, y)` of a secret. `x` is the 1-based share index.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Share {
+    x: u8,
+    y: [u8; 32],
+}
+
+impl Share {
+    /// Builds a share from its index and value bytes (not checked here).
+    pub const fn new(x: u8, y: [u8; 32]) -> Self {
+        Self { x, y }
+    }
+
+    /// The 1-based share index.
+    pub const fn index(&self) -> u8 {
+        self.x
+    }
+
+    /// The share's 33-byte encoding `x || y`, which share digests cover.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 33]> {
+        let mut out = Zeroizing::new([0u8; 33]);
+        let (x, y) = out.split_at_mut(1);
+        x.copy_from_slice(&[self.x]);
+        y.copy_from_slice(&self.y);
+        out
+    }
+
+    fn scalar(&self) -> Result<Scalar, CryptoError> {
+        Option::from(Scalar::from_repr(FieldBytes::from(self.y))).ok_or(CryptoError::BadShare)
+    }
+}
+
+impl ConstantTimeEq for Share {
+    fn ct_eq(&self, other: &Self) -> Choice {
+        self.x.ct_eq(&other.x) & self.y.ct_eq(&other.y)
+    }
+}
+
+impl PartialEq for Share {
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other).into()
+    }
+}
+
+impl Eq for Share {}
+
+impl core::fmt::Debug for Share {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Share({}, <redacted>)", self.x)
+    }
+}
+
+/// Splits `secret` into `n` shares, any `k` of which reconstruct it.
+///
+/// # Errors
+/// [`MisuseError::BadArgument`] unless `1 <= k <= n <= MAX_SHARES`.
+pub fn split<R: CryptoRng + ?Sized>(
+    secret: &Scalar,
+    k: usize,
+    n: usize,
+    rng: &mut R,
+) -> Result<Vec<Share, MAX_SHARES>, MisuseError> {
+    if k == 0 || k > n || n > MAX_SHARES {
+        return Err(MisuseError::BadArgument);
+    }
+    // coefficients[0] is the secret, the rest uniformly random.
+    let mut coefficients: Zeroizing<[Scalar; MAX_SHARES]> = Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
+    let mut slots = coefficients.iter_mut().take(k);
+    if let Some(c0) = slots.next() {
+        *c0 = *secret;
+    }
+    for c in slots {
+        *c = Scalar::generate_from_rng(rng);
+    }
+    let mut shares = Vec::new();
+    for x in 1..=n {
+        // n <= MAX_SHARES < 256, so x fits a byte.
+        let xb = u8::try_from(x).map_err(|_| MisuseError::BadArgument)?;
+        let xs = Scalar::from(u64::from(xb));
+        // Horner's rule, highest coefficient first.
+        let mut y = Zeroizing::new(Scalar::ZERO);
+        for c in coefficients.iter().take(k).rev() {
+            *y = *y * xs + c;
+        }
+        let share = Share { x: xb, y: y.to_bytes().into() };
+        shares.push(share).map_err(|_| MisuseError::BadArgument)?;
+    }
+    Ok(shares)
+}
+
+/// Rebuilds the secret from shares by Lagrange interpolation at zero.
+///
+/// Pass at least the threshold's worth of shares that are known valid (their
+/// digests checked): with fewer, or with a forged one, the result is some
+/// other scalar, which the caller's digest check of the rebuilt code catches.
+///
+/// # Errors
+/// [`CryptoError::BadThreshold`] for no shares or more than [`MAX_SHARES`];
+/// [`CryptoError::BadShare`] for an index of zero, a repeated index, or a
+/// value that is not a canonical scalar.
+pub fn reconstruct(shares: &[Share]) -> Result<Scalar, CryptoError> {
+    if shares.is_empty() || shares.len() > MAX_SHARES {
+        return Err(CryptoError::BadThreshold);
+    }
+    let mut xs = [Scalar::ZERO; MAX_SHARES];
+    let mut ys: Zeroizing<[Scalar; MAX_SHARES]> = Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
+    let mut seen = [false; 256];
+    for ((share, x), y) in shares.iter().zip(xs.iter_mut()).zip(ys.iter_mut()) {
+        let slot = seen.get_mut(usize::from(share.x)).ok_or(CryptoError::BadShare)?;
+        if share.x == 0 || *slot {
+            return Err(CryptoError::BadShare);
+        }
+        *slot = true;
+        *x = Scalar::from(u64::from(share.x));
+        *y = share.scalar()?;
+    }
+    let m = shares.len();
+    let xs = xs.get(..m).ok_or(CryptoError::BadThreshold)?;
+    let ys = ys.get(..m).ok_or(CryptoError::BadThreshold)?;
+
+    // λ_i = Π_{j≠i} x_j / (x_j - x_i). Numerators and denominators first,
+    // then every denominator inverted with one field inversion.
+    let mut num = [Scalar::ONE; MAX_SHARES];
+    let mut den = [Scalar::ONE; MAX_SHARES];
+    for (i, xi) in xs.iter().enumerate() {
+        let (Some(n), Some(d)) = (num.get_mut(i), den.get_mut(i)) else {
+            return Err(CryptoError::BadThreshold);
+        };
+        for (j, xj) in xs.iter().enumerate() {
+            if i != j {
+                *n *= xj;
+                *d *= *xj - xi;
+            }
+        }
+    }
+    let den = den.get_mut(..m).ok_or(CryptoError::BadThreshold)?;
+    batch_invert(den)?;
+
+    let mut secret = Scalar::ZERO;
+    for ((y, n), d) in ys.iter().zip(num.iter()).zip(den.iter()) {
+        secret += *y * n * d;
+    }
+    Ok(secret)
+}
+
+/// Montgomery's trick: inverts every element with a single inversion.
+fn batch_invert(values: &mut [Scalar]) -> Result<(), CryptoError> {
+    let mut prefix = [Scalar::ONE; MAX_SHARES];
+    let mut acc = Scalar::ONE;
+    for (v, p) in values.iter().zip(prefix.iter_mut()) {
+        *p = acc;
+        acc *= v;
+    }
+    // Distinct non-zero x values make every denominator non-zero.
+    let mut inv: Scalar = Option::from(acc.invert()).ok_or(CryptoError::BadShare)?;
+    for (v, p) in values.iter_mut().zip(prefix.iter()).rev() {
+        let vi = inv * p;
+        inv *= *v;
+        *v = vi;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chacha20::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn secret(rng: &mut ChaCha20Rng) -> Scalar {
+        Scalar::generate_from_rng(rng)
+    }
+
+    /// Every k-subset of every (n, k) with n <= 10 reconstructs the secret.
+    #[test]
+    fn exhaustive_small_scope() {
+        let mut rng = ChaCha20Rng::from_seed([7; 32]);
+        let mut subsets = 0u64;
+        for n in 1..=10usize {
+            for k in 1..=n {
+                let s = secret(&mut rng);
+                let shares = split(&s, k, n, &mut rng).unwrap();
+                assert_eq!(shares.len(), n);
+                for mask in 0u32..(1 << n) {
+                    if mask.count_ones() as usize != k {
+                        continue;
+                    }
+                    let subset: Vec<Share, MAX_SHARES> = shares
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, s)| s.clone())
+                        .collect();
+                    assert_eq!(reconstruct(&subset).unwrap(), s, "n={n} k={k} mask={mask:b}");
+                    subsets += 1;
+                }
+            }
+        }
+        // sum over n of (2^n - 1) for n = 1..=10
+        assert_eq!(subsets, 2036);
+    }
+
+    #[test]
+    fn fewer_than_k_do_not_reconstruct() {
+        let mut rng = ChaCha20Rng::from_seed([8; 32]);
+        let s = secret(&mut rng);
+        let shares = split(&s, 3, 7, &mut rng).unwrap();
+        assert_ne!(reconstruct(&shares[..2]).unwrap(), s);
+        assert_ne!(reconstruct(&shares[4..6]).unwrap(), s);
+    }
+
+    #[test]
+    fn rejects_bad_sets() {
+        let mut rng = ChaCha20Rng::from_seed([9; 32]);
+        let s = secret(&mut rng);
+        let shares = split(&s, 2, 4, &mut rng).unwrap();
+        assert_eq!(reconstruct(&[]), Err(CryptoError::BadThreshold));
+        let dup = [shares[0].clone(), shares[0].clone()];
+        assert_eq!(reconstruct(&dup), Err(CryptoError::BadShare));
+        let zero = [Share::new(0, [1; 32]), shares[1].clone()];
+        assert_eq!(reconstruct(&zero), Err(CryptoError::BadShare));
+        let big = [Share::new(1, [0xff; 32]), shares[1].clone()];
+        assert_eq!(reconstruct(&big), Err(CryptoError::BadShare));
+        assert!(split(&s, 0, 4, &mut rng).is_err());
+        assert!(split(&s, 5, 4, &mut rng).is_err());
+        assert!(split(&s, 1, MAX_SHARES + 1, &mut rng).is_err());
+        assert_eq!(split(&s, MAX_SHARES, MAX_SHARES, &mut rng).unwrap().len(), MAX_SHARES);
+    }
+}

@@ -1,0 +1,288 @@
+//! The wire format: identifiers, the upgrade piece and every message.
+//!
+//! Every type here derives serde and is encoded with postcard. [`decode`]
+//! is the only way bytes become typed values: it checks every length and
+//! count against the crate's capacities (bounded `heapless` collections
+//! refuse more), rejects trailing bytes, and rejects any input that does not
+//! re-encode to the same bytes, so the encoding is canonical.
+
+use heapless::Vec;
+use postcard::ser_flavors::Flavor;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Binding, Code, Digest, Domain, Hasher, PayloadRef, PublicKey, SealedBox, Signature};
+use crate::error::{CryptoError, DecodeError};
+
+/// The most replicas a group may have (and shares a secret is split into).
+pub const MAX_REPLICAS: usize = crate::crypto::MAX_SHARES;
+/// The most resources one piece may name.
+pub const MAX_RESOURCES: usize = 16;
+
+/// An upgrade's identifier, chosen by its deployer (random, 128 bits).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct UpgradeId(pub [u8; 16]);
+
+impl core::fmt::Debug for UpgradeId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let [a, b, c, d, ..] = self.0;
+        write!(f, "U{a:02x}{b:02x}{c:02x}{d:02x}")
+    }
+}
+
+/// A replica group's identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GroupId(pub u32);
+
+impl GroupId {
+    /// Stands for "every group" in digests of values common to an upgrade.
+    pub const ALL: GroupId = GroupId(u32::MAX);
+}
+
+/// A deployer's identifier, as the groups' configurations name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DeployerId(pub u32);
+
+/// A resource a piece changes; pieces that name a common resource conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ResourceId(pub u32);
+
+/// The total order `≺` on upgrades: a sequence number, then the upgrade id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OrderKey {
+    /// Compared first.
+    pub seq: u64,
+    /// Breaks ties.
+    pub upgrade: UpgradeId,
+}
+
+/// What a piece holds for one replica: its sealed box and the digests of
+/// its two shares, so peers and installers can throw out forged shares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReplicaEntry {
+    /// `k_g`, the `s_g` share and the `c` share, sealed to the replica.
+    pub sealed: SealedBox,
+    /// `D(a_r)` of the replica's `s_g` share.
+    pub secret_share: Digest,
+    /// `D(a_r)` of the replica's `c` share.
+    pub cancel_share: Digest,
+}
+
+/// The signed part of an upgrade piece `Δ_g`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PieceHeader {
+    /// The upgrade.
+    pub upgrade: UpgradeId,
+    /// The group this piece is for.
+    pub group: GroupId,
+    /// The deployer that signed it.
+    pub deployer: DeployerId,
+    /// First half of the order key `≺` (the second is `upgrade`).
+    pub order_seq: u64,
+    /// `D(τ)`.
+    pub trigger_digest: Digest,
+    /// `D(c)`.
+    pub cancel_digest: Digest,
+    /// The deployer's previous version code at this group (section 4.4).
+    pub prev_version: Code,
+    /// Digest of the group's membership the deployer built this piece for.
+    pub members: Digest,
+    /// The group's fault bound; shares have threshold `f + 1`.
+    pub f: u8,
+    /// The resources this piece changes.
+    pub resources: Vec<ResourceId, MAX_RESOURCES>,
+    /// The sealed payload this piece installs.
+    pub payload: PayloadRef,
+    /// The piece's ephemeral ECDH key.
+    pub ephemeral: PublicKey,
+    /// One entry per replica, in membership order.
+    pub replicas: Vec<ReplicaEntry, MAX_REPLICAS>,
+}
+
+impl PieceHeader {
+    /// The order key of this piece's upgrade.
+    pub fn order_key(&self) -> OrderKey {
+        OrderKey {
+            seq: self.order_seq,
+            upgrade: self.upgrade,
+        }
+    }
+
+    /// The binding of this piece's group-level values.
+    pub fn binding(&self) -> Binding {
+        Binding::group(self.upgrade, self.group)
+    }
+
+    /// The digest the deployer signs: domain-separated SHA-256 of the
+    /// header's canonical encoding, hashed as it is encoded.
+    pub fn digest(&self) -> Digest {
+        let hasher = Hasher::new(Domain::PieceHeader, &self.binding());
+        match postcard::serialize_with_flavor(self, HashFlavor(hasher)) {
+            Ok(d) => d,
+            // Encoding into a hash cannot fail; a fixed value that no
+            // signature covers keeps this path panic-free.
+            Err(_) => Digest([0; 32]),
+        }
+    }
+
+    /// Whether this piece conflicts with `other` (their resource sets meet).
+    pub fn conflicts_with(&self, other: &[ResourceId]) -> bool {
+        self.resources.iter().any(|r| other.contains(r))
+    }
+}
+
+/// An upgrade piece `Δ_g`: header and the deployer's signature over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Piece {
+    /// The signed header.
+    pub header: PieceHeader,
+    /// ECDSA P-256 over [`PieceHeader::digest`].
+    pub signature: Signature,
+}
+
+impl Piece {
+    /// Verifies the deployer's signature.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadSignature`] or [`CryptoError::InvalidPublicKey`].
+    pub fn verify(&self, deployer: &PublicKey) -> Result<(), CryptoError> {
+        self.signature.verify(deployer, &self.header.digest())
+    }
+}
+
+/// The public header of an upgrade, which installers read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct UpgradeHeader {
+    /// The upgrade.
+    pub upgrade: UpgradeId,
+    /// Its order key.
+    pub order: OrderKey,
+    /// `D(τ)`.
+    pub trigger_digest: Digest,
+    /// `D(c)`.
+    pub cancel_digest: Digest,
+    /// How many groups (pieces) the upgrade has.
+    pub groups: u32,
+}
+
+/// Encodes `value` into `buf` and returns the bytes written.
+///
+/// # Errors
+/// [`DecodeError::BufferTooSmall`] when `buf` is too small.
+pub fn encode<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], DecodeError> {
+    postcard::to_slice(value, buf).map_err(DecodeError::from)
+}
+
+/// The encoded length of `value`.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
+}
+
+/// Decodes exactly one canonical `T` from `bytes`.
+///
+/// # Errors
+/// A [`DecodeError`] for truncated, over-capacity, malformed, trailing or
+/// non-canonical input.
+pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, rest): (T, &[u8]) = postcard::take_from_bytes(bytes).map_err(DecodeError::from)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    let consumed = bytes.get(..bytes.len() - rest.len()).ok_or(DecodeError::Malformed)?;
+    match postcard::serialize_with_flavor(&value, CompareFlavor { expected: consumed, pos: 0 }) {
+        Ok(true) => Ok(value),
+        _ => Err(DecodeError::NonCanonical),
+    }
+}
+
+/// A postcard output that feeds a [`Hasher`].
+struct HashFlavor(Hasher);
+
+impl Flavor for HashFlavor {
+    type Output = Digest;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.update(&[data]);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.update(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Digest> {
+        Ok(self.0.finish())
+    }
+}
+
+/// A postcard output that compares against expected bytes instead of
+/// storing them: the canonicity check needs no buffer.
+struct CompareFlavor<'a> {
+    expected: &'a [u8],
+    pos: usize,
+}
+
+impl Flavor for CompareFlavor<'_> {
+    type Output = bool;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.pos.checked_add(data.len()).ok_or(postcard::Error::SerializeBufferFull)?;
+        match self.expected.get(self.pos..end) {
+            Some(slice) if slice == data => {
+                self.pos = end;
+                Ok(())
+            }
+            _ => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<bool> {
+        Ok(self.pos == self.expected.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_junk() {
+        let k = OrderKey { seq: 300, upgrade: UpgradeId([9; 16]) };
+        let mut buf = [0u8; 64];
+        let bytes = encode(&k, &mut buf).unwrap().to_vec();
+        assert_eq!(decode::<OrderKey>(&bytes).unwrap(), k);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(decode::<OrderKey>(&trailing), Err(DecodeError::TrailingBytes));
+        assert_eq!(decode::<OrderKey>(&bytes[..3]), Err(DecodeError::Truncated));
+        // An overlong varint for seq = 300 (0xac 0x02) as 0xac 0x82 0x00.
+        let mut overlong = std::vec![0xac, 0x82, 0x00];
+        overlong.extend_from_slice(&[9; 16]);
+        assert!(decode::<OrderKey>(&overlong).is_err());
+    }
+
+    #[test]
+    fn over_capacity_is_refused() {
+        // A resource list claiming 17 entries.
+        let mut bytes = std::vec![17u8];
+        bytes.extend(std::iter::repeat(1u8).take(17));
+        assert_eq!(decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes), Err(DecodeError::OverCapacity));
+        bytes[0] = 16;
+        bytes.pop();
+        assert_eq!(decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes).unwrap().len(), 16);
+    }
+}
