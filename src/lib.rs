@@ -18,5 +18,6 @@
 extern crate std;
 
 pub mod crypto;
+pub mod deployer;
 pub mod error;
 pub mod wire;

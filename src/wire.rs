@@ -11,8 +11,11 @@ use postcard::ser_flavors::Flavor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Binding, Code, Digest, Domain, Hasher, PayloadRef, PublicKey, SealedBox, Signature};
-use crate::error::{CryptoError, DecodeError};
+use crate::crypto::{
+    open_box, Binding, Code, Digest, Domain, GroupKey, Hasher, PayloadRef, PublicKey,
+    ReplicaSecretKey, SealedBox, Share, ShareKind, Signature,
+};
+use crate::error::{CapacityError, CryptoError, DecodeError};
 
 /// The most replicas a group may have (and shares a secret is split into).
 pub const MAX_REPLICAS: usize = crate::crypto::MAX_SHARES;
@@ -59,6 +62,65 @@ pub struct OrderKey {
     pub seq: u64,
     /// Breaks ties.
     pub upgrade: UpgradeId,
+}
+
+/// A group's membership as deployers and the group itself agree on it:
+/// its replicas' public keys in index order and its fault bound `f`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Membership {
+    /// The group.
+    pub group: GroupId,
+    /// The fault bound: at most `f` faulty replicas, `3f + 1 <= n`.
+    pub f: u8,
+    /// Replica public keys; replica `i` (0-based) gets share index `i + 1`.
+    pub replicas: Vec<PublicKey, MAX_REPLICAS>,
+}
+
+impl Membership {
+    /// A membership of `replicas` with the largest `f` they tolerate.
+    ///
+    /// # Errors
+    /// [`CapacityError::Replicas`] for an empty set or more than
+    /// [`MAX_REPLICAS`].
+    pub fn new(group: GroupId, replicas: &[PublicKey]) -> Result<Self, CapacityError> {
+        let replicas = Vec::from_slice(replicas).map_err(|_| CapacityError::Replicas)?;
+        let n = replicas.len();
+        if n == 0 {
+            return Err(CapacityError::Replicas);
+        }
+        let f = u8::try_from(n.saturating_sub(1) / 3).map_err(|_| CapacityError::Replicas)?;
+        Ok(Self { group, f, replicas })
+    }
+
+    /// The number of replicas.
+    pub fn n(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// The share threshold `f + 1`.
+    pub fn threshold(&self) -> usize {
+        usize::from(self.f).saturating_add(1)
+    }
+
+    /// Whether `f` is consistent with `n` (`n >= 3f + 1`, `n >= 1`).
+    pub fn is_well_formed(&self) -> bool {
+        let n = self.n();
+        n >= 1 && usize::from(self.f).saturating_mul(3) < n
+    }
+
+    /// The digest a piece carries to say which membership it was built for.
+    pub fn digest(&self) -> Digest {
+        let mut h = Hasher::new(
+            Domain::Members,
+            &Binding::group(UpgradeId::default(), self.group),
+        );
+        h.update(&[self.f]);
+        for key in &self.replicas {
+            h.update(&key.to_compressed());
+        }
+        h.finish()
+    }
 }
 
 /// What a piece holds for one replica: its sealed box and the digests of
@@ -158,6 +220,61 @@ impl Piece {
     }
 }
 
+/// What a replica finds in its own box of a piece.
+pub struct Opened {
+    /// The payload key `k_g`.
+    pub key: GroupKey,
+    /// The replica's share of `s_g`.
+    pub secret_share: Share,
+    /// The replica's share of `c`.
+    pub cancel_share: Share,
+}
+
+impl Piece {
+    /// Opens replica `index`'s (0-based) box with its key and checks both
+    /// shares against the piece's digest map.
+    ///
+    /// # Errors
+    /// [`CryptoError::OpenFailed`] when the box is not this replica's or
+    /// was tampered with; [`CryptoError::BadShare`] when a share does not
+    /// match its digest (a deployer bug: the signed piece is inconsistent).
+    pub fn open_for(&self, index: usize, key: &ReplicaSecretKey) -> Result<Opened, CryptoError> {
+        let h = &self.header;
+        let entry = h.replicas.get(index).ok_or(CryptoError::OpenFailed)?;
+        let x = u8::try_from(index.saturating_add(1)).map_err(|_| CryptoError::OpenFailed)?;
+        let binding = h.binding();
+        let contents = open_box(key, &h.ephemeral, &binding.at(u16::from(x)), &entry.sealed)?;
+        let opened = Opened {
+            key: GroupKey::from_bytes(contents.first),
+            secret_share: Share::new(x, contents.second),
+            cancel_share: Share::new(x, contents.third),
+        };
+        if opened.secret_share.digest(ShareKind::Secret, &binding) != entry.secret_share
+            || opened.cancel_share.digest(ShareKind::Cancel, &binding) != entry.cancel_share
+        {
+            return Err(CryptoError::BadShare);
+        }
+        Ok(opened)
+    }
+
+    /// Whether `share` is the genuine `kind` share of its index, per the
+    /// piece's digest map.
+    pub fn share_is_valid(&self, kind: ShareKind, share: &Share) -> bool {
+        let index = usize::from(share.index());
+        let Some(entry) = index
+            .checked_sub(1)
+            .and_then(|i| self.header.replicas.get(i))
+        else {
+            return false;
+        };
+        let expected = match kind {
+            ShareKind::Secret => &entry.secret_share,
+            ShareKind::Cancel => &entry.cancel_share,
+        };
+        share.digest(kind, &self.header.binding()) == *expected
+    }
+}
+
 /// The public header of an upgrade, which installers read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -184,7 +301,8 @@ pub fn encode<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut 
 
 /// The encoded length of `value`.
 pub fn encoded_len<T: Serialize>(value: &T) -> usize {
-    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .unwrap_or(usize::MAX)
 }
 
 /// Decodes exactly one canonical `T` from `bytes`.
@@ -197,8 +315,16 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, Decode
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }
-    let consumed = bytes.get(..bytes.len() - rest.len()).ok_or(DecodeError::Malformed)?;
-    match postcard::serialize_with_flavor(&value, CompareFlavor { expected: consumed, pos: 0 }) {
+    let consumed = bytes
+        .get(..bytes.len().saturating_sub(rest.len()))
+        .ok_or(DecodeError::Malformed)?;
+    match postcard::serialize_with_flavor(
+        &value,
+        CompareFlavor {
+            expected: consumed,
+            pos: 0,
+        },
+    ) {
         Ok(true) => Ok(value),
         _ => Err(DecodeError::NonCanonical),
     }
@@ -240,7 +366,10 @@ impl Flavor for CompareFlavor<'_> {
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let end = self.pos.checked_add(data.len()).ok_or(postcard::Error::SerializeBufferFull)?;
+        let end = self
+            .pos
+            .checked_add(data.len())
+            .ok_or(postcard::Error::SerializeBufferFull)?;
         match self.expected.get(self.pos..end) {
             Some(slice) if slice == data => {
                 self.pos = end;
@@ -261,13 +390,19 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_reject_junk() {
-        let k = OrderKey { seq: 300, upgrade: UpgradeId([9; 16]) };
+        let k = OrderKey {
+            seq: 300,
+            upgrade: UpgradeId([9; 16]),
+        };
         let mut buf = [0u8; 64];
         let bytes = encode(&k, &mut buf).unwrap().to_vec();
         assert_eq!(decode::<OrderKey>(&bytes).unwrap(), k);
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(decode::<OrderKey>(&trailing), Err(DecodeError::TrailingBytes));
+        assert_eq!(
+            decode::<OrderKey>(&trailing),
+            Err(DecodeError::TrailingBytes)
+        );
         assert_eq!(decode::<OrderKey>(&bytes[..3]), Err(DecodeError::Truncated));
         // An overlong varint for seq = 300 (0xac 0x02) as 0xac 0x82 0x00.
         let mut overlong = std::vec![0xac, 0x82, 0x00];
@@ -279,10 +414,18 @@ mod tests {
     fn over_capacity_is_refused() {
         // A resource list claiming 17 entries.
         let mut bytes = std::vec![17u8];
-        bytes.extend(std::iter::repeat(1u8).take(17));
-        assert_eq!(decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes), Err(DecodeError::OverCapacity));
+        bytes.extend(core::iter::repeat_n(1u8, 17));
+        assert_eq!(
+            decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes),
+            Err(DecodeError::OverCapacity)
+        );
         bytes[0] = 16;
         bytes.pop();
-        assert_eq!(decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes).unwrap().len(), 16);
+        assert_eq!(
+            decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes)
+                .unwrap()
+                .len(),
+            16
+        );
     }
 }

@@ -14,7 +14,7 @@ mod sign;
 
 pub use ecies::{open_box, BoxContents, BoxSealer, ReplicaSecretKey, SealedBox, BOX_TAG_LEN};
 pub use payload::{GroupKey, PayloadOpener, PayloadRef, PayloadSealer, CHUNK_TAG_LEN};
-pub use shamir::{reconstruct, split, Share, MAX_SHARES};
+pub use shamir::{reconstruct, split, Share, ShareKind, MAX_SHARES};
 pub use sign::{DeployerKey, Signature};
 
 use serde::{Deserialize, Serialize};
@@ -214,7 +214,12 @@ impl Code {
     ///
     /// # Errors
     /// [`CryptoError::CodeMismatch`] when the digest differs.
-    pub fn check(&self, domain: Domain, binding: &Binding, expected: &Digest) -> Result<(), CryptoError> {
+    pub fn check(
+        &self,
+        domain: Domain,
+        binding: &Binding,
+        expected: &Digest,
+    ) -> Result<(), CryptoError> {
         if bool::from(self.digest(domain, binding).ct_eq(expected)) {
             Ok(())
         } else {
@@ -283,7 +288,8 @@ impl PublicKey {
     /// # Errors
     /// [`CryptoError::InvalidPublicKey`] when the bytes are not a point.
     pub fn from_sec1(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let pk = p256::PublicKey::from_sec1_bytes(bytes).map_err(|_| CryptoError::InvalidPublicKey)?;
+        let pk =
+            p256::PublicKey::from_sec1_bytes(bytes).map_err(|_| CryptoError::InvalidPublicKey)?;
         Ok(Self::from_point(&pk))
     }
 
@@ -299,7 +305,8 @@ impl PublicKey {
     }
 
     pub(crate) fn to_point(self) -> Result<p256::PublicKey, CryptoError> {
-        p256::PublicKey::from_sec1_bytes(&self.to_compressed()).map_err(|_| CryptoError::InvalidPublicKey)
+        p256::PublicKey::from_sec1_bytes(&self.to_compressed())
+            .map_err(|_| CryptoError::InvalidPublicKey)
     }
 }
 
@@ -318,11 +325,21 @@ mod tests {
     fn domains_separate() {
         let b = Binding::group(UpgradeId([1; 16]), GroupId(7));
         let x = [9u8; 32];
-        assert_ne!(digest(Domain::Trigger, &b, &x), digest(Domain::Cancel, &b, &x));
-        assert_ne!(digest(Domain::Trigger, &b, &x), digest(Domain::Trigger, &b.at(1), &x));
         assert_ne!(
             digest(Domain::Trigger, &b, &x),
-            digest(Domain::Trigger, &Binding::group(UpgradeId([1; 16]), GroupId(8)), &x)
+            digest(Domain::Cancel, &b, &x)
+        );
+        assert_ne!(
+            digest(Domain::Trigger, &b, &x),
+            digest(Domain::Trigger, &b.at(1), &x)
+        );
+        assert_ne!(
+            digest(Domain::Trigger, &b, &x),
+            digest(
+                Domain::Trigger,
+                &Binding::group(UpgradeId([1; 16]), GroupId(8)),
+                &x
+            )
         );
     }
 
@@ -334,7 +351,10 @@ mod tests {
         assert!(code.check(Domain::Trigger, &b, &d).is_ok());
         let mut other = code.clone();
         other.0[31] ^= 1;
-        assert_eq!(other.check(Domain::Trigger, &b, &d), Err(CryptoError::CodeMismatch));
+        assert_eq!(
+            other.check(Domain::Trigger, &b, &d),
+            Err(CryptoError::CodeMismatch)
+        );
         assert_eq!(std::format!("{code:?}"), "Code(<redacted>)");
     }
 }

@@ -77,7 +77,7 @@ impl PayloadRef {
         }
         // Every chunk but the last is `full` bytes; the last is 16..=full.
         let chunks = len.div_ceil(full);
-        let last = len - chunks.saturating_sub(1).saturating_mul(full);
+        let last = len.saturating_sub(chunks.saturating_sub(1).saturating_mul(full));
         if last < CHUNK_TAG_LEN as u64 {
             return Err(CryptoError::PayloadStream);
         }
@@ -90,7 +90,9 @@ impl PayloadRef {
     /// [`CryptoError::PayloadStream`] for an impossible layout.
     pub fn plaintext_len(&self) -> Result<u64, CryptoError> {
         let (chunks, _) = self.layout()?;
-        Ok(self.ciphertext_len - chunks.saturating_mul(CHUNK_TAG_LEN as u64))
+        Ok(self
+            .ciphertext_len
+            .saturating_sub(chunks.saturating_mul(CHUNK_TAG_LEN as u64)))
     }
 }
 
@@ -141,7 +143,12 @@ impl PayloadSealer {
     /// [`MisuseError::WrongState`] after the last chunk;
     /// [`MisuseError::BadArgument`] for a wrong length or a buffer without
     /// room for the tag.
-    pub fn seal_chunk<'b>(&mut self, buf: &'b mut [u8], len: usize, last: bool) -> Result<&'b [u8], MisuseError> {
+    pub fn seal_chunk<'b>(
+        &mut self,
+        buf: &'b mut [u8],
+        len: usize,
+        last: bool,
+    ) -> Result<&'b [u8], MisuseError> {
         if self.done {
             return Err(MisuseError::WrongState);
         }
@@ -149,7 +156,9 @@ impl PayloadSealer {
         if len > size || (!last && len != size) {
             return Err(MisuseError::BadArgument);
         }
-        let total = len.checked_add(CHUNK_TAG_LEN).ok_or(MisuseError::BadArgument)?;
+        let total = len
+            .checked_add(CHUNK_TAG_LEN)
+            .ok_or(MisuseError::BadArgument)?;
         let out = buf.get_mut(..total).ok_or(MisuseError::BadArgument)?;
         let (body, tag_slot) = out.split_at_mut(len);
         let tag = self
@@ -200,7 +209,11 @@ impl PayloadOpener {
     ///
     /// # Errors
     /// [`CryptoError::PayloadStream`] for an impossible layout.
-    pub fn new(key: &GroupKey, binding: &Binding, payload: &PayloadRef) -> Result<Self, CryptoError> {
+    pub fn new(
+        key: &GroupKey,
+        binding: &Binding,
+        payload: &PayloadRef,
+    ) -> Result<Self, CryptoError> {
         let (chunks, last_len) = payload.layout()?;
         Ok(Self {
             cipher: key.cipher(binding)?,
@@ -245,7 +258,9 @@ impl PayloadOpener {
         // Hash the ciphertext before it is overwritten by the plaintext.
         let mut hasher = self.hasher.clone();
         hasher.update(buf);
-        let body_len = want.checked_sub(CHUNK_TAG_LEN).ok_or(CryptoError::PayloadStream)?;
+        let body_len = want
+            .checked_sub(CHUNK_TAG_LEN)
+            .ok_or(CryptoError::PayloadStream)?;
         let (body, tag) = buf.split_at_mut(body_len);
         let tag = Tag::try_from(&*tag).map_err(|_| CryptoError::PayloadStream)?;
         self.cipher
@@ -290,13 +305,17 @@ mod tests {
         let mut out = Vec::new();
         let mut buf = std::vec![0u8; chunk as usize + CHUNK_TAG_LEN];
         let mut pieces: Vec<&[u8]> = data.chunks(chunk as usize).collect();
-        if pieces.is_empty() || data.len() % chunk as usize == 0 {
+        if pieces.is_empty() || data.len().is_multiple_of(chunk as usize) {
             pieces.push(&[]);
         }
         let n = pieces.len();
         for (i, p) in pieces.into_iter().enumerate() {
             buf[..p.len()].copy_from_slice(p);
-            out.push(s.seal_chunk(&mut buf, p.len(), i + 1 == n).unwrap().to_vec());
+            out.push(
+                s.seal_chunk(&mut buf, p.len(), i + 1 == n)
+                    .unwrap()
+                    .to_vec(),
+            );
         }
         (out, s.finish().unwrap())
     }
@@ -353,9 +372,22 @@ mod tests {
     #[test]
     fn bad_layouts_rejected() {
         let d = Digest([0; 32]);
-        for (len, cs) in [(0u64, 64u32), (15, 64), (64 + 16 + 5, 64), (100, 10), (100, u32::MAX)] {
-            let r = PayloadRef { ciphertext_len: len, chunk_size: cs, digest: d };
-            assert!(PayloadOpener::new(&GroupKey([0; 32]), &binding(), &r).is_err(), "{len} {cs}");
+        for (len, cs) in [
+            (0u64, 64u32),
+            (15, 64),
+            (64 + 16 + 5, 64),
+            (100, 10),
+            (100, u32::MAX),
+        ] {
+            let r = PayloadRef {
+                ciphertext_len: len,
+                chunk_size: cs,
+                digest: d,
+            };
+            assert!(
+                PayloadOpener::new(&GroupKey([0; 32]), &binding(), &r).is_err(),
+                "{len} {cs}"
+            );
         }
     }
 }

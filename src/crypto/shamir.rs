@@ -21,6 +21,16 @@ use crate::error::{CryptoError, MisuseError};
 /// The most shares one secret is split into (replicas or guardians per group).
 pub const MAX_SHARES: usize = 64;
 
+/// Which secret a share belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ShareKind {
+    /// A share of the group secret `s_g` (released on *accept*).
+    Secret,
+    /// A share of the cancellation code `c` (released on *reject*).
+    Cancel,
+}
+
 /// One share `(x, y)` of a secret. `x` is the 1-based share index.
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct Share {
@@ -39,6 +49,11 @@ impl Share {
         self.x
     }
 
+    /// The share's value `y` (32-byte big-endian scalar).
+    pub fn value(&self) -> &[u8; 32] {
+        &self.y
+    }
+
     /// The share's 33-byte encoding `x || y`, which share digests cover.
     pub fn to_bytes(&self) -> Zeroizing<[u8; 33]> {
         let mut out = Zeroizing::new([0u8; 33]);
@@ -46,6 +61,20 @@ impl Share {
         x.copy_from_slice(&[self.x]);
         y.copy_from_slice(&self.y);
         out
+    }
+
+    /// `D(a_r)`: the share's digest as a piece lists it. `binding` is the
+    /// piece's group binding; the share index is bound in here.
+    pub fn digest(&self, kind: ShareKind, binding: &super::Binding) -> super::Digest {
+        let domain = match kind {
+            ShareKind::Secret => super::Domain::SecretShare,
+            ShareKind::Cancel => super::Domain::CancelShare,
+        };
+        super::digest(
+            domain,
+            &binding.at(u16::from(self.x)),
+            self.to_bytes().as_slice(),
+        )
     }
 
     fn scalar(&self) -> Result<Scalar, CryptoError> {
@@ -87,7 +116,8 @@ pub fn split<R: CryptoRng + ?Sized>(
         return Err(MisuseError::BadArgument);
     }
     // coefficients[0] is the secret, the rest uniformly random.
-    let mut coefficients: Zeroizing<[Scalar; MAX_SHARES]> = Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
+    let mut coefficients: Zeroizing<[Scalar; MAX_SHARES]> =
+        Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
     let mut slots = coefficients.iter_mut().take(k);
     if let Some(c0) = slots.next() {
         *c0 = *secret;
@@ -105,7 +135,10 @@ pub fn split<R: CryptoRng + ?Sized>(
         for c in coefficients.iter().take(k).rev() {
             *y = *y * xs + c;
         }
-        let share = Share { x: xb, y: y.to_bytes().into() };
+        let share = Share {
+            x: xb,
+            y: y.to_bytes().into(),
+        };
         shares.push(share).map_err(|_| MisuseError::BadArgument)?;
     }
     Ok(shares)
@@ -129,7 +162,9 @@ pub fn reconstruct(shares: &[Share]) -> Result<Scalar, CryptoError> {
     let mut ys: Zeroizing<[Scalar; MAX_SHARES]> = Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
     let mut seen = [false; 256];
     for ((share, x), y) in shares.iter().zip(xs.iter_mut()).zip(ys.iter_mut()) {
-        let slot = seen.get_mut(usize::from(share.x)).ok_or(CryptoError::BadShare)?;
+        let slot = seen
+            .get_mut(usize::from(share.x))
+            .ok_or(CryptoError::BadShare)?;
         if share.x == 0 || *slot {
             return Err(CryptoError::BadShare);
         }
@@ -214,7 +249,11 @@ mod tests {
                         .filter(|(i, _)| mask & (1 << i) != 0)
                         .map(|(_, s)| s.clone())
                         .collect();
-                    assert_eq!(reconstruct(&subset).unwrap(), s, "n={n} k={k} mask={mask:b}");
+                    assert_eq!(
+                        reconstruct(&subset).unwrap(),
+                        s,
+                        "n={n} k={k} mask={mask:b}"
+                    );
                     subsets += 1;
                 }
             }
@@ -247,6 +286,9 @@ mod tests {
         assert!(split(&s, 0, 4, &mut rng).is_err());
         assert!(split(&s, 5, 4, &mut rng).is_err());
         assert!(split(&s, 1, MAX_SHARES + 1, &mut rng).is_err());
-        assert_eq!(split(&s, MAX_SHARES, MAX_SHARES, &mut rng).unwrap().len(), MAX_SHARES);
+        assert_eq!(
+            split(&s, MAX_SHARES, MAX_SHARES, &mut rng).unwrap().len(),
+            MAX_SHARES
+        );
     }
 }

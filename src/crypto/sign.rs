@@ -49,9 +49,12 @@ impl Signature {
     /// [`CryptoError::BadSignature`] when the signature is malformed or does
     /// not verify.
     pub fn verify(&self, signer: &PublicKey, prehash: &Digest) -> Result<(), CryptoError> {
-        let vk = VerifyingKey::from_sec1_bytes(&signer.to_compressed()).map_err(|_| CryptoError::InvalidPublicKey)?;
-        let sig = p256::ecdsa::Signature::from_scalars(self.r, self.s).map_err(|_| CryptoError::BadSignature)?;
-        vk.verify_prehash(&prehash.0, &sig).map_err(|_| CryptoError::BadSignature)
+        let vk = VerifyingKey::from_sec1_bytes(&signer.to_compressed())
+            .map_err(|_| CryptoError::InvalidPublicKey)?;
+        let sig = p256::ecdsa::Signature::from_scalars(self.r, self.s)
+            .map_err(|_| CryptoError::BadSignature)?;
+        vk.verify_prehash(&prehash.0, &sig)
+            .map_err(|_| CryptoError::BadSignature)
     }
 }
 
@@ -98,7 +101,10 @@ impl DeployerKey {
     /// [`CryptoError::BadSignature`] if signing fails (it does not for a
     /// valid key; kept so no path panics).
     pub fn sign(&self, prehash: &Digest) -> Result<Signature, CryptoError> {
-        let sig: p256::ecdsa::Signature = self.0.sign_prehash(&prehash.0).map_err(|_| CryptoError::BadSignature)?;
+        let sig: p256::ecdsa::Signature = self
+            .0
+            .sign_prehash(&prehash.0)
+            .map_err(|_| CryptoError::BadSignature)?;
         let (r, s) = sig.split_bytes();
         Ok(Signature {
             r: r.into(),
@@ -127,16 +133,26 @@ mod tests {
         let d = Digest([5; 32]);
         let sig = k.sign(&d).unwrap();
         assert!(sig.verify(&k.public_key(), &d).is_ok());
-        assert_eq!(sig.verify(&other.public_key(), &d), Err(CryptoError::BadSignature));
+        assert_eq!(
+            sig.verify(&other.public_key(), &d),
+            Err(CryptoError::BadSignature)
+        );
         let mut d2 = d;
         d2.0[0] ^= 1;
-        assert_eq!(sig.verify(&k.public_key(), &d2), Err(CryptoError::BadSignature));
+        assert_eq!(
+            sig.verify(&k.public_key(), &d2),
+            Err(CryptoError::BadSignature)
+        );
         let mut bytes = sig.to_bytes();
         for i in 0..64 {
             bytes[i] ^= 0x80;
-            assert!(Signature::from_bytes(&bytes).verify(&k.public_key(), &d).is_err());
+            assert!(Signature::from_bytes(&bytes)
+                .verify(&k.public_key(), &d)
+                .is_err());
             bytes[i] ^= 0x80;
         }
-        assert!(Signature::from_bytes(&[0; 64]).verify(&k.public_key(), &d).is_err());
+        assert!(Signature::from_bytes(&[0; 64])
+            .verify(&k.public_key(), &d)
+            .is_err());
     }
 }

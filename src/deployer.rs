@@ -1,0 +1,263 @@
+//! The deployer: builds an upgrade's codes and its signed pieces.
+//!
+//! The deployer is trusted for its own upgrades (PROTOCOL.md section 3). It
+//! draws a fresh cancellation code `c` and, per group, a group secret `s_g`
+//! and a payload key `k_g`; the trigger code is `τ = ⊕ s_g`. Every piece
+//! carries `D(τ)` and `D(c)`, the group's shares of `s_g` and `c` (threshold
+//! `f + 1`) with their digests, and `k_g`, all sealed per replica.
+//!
+//! The per-group secrets are derived from one master seed drawn from the
+//! host's CSPRNG (ChaCha20 keyed by the seed, one stream per group id), so a
+//! plan for 10,000 groups needs no per-group memory and a piece rebuilt for
+//! the same group carries the same secrets and shares.
+//!
+//! ```text
+//! let plan = UpgradePlan::new(&mut rng, order_seq, &group_ids)?;   // τ, c
+//! for each group g:
+//!     seal g's payload with PayloadSealer::new(&plan.group_key(g)?, ..)
+//!     let piece = plan.piece(&deployer, &mut rng, &target)?;       // signed Δ_g
+//! hand plan.header() and the pieces to installers; keep τ and c if wanted
+//! ```
+
+use chacha20::ChaCha20Rng;
+use heapless::Vec;
+use p256::elliptic_curve::Generate;
+use p256::Scalar;
+use rand_core::{CryptoRng, Rng, SeedableRng};
+use zeroize::Zeroizing;
+
+use crate::crypto::{
+    self, BoxContents, BoxSealer, Code, DeployerKey, Domain, GroupKey, PayloadRef, PublicKey,
+    ShareKind,
+};
+use crate::error::{CapacityError, MisuseError};
+use crate::wire::{
+    DeployerId, GroupId, Membership, OrderKey, Piece, PieceHeader, ReplicaEntry, ResourceId,
+    UpgradeHeader, UpgradeId, MAX_RESOURCES,
+};
+
+/// A deployer: its identifier in the groups' configurations and its key.
+pub struct Deployer {
+    id: DeployerId,
+    key: DeployerKey,
+}
+
+impl Deployer {
+    /// A deployer with identifier `id` signing with `key`.
+    pub fn new(id: DeployerId, key: DeployerKey) -> Self {
+        Self { id, key }
+    }
+
+    /// The deployer's identifier.
+    pub fn id(&self) -> DeployerId {
+        self.id
+    }
+
+    /// The public key groups must authorize for [`id`](Self::id).
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+}
+
+/// What the deployer needs to know of one group to build its piece.
+#[derive(Clone, Debug)]
+pub struct GroupTarget<'a> {
+    /// The group's membership (id, `f`, replica keys).
+    pub membership: &'a Membership,
+    /// The resources the piece changes.
+    pub resources: &'a [ResourceId],
+    /// This deployer's current version code at the group (section 4.4).
+    pub prev_version: &'a Code,
+    /// The group's sealed payload, from a [`PayloadSealer`](crate::crypto::PayloadSealer)
+    /// keyed with [`UpgradePlan::group_key`].
+    pub payload: PayloadRef,
+}
+
+/// One upgrade `Δ` over a fixed, ordered set of groups: its codes and the
+/// means to build each group's piece.
+pub struct UpgradePlan<'g> {
+    header: UpgradeHeader,
+    groups: &'g [GroupId],
+    master: Zeroizing<[u8; 32]>,
+    trigger: Code,
+    cancel: Zeroizing<Scalar>,
+    cancel_code: Code,
+}
+
+/// The per-group secrets, drawn in a fixed order from the group's stream.
+struct GroupSecrets {
+    secret: Zeroizing<Scalar>,
+    key: GroupKey,
+    rng: ChaCha20Rng,
+}
+
+impl<'g> UpgradePlan<'g> {
+    /// Draws the upgrade id, the master seed and `c`, and computes `τ` over
+    /// `groups`, which must be strictly increasing (no group twice: a group
+    /// listed twice would cancel its own secret out of `τ`).
+    ///
+    /// # Errors
+    /// [`MisuseError::BadArgument`] for an empty or unsorted group list;
+    /// [`CapacityError::Groups`] for more than `u32::MAX` groups.
+    pub fn new<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        order_seq: u64,
+        groups: &'g [GroupId],
+    ) -> Result<Self, MisuseError> {
+        if groups.is_empty() || !groups.windows(2).all(|w| matches!(w, [a, b] if a < b)) {
+            return Err(MisuseError::BadArgument);
+        }
+        let count = u32::try_from(groups.len()).map_err(|_| CapacityError::Groups)?;
+        let mut upgrade = UpgradeId::default();
+        rng.fill_bytes(&mut upgrade.0);
+        let mut master = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(master.as_mut_slice());
+        let cancel = Zeroizing::new(Scalar::generate_from_rng(rng));
+        let cancel_code = Code(cancel.to_bytes().into());
+        let mut plan = Self {
+            header: UpgradeHeader {
+                upgrade,
+                order: OrderKey {
+                    seq: order_seq,
+                    upgrade,
+                },
+                trigger_digest: crypto::Digest::default(),
+                cancel_digest: cancel_code
+                    .digest(Domain::Cancel, &crypto::Binding::upgrade(upgrade)),
+                groups: count,
+            },
+            groups,
+            master,
+            trigger: Code::default(),
+            cancel,
+            cancel_code,
+        };
+        let mut trigger = Code::default();
+        for g in groups {
+            trigger.xor_assign(&plan.secrets(*g).secret_code());
+        }
+        plan.header.trigger_digest =
+            trigger.digest(Domain::Trigger, &crypto::Binding::upgrade(upgrade));
+        plan.trigger = trigger;
+        Ok(plan)
+    }
+
+    /// The public header installers read.
+    pub fn header(&self) -> &UpgradeHeader {
+        &self.header
+    }
+
+    /// The trigger code `τ` (the deployer may keep it).
+    pub fn trigger_code(&self) -> &Code {
+        &self.trigger
+    }
+
+    /// The cancellation code `c` (the deployer may keep it).
+    pub fn cancel_code(&self) -> &Code {
+        &self.cancel_code
+    }
+
+    /// The payload key `k_g` of `group`, to seal its payload with.
+    ///
+    /// # Errors
+    /// [`MisuseError::OutOfRange`] for a group not in the plan.
+    pub fn group_key(&self, group: GroupId) -> Result<GroupKey, MisuseError> {
+        self.check_group(group)?;
+        Ok(self.secrets(group).key)
+    }
+
+    /// Builds and signs the piece `Δ_g` for `target`'s group.
+    ///
+    /// # Errors
+    /// [`MisuseError::OutOfRange`] for a group not in the plan;
+    /// [`MisuseError::BadArgument`] for a membership whose `f` does not fit
+    /// its `n`; [`CapacityError::Resources`] for too many resources;
+    /// [`MisuseError::Crypto`] for a replica key that is not a point.
+    pub fn piece<R: CryptoRng + ?Sized>(
+        &self,
+        deployer: &Deployer,
+        rng: &mut R,
+        target: &GroupTarget<'_>,
+    ) -> Result<Piece, MisuseError> {
+        let m = target.membership;
+        self.check_group(m.group)?;
+        if !m.is_well_formed() {
+            return Err(MisuseError::BadArgument);
+        }
+        let resources: Vec<ResourceId, MAX_RESOURCES> =
+            Vec::from_slice(target.resources).map_err(|_| CapacityError::Resources)?;
+        let GroupSecrets {
+            secret,
+            key,
+            rng: mut group_rng,
+        } = self.secrets(m.group);
+        let (k, n) = (m.threshold(), m.n());
+        let secret_shares = crypto::split(&secret, k, n, &mut group_rng)?;
+        let cancel_shares = crypto::split(&self.cancel, k, n, &mut group_rng)?;
+
+        let upgrade = self.header.upgrade;
+        let binding = crypto::Binding::group(upgrade, m.group);
+        let sealer = BoxSealer::new(rng);
+        let mut replicas = Vec::new();
+        for ((pk, s), c) in m
+            .replicas
+            .iter()
+            .zip(secret_shares.iter())
+            .zip(cancel_shares.iter())
+        {
+            let at = binding.at(u16::from(s.index()));
+            let contents = BoxContents {
+                first: key.0,
+                second: *s.value(),
+                third: *c.value(),
+            };
+            let entry = ReplicaEntry {
+                sealed: sealer.seal(pk, &at, &contents)?,
+                secret_share: s.digest(ShareKind::Secret, &binding),
+                cancel_share: c.digest(ShareKind::Cancel, &binding),
+            };
+            replicas.push(entry).map_err(|_| CapacityError::Replicas)?;
+        }
+        let header = PieceHeader {
+            upgrade,
+            group: m.group,
+            deployer: deployer.id,
+            order_seq: self.header.order.seq,
+            trigger_digest: self.header.trigger_digest,
+            cancel_digest: self.header.cancel_digest,
+            prev_version: target.prev_version.clone(),
+            members: m.digest(),
+            f: m.f,
+            resources,
+            payload: target.payload,
+            ephemeral: sealer.ephemeral_public(),
+            replicas,
+        };
+        let signature = deployer.key.sign(&header.digest())?;
+        Ok(Piece { header, signature })
+    }
+
+    fn check_group(&self, group: GroupId) -> Result<(), MisuseError> {
+        self.groups
+            .binary_search(&group)
+            .map(|_| ())
+            .map_err(|_| MisuseError::OutOfRange)
+    }
+
+    /// The group's secrets: its stream of the master seed, drawn in order
+    /// `s_g`, `k_g`, then the share polynomials (left in the returned rng).
+    fn secrets(&self, group: GroupId) -> GroupSecrets {
+        let mut rng = ChaCha20Rng::from_seed(*self.master);
+        rng.set_stream(u64::from(group.0));
+        let secret = Zeroizing::new(Scalar::generate_from_rng(&mut rng));
+        let mut key = GroupKey([0; 32]);
+        rng.fill_bytes(&mut key.0);
+        GroupSecrets { secret, key, rng }
+    }
+}
+
+impl GroupSecrets {
+    fn secret_code(&self) -> Code {
+        Code(self.secret.to_bytes().into())
+    }
+}
