@@ -20,4 +20,7 @@ extern crate std;
 pub mod crypto;
 pub mod deployer;
 pub mod error;
+pub mod group;
+pub mod installer;
+pub mod step;
 pub mod wire;

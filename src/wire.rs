@@ -291,6 +291,181 @@ pub struct UpgradeHeader {
     pub groups: u32,
 }
 
+/// The most codes piggybacked on one application message.
+pub const MAX_ATTACHED: usize = 8;
+
+/// An ordered operation of a group's upgrade object. The host runs these
+/// through its Byzantine agreement and hands them, in the agreed order, to
+/// every replica's [`GroupReplica`](crate::group::GroupReplica).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// No heap to box the piece in; operations are handled one at a time.
+#[allow(clippy::large_enum_variant)]
+pub enum Operation {
+    /// `PrepareInstall(Δ_g)`.
+    PrepareInstall(Piece),
+    /// `CommitInstall(τ)`.
+    CommitInstall {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// The trigger code `τ`.
+        code: Code,
+    },
+    /// `AbortInstall(c)`.
+    AbortInstall {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// The cancellation code `c`.
+        code: Code,
+    },
+}
+
+/// Whether a code commits or aborts its upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Outcome {
+    /// Committed with the trigger code `τ`.
+    Committed,
+    /// Aborted with the cancellation code `c`.
+    Aborted,
+}
+
+/// A code as it diffuses: piggybacked on application messages, forwarded by
+/// clients and guardians.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Diffused {
+    /// The upgrade.
+    pub upgrade: UpgradeId,
+    /// Trigger or cancellation code.
+    pub outcome: Outcome,
+    /// The code itself.
+    pub code: Code,
+}
+
+/// The codes a group attaches to one application request or response.
+pub type Attachment = Vec<Diffused, MAX_ATTACHED>;
+
+/// Why a group refused a piece without releasing any share.
+///
+/// A refusal releases nothing, so it is always safe; only a piece the group
+/// *decided* on (accepted, rejected or postponed) gets shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The piece is for another group.
+    WrongGroup,
+    /// The signer is not an authorized deployer of this group.
+    UnknownDeployer,
+    /// The signature does not verify.
+    BadSignature,
+    /// The piece was built for another membership (keys, `n` or `f`).
+    WrongMembership,
+    /// The piece's previous version code is an older code of its deployer's
+    /// chain here: a replay of a piece that has been superseded.
+    Replayed,
+    /// The piece's previous version code is not (yet) known here: it was
+    /// built on a predecessor that has not finished at this group.
+    OutOfOrder,
+    /// The piece's previous version code belongs to another deployer's chain.
+    WrongChain,
+    /// The group holds as many unfinished pieces as it can; retry later.
+    Busy,
+}
+
+/// A replica's reply to an operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Reply {
+    /// *accept*: the replica's share of `s_g`.
+    Accepted(Share),
+    /// *reject*: the replica's share of `c`.
+    Rejected(Share),
+    /// *conflict*: postponed behind a conflicting piece; retry later.
+    Conflict,
+    /// The upgrade's outcome is known here: the code itself.
+    Finished(Outcome, Code),
+    /// The piece was refused; nothing was released.
+    Refused(Refusal),
+    /// The group holds no piece of this upgrade (for commit and abort).
+    Unknown,
+    /// The group accepted, but this replica cannot release its share (its
+    /// own box in the piece is bad).
+    NoShare,
+}
+
+/// A replica's answer to an operation's origin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Answer {
+    /// The upgrade.
+    pub upgrade: UpgradeId,
+    /// The answering replica's group.
+    pub group: GroupId,
+    /// The answering replica's index.
+    pub replica: u8,
+    /// The reply.
+    pub reply: Reply,
+}
+
+/// A point-to-point message between roles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Message {
+    /// An operation for the receiving group to order (proactive diffusion
+    /// and installers' commits and aborts; `PrepareInstall` travels as an
+    /// [`Operation`] too, but installers send it through the host since the
+    /// host holds the pieces).
+    Submit(SmallOperation),
+    /// A replica's answer.
+    Answer(Answer),
+}
+
+/// The operations small enough to travel in a [`Message`]: all but
+/// `PrepareInstall`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SmallOperation {
+    /// `CommitInstall(τ)`.
+    CommitInstall {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// `τ`.
+        code: Code,
+    },
+    /// `AbortInstall(c)`.
+    AbortInstall {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// `c`.
+        code: Code,
+    },
+}
+
+impl From<SmallOperation> for Operation {
+    fn from(op: SmallOperation) -> Self {
+        match op {
+            SmallOperation::CommitInstall { upgrade, code } => {
+                Operation::CommitInstall { upgrade, code }
+            }
+            SmallOperation::AbortInstall { upgrade, code } => {
+                Operation::AbortInstall { upgrade, code }
+            }
+        }
+    }
+}
+
+impl SmallOperation {
+    /// The operation that finishes `upgrade` with `outcome` and `code`.
+    pub fn finish(upgrade: UpgradeId, outcome: Outcome, code: Code) -> Self {
+        match outcome {
+            Outcome::Committed => Self::CommitInstall { upgrade, code },
+            Outcome::Aborted => Self::AbortInstall { upgrade, code },
+        }
+    }
+}
+
 /// Encodes `value` into `buf` and returns the bytes written.
 ///
 /// # Errors

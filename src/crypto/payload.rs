@@ -28,7 +28,7 @@ pub const CHUNK_TAG_LEN: usize = 16;
 const CHUNK_SIZE_RANGE: core::ops::RangeInclusive<u32> = 64..=(1 << 24);
 
 /// The symmetric key `k_g` of one group's piece. Zeroized on drop.
-#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupKey(pub(crate) [u8; 32]);
 
 impl GroupKey {

@@ -1,0 +1,855 @@
+//! The group role: one instance per replica (paper sections 4.1–4.4,
+//! Figures 2 and 3; PROTOCOL.md sections 4 and 5).
+//!
+//! A [`GroupReplica`] has two halves:
+//! - the **deterministic** half, driven only by the group's ordered
+//!   operations ([`GroupReplica::handle_ordered`], and the Figure 2 calls
+//!   [`on_request`](GroupReplica::on_request),
+//!   [`on_response`](GroupReplica::on_response) and
+//!   [`take_attachment`](GroupReplica::take_attachment), which the host makes
+//!   from the replicated application's execution): the sets `A` and `C`, the
+//!   version codes, the outcomes. Every correct replica holds the same;
+//! - the **per-replica** half: the replica's opened box (its shares and
+//!   `k_g`), and its proactive-diffusion timers.
+//!
+//! # What the embedder must do
+//! - Run [`Operation`]s through the group's agreement and call
+//!   `handle_ordered` on every replica in the agreed order, with the same
+//!   validation verdict everywhere (the `validate` callback must be a
+//!   deterministic function of the header and the replicated state).
+//! - Send every [`Outgoing`](crate::step::Outgoing) message; a message to
+//!   [`Peer::Group`] is a submission to that group's ordering.
+//! - Feed answers from other groups' replicas to `handle_message`, and call
+//!   `handle_timeout` when the step's deadline passes.
+//! - Carry out effects in order: [`GroupEffect::Apply`] installs the payload
+//!   (open it with [`PayloadOpener`](crate::crypto::PayloadOpener)).
+//! - Persist the role with serde; the state holds this replica's shares and
+//!   `k_g`, so store it as carefully as the replica's key.
+
+use heapless::{Deque, Vec};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{
+    Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share,
+};
+use crate::error::{CapacityError, MisuseError};
+use crate::step::{FaultKind, Instant, Peer, Step};
+use crate::wire::{
+    Answer, Attachment, DeployerId, Diffused, GroupId, Membership, Message, Operation, OrderKey,
+    Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, SmallOperation, UpgradeId,
+    MAX_ATTACHED, MAX_RESOURCES,
+};
+
+/// The most unfinished pieces (`A ∪ C`) a group holds at once.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// How many finished outcomes a group remembers (answers to late requests
+/// and codes for external clients).
+pub const HISTORY: usize = 32;
+/// The most deployers a group authorizes.
+pub const MAX_DEPLOYERS: usize = 4;
+/// The most neighbor groups a group has.
+pub const MAX_NEIGHBORS: usize = 16;
+/// The most upgrades a replica diffuses proactively at once.
+pub const MAX_DIFFUSING: usize = 8;
+
+/// A deployer a group accepts pieces from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizedDeployer {
+    /// Its identifier, as pieces name it.
+    pub id: DeployerId,
+    /// Its ECDSA P-256 key.
+    pub key: PublicKey,
+    /// The genesis version code of its chain at this group.
+    pub genesis: Code,
+}
+
+/// A neighbor group: one a transaction here calls, or that calls here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Neighbor {
+    /// The group.
+    pub group: GroupId,
+    /// Its fault bound: `f + 1` answers from it are trusted.
+    pub f: u8,
+}
+
+/// A group's configuration, identical on all its replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfig {
+    /// The group's membership.
+    pub membership: Membership,
+    /// Deployers whose pieces it accepts.
+    pub deployers: Vec<AuthorizedDeployer, MAX_DEPLOYERS>,
+    /// Groups it diffuses codes to.
+    pub neighbors: Vec<Neighbor, MAX_NEIGHBORS>,
+    /// First retry interval of proactive diffusion, in ms (doubles up to
+    /// 16 times this).
+    pub retry_ms: u64,
+}
+
+/// The application's verdict on a piece (PROTOCOL.md section 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The group can take this piece.
+    Accept,
+    /// It cannot: release the `c` share.
+    Reject,
+}
+
+/// A transaction of the replicated application, as the host names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TxnId(pub u64);
+
+/// What a group step asks the host to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupEffect {
+    /// Install the piece's payload, decrypting it with `key`. The payload is
+    /// committed from this point of the ordered execution on.
+    Apply {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// `k_g`, or `None` when this replica's box was bad (the host must
+        /// then fetch the new state from its peers, as after a crash).
+        key: Option<GroupKey>,
+        /// The sealed payload to open.
+        payload: PayloadRef,
+    },
+    /// The piece is gone (aborted or cancelled and aborted): drop its
+    /// stored payload.
+    Discard {
+        /// The upgrade.
+        upgrade: UpgradeId,
+    },
+    /// Figure 2: abort this transaction (it saw a commit in a response)...
+    AbortTransaction(TxnId),
+    /// ...and restart it after the commits in this step.
+    RestartTransaction(TxnId),
+}
+
+/// Status of a held piece in Figure 3's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Status {
+    /// In `A`, its `s_g` shares released.
+    Released,
+    /// In `A`, postponed: nothing released yet.
+    Withheld,
+    /// In `C`: its `c` shares are released.
+    Cancelled,
+}
+
+/// This replica's own secrets of a piece.
+#[derive(Clone, Serialize, Deserialize)]
+struct Secrets {
+    key: GroupKey,
+    secret_share: Share,
+    cancel_share: Share,
+}
+
+/// A piece in `A ∪ C`.
+#[derive(Clone, Serialize, Deserialize)]
+struct Held {
+    upgrade: UpgradeId,
+    deployer: DeployerId,
+    order: OrderKey,
+    trigger_digest: Digest,
+    cancel_digest: Digest,
+    resources: Vec<ResourceId, MAX_RESOURCES>,
+    payload: PayloadRef,
+    status: Status,
+    /// Per replica: `None` when this replica's box did not open.
+    secrets: Option<Secrets>,
+}
+
+impl Held {
+    fn in_a(&self) -> bool {
+        self.status != Status::Cancelled
+    }
+
+    fn conflicts(&self, other: &Held) -> bool {
+        self.upgrade != other.upgrade && self.resources.iter().any(|r| other.resources.contains(r))
+    }
+
+    fn binding(&self) -> Binding {
+        Binding::upgrade(self.upgrade)
+    }
+
+    /// The digest a code for `outcome` must match.
+    fn check(&self, outcome: Outcome, code: &Code) -> bool {
+        match outcome {
+            Outcome::Committed => {
+                code.check(Domain::Trigger, &self.binding(), &self.trigger_digest)
+            }
+            Outcome::Aborted => code.check(Domain::Cancel, &self.binding(), &self.cancel_digest),
+        }
+        .is_ok()
+    }
+}
+
+/// A finished upgrade.
+#[derive(Clone, Serialize, Deserialize)]
+struct Finished {
+    upgrade: UpgradeId,
+    deployer: DeployerId,
+    outcome: Outcome,
+    code: Code,
+    /// The group version after this outcome.
+    version: u64,
+}
+
+/// A replica's proactive diffusion of one outcome to its neighbors.
+#[derive(Clone, Serialize, Deserialize)]
+struct Diffusion {
+    upgrade: UpgradeId,
+    outcome: Outcome,
+    code: Code,
+    /// Per neighbor (config order), the replicas that acknowledged.
+    acks: [u64; MAX_NEIGHBORS],
+    deadline: Instant,
+    interval: u64,
+}
+
+/// One replica of a group: the deterministic group object and this
+/// replica's own part of it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct GroupReplica {
+    config: GroupConfig,
+    /// Cached digest of the membership, checked against every piece.
+    members: Digest,
+    me: u8,
+    // --- deterministic ---
+    held: Vec<Held, MAX_IN_FLIGHT>,
+    finished: Deque<Finished, HISTORY>,
+    /// Current version code per authorized deployer (config order).
+    chains: Vec<Code, MAX_DEPLOYERS>,
+    /// The group version: the number of commits so far.
+    version: u64,
+    /// Figure 2's `T_g'`: codes to piggyback, per neighbor (config order).
+    outbox: Vec<Attachment, MAX_NEIGHBORS>,
+    // --- per replica ---
+    diffusing: Vec<Diffusion, MAX_DIFFUSING>,
+}
+
+impl GroupReplica {
+    /// Replica `me` (0-based index in the membership) of the group
+    /// `config` describes.
+    ///
+    /// # Errors
+    /// [`MisuseError::OutOfRange`] when `me` is not a member;
+    /// [`MisuseError::BadArgument`] for an ill-formed membership or a zero
+    /// retry interval.
+    pub fn new(config: GroupConfig, me: u8) -> Result<Self, MisuseError> {
+        if usize::from(me) >= config.membership.n() {
+            return Err(MisuseError::OutOfRange);
+        }
+        if !config.membership.is_well_formed() || config.retry_ms == 0 {
+            return Err(MisuseError::BadArgument);
+        }
+        let mut chains = Vec::new();
+        for d in &config.deployers {
+            chains
+                .push(d.genesis.clone())
+                .map_err(|_| CapacityError::Deployers)?;
+        }
+        let mut outbox = Vec::new();
+        for _ in &config.neighbors {
+            outbox
+                .push(Attachment::new())
+                .map_err(|_| CapacityError::Neighbors)?;
+        }
+        Ok(Self {
+            members: config.membership.digest(),
+            config,
+            me,
+            held: Vec::new(),
+            finished: Deque::new(),
+            chains,
+            version: 0,
+            outbox,
+            diffusing: Vec::new(),
+        })
+    }
+
+    /// The group's id.
+    pub fn group(&self) -> GroupId {
+        self.config.membership.group
+    }
+
+    /// This replica's index.
+    pub fn index(&self) -> u8 {
+        self.me
+    }
+
+    /// The group version (number of commits so far).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The outcome of `upgrade` here, if it finished within the history.
+    pub fn outcome(&self, upgrade: UpgradeId) -> Option<Outcome> {
+        self.finished
+            .iter()
+            .find(|f| f.upgrade == upgrade)
+            .map(|f| f.outcome)
+    }
+
+    /// Whether `upgrade` is held here and unfinished, and if so whether it
+    /// is in `A` (`Some(true)`) or `C` (`Some(false)`).
+    pub fn holds(&self, upgrade: UpgradeId) -> Option<bool> {
+        self.held
+            .iter()
+            .find(|h| h.upgrade == upgrade)
+            .map(Held::in_a)
+    }
+
+    /// This replica's current version code for `deployer`.
+    pub fn version_code(&self, deployer: DeployerId) -> Option<&Code> {
+        let slot = self
+            .config
+            .deployers
+            .iter()
+            .position(|d| d.id == deployer)?;
+        self.chains.get(slot)
+    }
+
+    /// The earliest proactive-diffusion deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.diffusing.iter().map(|d| d.deadline).min()
+    }
+
+    /// Executes one ordered operation from `origin`.
+    ///
+    /// `validate` is the application's verdict on a new, authentic piece;
+    /// it must be deterministic (the same on every correct replica).
+    ///
+    /// A misbehaving origin (forged piece, wrong code) is a fault in the
+    /// step; the operation then changes nothing.
+    pub fn handle_ordered(
+        &mut self,
+        now: Instant,
+        origin: Peer,
+        op: &Operation,
+        key: &ReplicaSecretKey,
+        validate: impl FnOnce(&PieceHeader) -> Verdict,
+    ) -> Step<GroupEffect> {
+        let mut step = Step::new();
+        let (upgrade, reply) = match op {
+            Operation::PrepareInstall(piece) => {
+                let reply = self.prepare(&mut step, origin, piece, key, validate);
+                (piece.header.upgrade, reply)
+            }
+            Operation::CommitInstall { upgrade, code } => (
+                *upgrade,
+                self.finish_op(now, &mut step, origin, *upgrade, Outcome::Committed, code),
+            ),
+            Operation::AbortInstall { upgrade, code } => (
+                *upgrade,
+                self.finish_op(now, &mut step, origin, *upgrade, Outcome::Aborted, code),
+            ),
+        };
+        self.answer(&mut step, origin, upgrade, reply);
+        step.deadline = self.deadline();
+        step
+    }
+
+    /// Figure 2, `ReceiveRequest`: an application request from `from`
+    /// carried `codes`. Commits (or aborts) the pieces they finish before
+    /// the host executes the request. Call in the request's ordered
+    /// execution, then [`take_attachment`](Self::take_attachment) for the
+    /// response.
+    pub fn on_request(
+        &mut self,
+        now: Instant,
+        from: GroupId,
+        codes: &Attachment,
+    ) -> Step<GroupEffect> {
+        let mut step = Step::new();
+        self.learn(now, &mut step, from, codes);
+        step.deadline = self.deadline();
+        step
+    }
+
+    /// Figure 2, `MakeRequest` after the response: the response to
+    /// transaction `txn`'s call to `from` carried `codes`. If they commit a
+    /// piece held here, the step aborts `txn`, commits, and restarts `txn`.
+    pub fn on_response(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        from: GroupId,
+        codes: &Attachment,
+    ) -> Step<GroupEffect> {
+        let mut step = Step::new();
+        let commits = codes
+            .iter()
+            .filter(|d| d.outcome == Outcome::Committed)
+            .any(|d| {
+                self.held
+                    .iter()
+                    .any(|h| h.upgrade == d.upgrade && h.in_a() && h.check(d.outcome, &d.code))
+            });
+        if commits {
+            let _ = step.effect(GroupEffect::AbortTransaction(txn));
+        }
+        self.learn(now, &mut step, from, codes);
+        if commits {
+            let _ = step.effect(GroupEffect::RestartTransaction(txn));
+        }
+        step.deadline = self.deadline();
+        step
+    }
+
+    /// Figure 2: the codes to piggyback on the next request or response to
+    /// `to` (taken: the next call returns only newer ones). Deterministic.
+    pub fn take_attachment(&mut self, to: GroupId) -> Attachment {
+        match self.neighbor_slot(to).and_then(|i| self.outbox.get_mut(i)) {
+            Some(out) => core::mem::take(out),
+            None => Attachment::new(),
+        }
+    }
+
+    /// A message from another party (answers from neighbor replicas
+    /// acknowledging proactive diffusion).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        message: &Message,
+    ) -> Step<GroupEffect> {
+        let mut step = Step::new();
+        match (from, message) {
+            (Peer::Replica { group, index }, Message::Answer(a))
+                if a.group == group && a.replica == index =>
+            {
+                let acked = matches!(a.reply, Reply::Finished(..) | Reply::Unknown);
+                let slot = self.neighbor_slot(group);
+                match (
+                    acked,
+                    slot,
+                    self.diffusing.iter_mut().find(|d| d.upgrade == a.upgrade),
+                ) {
+                    (true, Some(slot), Some(d)) => {
+                        if let (Some(bits), Some(bit)) =
+                            (d.acks.get_mut(slot), 1u64.checked_shl(u32::from(index)))
+                        {
+                            *bits |= bit;
+                        }
+                    }
+                    _ => step.fault(from, Some(a.upgrade), FaultKind::Unsolicited),
+                }
+                self.retire_diffusions();
+            }
+            _ => step.fault(from, None, FaultKind::Unsolicited),
+        }
+        let _ = now;
+        step.deadline = self.deadline();
+        step
+    }
+
+    /// Proactive diffusion: resend `CommitInstall`/`AbortInstall` to the
+    /// neighbors that have not acknowledged, with doubling intervals.
+    ///
+    /// At most one step's worth of messages goes out per call; if more are
+    /// due, the returned deadline is `now` again.
+    pub fn handle_timeout(&mut self, now: Instant) -> Step<GroupEffect> {
+        let mut step = Step::new();
+        let cap = self.config.retry_ms.saturating_mul(16);
+        let neighbors = &self.config.neighbors;
+        'outer: for d in self.diffusing.iter_mut().filter(|d| d.deadline <= now) {
+            let pending = neighbors
+                .iter()
+                .zip(d.acks.iter())
+                .filter(|(n, acks)| !acked(n, **acks));
+            let mut sent_all = true;
+            for (n, _) in pending {
+                let op = SmallOperation::finish(d.upgrade, d.outcome, d.code.clone());
+                if step
+                    .send(Peer::Group(n.group), Message::Submit(op))
+                    .is_err()
+                {
+                    sent_all = false;
+                    break;
+                }
+            }
+            if !sent_all {
+                // Step full: the rest of this diffusion goes on the next call.
+                break 'outer;
+            }
+            d.deadline = now.after(d.interval);
+            d.interval = d.interval.saturating_mul(2).min(cap);
+        }
+        step.deadline = self.deadline();
+        step
+    }
+
+    // ----- Figure 3: PrepareInstall -----
+
+    fn prepare(
+        &mut self,
+        step: &mut Step<GroupEffect>,
+        origin: Peer,
+        piece: &Piece,
+        key: &ReplicaSecretKey,
+        validate: impl FnOnce(&PieceHeader) -> Verdict,
+    ) -> Reply {
+        let h = &piece.header;
+        // Rule 1: the outcome is known: answer with the code itself.
+        if let Some(f) = self.finished.iter().find(|f| f.upgrade == h.upgrade) {
+            return Reply::Finished(f.outcome, f.code.clone());
+        }
+        // Rule 2: a piece we hold answers as before (idempotence); a
+        // withheld one is re-examined by rule 4.
+        if let Some(i) = self.held.iter().position(|x| x.upgrade == h.upgrade) {
+            return self.rule4_or_repeat(i);
+        }
+        // A new piece: authentic, for us, and next in its deployer's chain?
+        let slot = match self.admit(piece) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                if matches!(refusal, Refusal::BadSignature | Refusal::UnknownDeployer) {
+                    step.fault(origin, Some(h.upgrade), FaultKind::ForgedPiece);
+                }
+                return Reply::Refused(refusal);
+            }
+        };
+        if self.held.is_full() {
+            return Reply::Refused(Refusal::Busy);
+        }
+        let index = usize::from(self.me);
+        let secrets = match piece.open_for(index, key) {
+            Ok(o) => Some(Secrets {
+                key: o.key.clone(),
+                secret_share: o.secret_share.clone(),
+                cancel_share: o.cancel_share.clone(),
+            }),
+            Err(_) => {
+                step.fault(origin, Some(h.upgrade), FaultKind::BadBox);
+                None
+            }
+        };
+        let deployer = self
+            .config
+            .deployers
+            .get(slot)
+            .map(|d| d.id)
+            .unwrap_or(h.deployer);
+        let mut new = Held {
+            upgrade: h.upgrade,
+            deployer,
+            order: h.order_key(),
+            trigger_digest: h.trigger_digest,
+            cancel_digest: h.cancel_digest,
+            resources: h.resources.clone(),
+            payload: h.payload,
+            status: Status::Withheld,
+            secrets,
+        };
+        // The application's own reason to reject: into C, release c.
+        if validate(h) == Verdict::Reject {
+            new.status = Status::Cancelled;
+            return self.insert(new);
+        }
+        // Rule 3: a conflicting piece ordered before d: reject d at once.
+        let earlier = self
+            .held
+            .iter()
+            .any(|x| x.in_a() && x.conflicts(&new) && x.order < new.order);
+        if earlier {
+            new.status = Status::Cancelled;
+            return self.insert(new);
+        }
+        // Rule 3, otherwise: d joins A withheld, and every withheld piece of
+        // X(d) (all ordered after d, none released) is cancelled.
+        for x in self.held.iter_mut() {
+            if x.status == Status::Withheld && x.conflicts(&new) {
+                x.status = Status::Cancelled;
+            }
+        }
+        if self.held.push(new).is_err() {
+            return Reply::Refused(Refusal::Busy);
+        }
+        let i = self.held.len().saturating_sub(1);
+        self.rule4_or_repeat(i)
+    }
+
+    /// Checks a new piece: group, signer, signature, membership, version
+    /// chain. Returns the deployer's slot in the configuration.
+    fn admit(&self, piece: &Piece) -> Result<usize, Refusal> {
+        let h = &piece.header;
+        if h.group != self.group() {
+            return Err(Refusal::WrongGroup);
+        }
+        let slot = self
+            .config
+            .deployers
+            .iter()
+            .position(|d| d.id == h.deployer)
+            .ok_or(Refusal::UnknownDeployer)?;
+        let signer = self
+            .config
+            .deployers
+            .get(slot)
+            .ok_or(Refusal::UnknownDeployer)?;
+        piece
+            .verify(&signer.key)
+            .map_err(|_| Refusal::BadSignature)?;
+        let m = &self.config.membership;
+        if h.members != self.members || h.f != m.f || h.replicas.len() != m.n() {
+            return Err(Refusal::WrongMembership);
+        }
+        // Section 4.4: the previous version code must be the current one.
+        if self.chains.get(slot) == Some(&h.prev_version) {
+            return Ok(slot);
+        }
+        let ours = |f: &&Finished| f.deployer == h.deployer;
+        if h.prev_version == signer.genesis
+            || self
+                .finished
+                .iter()
+                .filter(ours)
+                .any(|f| f.code == h.prev_version)
+        {
+            return Err(Refusal::Replayed);
+        }
+        let other_chain = self
+            .chains
+            .iter()
+            .enumerate()
+            .any(|(i, c)| i != slot && *c == h.prev_version)
+            || self
+                .config
+                .deployers
+                .iter()
+                .any(|d| d.id != h.deployer && d.genesis == h.prev_version)
+            || self
+                .finished
+                .iter()
+                .any(|f| f.deployer != h.deployer && f.code == h.prev_version);
+        if other_chain {
+            return Err(Refusal::WrongChain);
+        }
+        Err(Refusal::OutOfOrder)
+    }
+
+    fn insert(&mut self, new: Held) -> Reply {
+        if self.held.push(new).is_err() {
+            return Reply::Refused(Refusal::Busy);
+        }
+        self.rule4_or_repeat(self.held.len().saturating_sub(1))
+    }
+
+    /// Rule 2 (repeat the released share) and rule 4 (a withheld piece is
+    /// released once no piece of `X(d)` is released).
+    fn rule4_or_repeat(&mut self, i: usize) -> Reply {
+        let Some(d) = self.held.get(i) else {
+            return Reply::Refused(Refusal::Busy);
+        };
+        if d.status == Status::Withheld {
+            let blocked = self
+                .held
+                .iter()
+                .any(|x| x.status == Status::Released && x.conflicts(d));
+            if blocked {
+                return Reply::Conflict;
+            }
+            if let Some(d) = self.held.get_mut(i) {
+                d.status = Status::Released;
+            }
+        }
+        let Some(d) = self.held.get(i) else {
+            return Reply::Refused(Refusal::Busy);
+        };
+        match (&d.status, &d.secrets) {
+            (_, None) => Reply::NoShare,
+            (Status::Cancelled, Some(s)) => Reply::Rejected(s.cancel_share.clone()),
+            (_, Some(s)) => Reply::Accepted(s.secret_share.clone()),
+        }
+    }
+
+    // ----- Figure 3: CommitInstall / AbortInstall -----
+
+    fn finish_op(
+        &mut self,
+        now: Instant,
+        step: &mut Step<GroupEffect>,
+        origin: Peer,
+        upgrade: UpgradeId,
+        outcome: Outcome,
+        code: &Code,
+    ) -> Reply {
+        if let Some(f) = self.finished.iter().find(|f| f.upgrade == upgrade) {
+            return Reply::Finished(f.outcome, f.code.clone());
+        }
+        let Some(d) = self.held.iter().find(|h| h.upgrade == upgrade) else {
+            // A code for a piece we do not hold is ignored (section 4.3).
+            return Reply::Unknown;
+        };
+        if !d.check(outcome, code) {
+            step.fault(origin, Some(upgrade), FaultKind::WrongCode);
+            return Reply::Unknown;
+        }
+        self.finish(now, step, upgrade, outcome, code);
+        match self.finished.iter().find(|f| f.upgrade == upgrade) {
+            Some(f) => Reply::Finished(f.outcome, f.code.clone()),
+            None => Reply::Unknown,
+        }
+    }
+
+    /// Commits or aborts a held piece whose code checked out.
+    fn finish(
+        &mut self,
+        now: Instant,
+        step: &mut Step<GroupEffect>,
+        upgrade: UpgradeId,
+        outcome: Outcome,
+        code: &Code,
+    ) {
+        let Some(i) = self.held.iter().position(|h| h.upgrade == upgrade) else {
+            return;
+        };
+        // A piece whose c shares went out never commits here, whatever
+        // trigger code arrives: a correct group releases one kind only.
+        if outcome == Outcome::Committed
+            && self
+                .held
+                .get(i)
+                .is_some_and(|d| d.status == Status::Cancelled)
+        {
+            return;
+        }
+        let d = self.held.swap_remove(i);
+        if outcome == Outcome::Committed {
+            // CommitInstall: every piece of X(d) moves to C.
+            for x in self.held.iter_mut() {
+                if x.conflicts(&d) {
+                    x.status = Status::Cancelled;
+                }
+            }
+            self.version = self.version.saturating_add(1);
+            let _ = step.effect(GroupEffect::Apply {
+                upgrade,
+                key: d.secrets.as_ref().map(|s| s.key.clone()),
+                payload: d.payload,
+            });
+        } else {
+            let _ = step.effect(GroupEffect::Discard { upgrade });
+        }
+        if let Some(slot) = self
+            .config
+            .deployers
+            .iter()
+            .position(|x| x.id == d.deployer)
+        {
+            if let Some(chain) = self.chains.get_mut(slot) {
+                *chain = code.clone();
+            }
+        }
+        if self.finished.is_full() {
+            let _ = self.finished.pop_front();
+        }
+        let _ = self.finished.push_back(Finished {
+            upgrade,
+            deployer: d.deployer,
+            outcome,
+            code: code.clone(),
+            version: self.version,
+        });
+        self.diffuse(now, upgrade, outcome, code, None);
+    }
+
+    /// Queues the code for every neighbor but `except` (Figure 2's `T_g'`)
+    /// and, on the first `f + 1` replicas, starts proactive diffusion.
+    fn diffuse(
+        &mut self,
+        now: Instant,
+        upgrade: UpgradeId,
+        outcome: Outcome,
+        code: &Code,
+        except: Option<GroupId>,
+    ) {
+        let item = Diffused {
+            upgrade,
+            outcome,
+            code: code.clone(),
+        };
+        for (n, out) in self.config.neighbors.iter().zip(self.outbox.iter_mut()) {
+            if Some(n.group) == except || out.iter().any(|x| x.upgrade == upgrade) {
+                continue;
+            }
+            if out.is_full() {
+                // Proactive diffusion still carries what falls out here.
+                out.remove(0);
+            }
+            let _ = out.push(item.clone());
+        }
+        if self.me > self.config.membership.f || self.config.neighbors.is_empty() {
+            return;
+        }
+        if self.diffusing.is_full() {
+            // The oldest diffusion has had its tries; piggybacking goes on.
+            self.diffusing.remove(0);
+        }
+        let _ = self.diffusing.push(Diffusion {
+            upgrade,
+            outcome,
+            code: code.clone(),
+            acks: [0; MAX_NEIGHBORS],
+            deadline: now,
+            interval: self.config.retry_ms,
+        });
+    }
+
+    fn retire_diffusions(&mut self) {
+        let neighbors = &self.config.neighbors;
+        self.diffusing.retain(|d| {
+            neighbors
+                .iter()
+                .zip(d.acks.iter())
+                .any(|(n, a)| !acked(n, *a))
+        });
+    }
+
+    /// Figure 2's `R_new`: codes for pieces held in `A` and not finished.
+    fn learn(
+        &mut self,
+        now: Instant,
+        step: &mut Step<GroupEffect>,
+        from: GroupId,
+        codes: &Attachment,
+    ) {
+        for c in codes.iter().take(MAX_ATTACHED) {
+            let fresh = self
+                .held
+                .iter()
+                .any(|h| h.upgrade == c.upgrade && h.check(c.outcome, &c.code));
+            if fresh {
+                self.finish(now, step, c.upgrade, c.outcome, &c.code);
+                // Figure 2 forwards R_new to every neighbor but the sender;
+                // `finish` queued it for all, so drop the echo to `from`.
+                if let Some(out) = self
+                    .neighbor_slot(from)
+                    .and_then(|i| self.outbox.get_mut(i))
+                {
+                    out.retain(|x| x.upgrade != c.upgrade);
+                }
+            }
+        }
+    }
+
+    fn neighbor_slot(&self, group: GroupId) -> Option<usize> {
+        self.config.neighbors.iter().position(|n| n.group == group)
+    }
+
+    fn answer(&self, step: &mut Step<GroupEffect>, origin: Peer, upgrade: UpgradeId, reply: Reply) {
+        let answer = Answer {
+            upgrade,
+            group: self.group(),
+            replica: self.me,
+            reply,
+        };
+        let _ = step.send(origin, Message::Answer(answer));
+    }
+}
+
+/// Whether `f + 1` distinct replicas of neighbor `n` acknowledged.
+fn acked(n: &Neighbor, acks: u64) -> bool {
+    acks.count_ones() > u32::from(n.f)
+}
