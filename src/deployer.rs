@@ -27,13 +27,12 @@ use rand_core::{CryptoRng, Rng, SeedableRng};
 use zeroize::Zeroizing;
 
 use crate::crypto::{
-    self, BoxContents, BoxSealer, Code, DeployerKey, Domain, GroupKey, PayloadRef, PublicKey,
-    ShareKind,
+    self, BoxContents, BoxSealer, Code, DeployerKey, Domain, GroupKey, PayloadRef, PublicKey, ShareKind,
 };
 use crate::error::{CapacityError, MisuseError};
 use crate::wire::{
-    DeployerId, GroupId, Membership, OrderKey, Piece, PieceHeader, ReplicaEntry, ResourceId,
-    UpgradeHeader, UpgradeId, MAX_RESOURCES,
+    DeployerId, GroupId, Membership, OrderKey, Piece, PieceHeader, ReplicaEntry, ResourceId, UpgradeHeader, UpgradeId,
+    MAX_RESOURCES,
 };
 
 /// A deployer: its identifier in the groups' configurations and its key.
@@ -99,11 +98,7 @@ impl<'g> UpgradePlan<'g> {
     /// # Errors
     /// [`MisuseError::BadArgument`] for an empty or unsorted group list;
     /// [`CapacityError::Groups`] for more than `u32::MAX` groups.
-    pub fn new<R: CryptoRng + ?Sized>(
-        rng: &mut R,
-        order_seq: u64,
-        groups: &'g [GroupId],
-    ) -> Result<Self, MisuseError> {
+    pub fn new<R: CryptoRng + ?Sized>(rng: &mut R, order_seq: u64, groups: &'g [GroupId]) -> Result<Self, MisuseError> {
         if groups.is_empty() || !groups.windows(2).all(|w| matches!(w, [a, b] if a < b)) {
             return Err(MisuseError::BadArgument);
         }
@@ -117,13 +112,9 @@ impl<'g> UpgradePlan<'g> {
         let mut plan = Self {
             header: UpgradeHeader {
                 upgrade,
-                order: OrderKey {
-                    seq: order_seq,
-                    upgrade,
-                },
+                order: OrderKey { seq: order_seq, upgrade },
                 trigger_digest: crypto::Digest::default(),
-                cancel_digest: cancel_code
-                    .digest(Domain::Cancel, &crypto::Binding::upgrade(upgrade)),
+                cancel_digest: cancel_code.digest(Domain::Cancel, &crypto::Binding::upgrade(upgrade)),
                 groups: count,
             },
             groups,
@@ -136,8 +127,7 @@ impl<'g> UpgradePlan<'g> {
         for g in groups {
             trigger.xor_assign(&plan.secrets(*g).secret_code());
         }
-        plan.header.trigger_digest =
-            trigger.digest(Domain::Trigger, &crypto::Binding::upgrade(upgrade));
+        plan.header.trigger_digest = trigger.digest(Domain::Trigger, &crypto::Binding::upgrade(upgrade));
         plan.trigger = trigger;
         Ok(plan)
     }
@@ -186,11 +176,7 @@ impl<'g> UpgradePlan<'g> {
         }
         let resources: Vec<ResourceId, MAX_RESOURCES> =
             Vec::from_slice(target.resources).map_err(|_| CapacityError::Resources)?;
-        let GroupSecrets {
-            secret,
-            key,
-            rng: mut group_rng,
-        } = self.secrets(m.group);
+        let GroupSecrets { secret, key, rng: mut group_rng } = self.secrets(m.group);
         let (k, n) = (m.threshold(), m.n());
         let secret_shares = crypto::split(&secret, k, n, &mut group_rng)?;
         let cancel_shares = crypto::split(&self.cancel, k, n, &mut group_rng)?;
@@ -199,18 +185,9 @@ impl<'g> UpgradePlan<'g> {
         let binding = crypto::Binding::group(upgrade, m.group);
         let sealer = BoxSealer::new(rng);
         let mut replicas = Vec::new();
-        for ((pk, s), c) in m
-            .replicas
-            .iter()
-            .zip(secret_shares.iter())
-            .zip(cancel_shares.iter())
-        {
+        for ((pk, s), c) in m.replicas.iter().zip(secret_shares.iter()).zip(cancel_shares.iter()) {
             let at = binding.at(u16::from(s.index()));
-            let contents = BoxContents {
-                first: key.0,
-                second: *s.value(),
-                third: *c.value(),
-            };
+            let contents = BoxContents { first: key.0, second: *s.value(), third: *c.value() };
             let entry = ReplicaEntry {
                 sealed: sealer.seal(pk, &at, &contents)?,
                 secret_share: s.digest(ShareKind::Secret, &binding),
@@ -238,10 +215,7 @@ impl<'g> UpgradePlan<'g> {
     }
 
     fn check_group(&self, group: GroupId) -> Result<(), MisuseError> {
-        self.groups
-            .binary_search(&group)
-            .map(|_| ())
-            .map_err(|_| MisuseError::OutOfRange)
+        self.groups.binary_search(&group).map(|_| ()).map_err(|_| MisuseError::OutOfRange)
     }
 
     /// The group's secrets: its stream of the master seed, drawn in order

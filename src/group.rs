@@ -29,15 +29,12 @@
 use heapless::{Deque, Vec};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{
-    Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share,
-};
+use crate::crypto::{Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share};
 use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Answer, Attachment, DeployerId, Diffused, GroupId, Membership, Message, Operation, OrderKey,
-    Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, SmallOperation, UpgradeId,
-    MAX_ATTACHED, MAX_RESOURCES,
+    Answer, Attachment, DeployerId, Diffused, GroupId, Membership, Message, Operation, OrderKey, Outcome, Piece,
+    PieceHeader, Refusal, Reply, ResourceId, SmallOperation, UpgradeId, MAX_ATTACHED, MAX_RESOURCES,
 };
 
 /// The most unfinished pieces (`A ∪ C`) a group holds at once.
@@ -84,6 +81,9 @@ pub struct GroupConfig {
     /// First retry interval of proactive diffusion, in ms (doubles up to
     /// 16 times this).
     pub retry_ms: u64,
+    /// Whether replicas call `CommitInstall`/`AbortInstall` on neighbors
+    /// proactively (section 4.3), besides piggybacking codes.
+    pub proactive: bool,
 }
 
 /// The application's verdict on a piece (PROTOCOL.md section 4).
@@ -175,9 +175,7 @@ impl Held {
     /// The digest a code for `outcome` must match.
     fn check(&self, outcome: Outcome, code: &Code) -> bool {
         match outcome {
-            Outcome::Committed => {
-                code.check(Domain::Trigger, &self.binding(), &self.trigger_digest)
-            }
+            Outcome::Committed => code.check(Domain::Trigger, &self.binding(), &self.trigger_digest),
             Outcome::Aborted => code.check(Domain::Cancel, &self.binding(), &self.cancel_digest),
         }
         .is_ok()
@@ -245,15 +243,11 @@ impl GroupReplica {
         }
         let mut chains = Vec::new();
         for d in &config.deployers {
-            chains
-                .push(d.genesis.clone())
-                .map_err(|_| CapacityError::Deployers)?;
+            chains.push(d.genesis.clone()).map_err(|_| CapacityError::Deployers)?;
         }
         let mut outbox = Vec::new();
         for _ in &config.neighbors {
-            outbox
-                .push(Attachment::new())
-                .map_err(|_| CapacityError::Neighbors)?;
+            outbox.push(Attachment::new()).map_err(|_| CapacityError::Neighbors)?;
         }
         Ok(Self {
             members: config.membership.digest(),
@@ -285,28 +279,18 @@ impl GroupReplica {
 
     /// The outcome of `upgrade` here, if it finished within the history.
     pub fn outcome(&self, upgrade: UpgradeId) -> Option<Outcome> {
-        self.finished
-            .iter()
-            .find(|f| f.upgrade == upgrade)
-            .map(|f| f.outcome)
+        self.finished.iter().find(|f| f.upgrade == upgrade).map(|f| f.outcome)
     }
 
     /// Whether `upgrade` is held here and unfinished, and if so whether it
     /// is in `A` (`Some(true)`) or `C` (`Some(false)`).
     pub fn holds(&self, upgrade: UpgradeId) -> Option<bool> {
-        self.held
-            .iter()
-            .find(|h| h.upgrade == upgrade)
-            .map(Held::in_a)
+        self.held.iter().find(|h| h.upgrade == upgrade).map(Held::in_a)
     }
 
     /// This replica's current version code for `deployer`.
     pub fn version_code(&self, deployer: DeployerId) -> Option<&Code> {
-        let slot = self
-            .config
-            .deployers
-            .iter()
-            .position(|d| d.id == deployer)?;
+        let slot = self.config.deployers.iter().position(|d| d.id == deployer)?;
         self.chains.get(slot)
     }
 
@@ -336,14 +320,12 @@ impl GroupReplica {
                 let reply = self.prepare(&mut step, origin, piece, key, validate);
                 (piece.header.upgrade, reply)
             }
-            Operation::CommitInstall { upgrade, code } => (
-                *upgrade,
-                self.finish_op(now, &mut step, origin, *upgrade, Outcome::Committed, code),
-            ),
-            Operation::AbortInstall { upgrade, code } => (
-                *upgrade,
-                self.finish_op(now, &mut step, origin, *upgrade, Outcome::Aborted, code),
-            ),
+            Operation::CommitInstall { upgrade, code } => {
+                (*upgrade, self.finish_op(now, &mut step, origin, *upgrade, Outcome::Committed, code))
+            }
+            Operation::AbortInstall { upgrade, code } => {
+                (*upgrade, self.finish_op(now, &mut step, origin, *upgrade, Outcome::Aborted, code))
+            }
         };
         self.answer(&mut step, origin, upgrade, reply);
         step.deadline = self.deadline();
@@ -355,12 +337,7 @@ impl GroupReplica {
     /// the host executes the request. Call in the request's ordered
     /// execution, then [`take_attachment`](Self::take_attachment) for the
     /// response.
-    pub fn on_request(
-        &mut self,
-        now: Instant,
-        from: GroupId,
-        codes: &Attachment,
-    ) -> Step<GroupEffect> {
+    pub fn on_request(&mut self, now: Instant, from: GroupId, codes: &Attachment) -> Step<GroupEffect> {
         let mut step = Step::new();
         self.learn(now, &mut step, from, codes);
         step.deadline = self.deadline();
@@ -370,22 +347,12 @@ impl GroupReplica {
     /// Figure 2, `MakeRequest` after the response: the response to
     /// transaction `txn`'s call to `from` carried `codes`. If they commit a
     /// piece held here, the step aborts `txn`, commits, and restarts `txn`.
-    pub fn on_response(
-        &mut self,
-        now: Instant,
-        txn: TxnId,
-        from: GroupId,
-        codes: &Attachment,
-    ) -> Step<GroupEffect> {
+    pub fn on_response(&mut self, now: Instant, txn: TxnId, from: GroupId, codes: &Attachment) -> Step<GroupEffect> {
         let mut step = Step::new();
         let commits = codes
             .iter()
             .filter(|d| d.outcome == Outcome::Committed)
-            .any(|d| {
-                self.held
-                    .iter()
-                    .any(|h| h.upgrade == d.upgrade && h.in_a() && h.check(d.outcome, &d.code))
-            });
+            .any(|d| self.held.iter().any(|h| h.upgrade == d.upgrade && h.in_a() && h.check(d.outcome, &d.code)));
         if commits {
             let _ = step.effect(GroupEffect::AbortTransaction(txn));
         }
@@ -408,28 +375,15 @@ impl GroupReplica {
 
     /// A message from another party (answers from neighbor replicas
     /// acknowledging proactive diffusion).
-    pub fn handle_message(
-        &mut self,
-        now: Instant,
-        from: Peer,
-        message: &Message,
-    ) -> Step<GroupEffect> {
+    pub fn handle_message(&mut self, now: Instant, from: Peer, message: &Message) -> Step<GroupEffect> {
         let mut step = Step::new();
         match (from, message) {
-            (Peer::Replica { group, index }, Message::Answer(a))
-                if a.group == group && a.replica == index =>
-            {
+            (Peer::Replica { group, index }, Message::Answer(a)) if a.group == group && a.replica == index => {
                 let acked = matches!(a.reply, Reply::Finished(..) | Reply::Unknown);
                 let slot = self.neighbor_slot(group);
-                match (
-                    acked,
-                    slot,
-                    self.diffusing.iter_mut().find(|d| d.upgrade == a.upgrade),
-                ) {
+                match (acked, slot, self.diffusing.iter_mut().find(|d| d.upgrade == a.upgrade)) {
                     (true, Some(slot), Some(d)) => {
-                        if let (Some(bits), Some(bit)) =
-                            (d.acks.get_mut(slot), 1u64.checked_shl(u32::from(index)))
-                        {
+                        if let (Some(bits), Some(bit)) = (d.acks.get_mut(slot), 1u64.checked_shl(u32::from(index))) {
                             *bits |= bit;
                         }
                     }
@@ -454,17 +408,11 @@ impl GroupReplica {
         let cap = self.config.retry_ms.saturating_mul(16);
         let neighbors = &self.config.neighbors;
         'outer: for d in self.diffusing.iter_mut().filter(|d| d.deadline <= now) {
-            let pending = neighbors
-                .iter()
-                .zip(d.acks.iter())
-                .filter(|(n, acks)| !acked(n, **acks));
+            let pending = neighbors.iter().zip(d.acks.iter()).filter(|(n, acks)| !acked(n, **acks));
             let mut sent_all = true;
             for (n, _) in pending {
                 let op = SmallOperation::finish(d.upgrade, d.outcome, d.code.clone());
-                if step
-                    .send(Peer::Group(n.group), Message::Submit(op))
-                    .is_err()
-                {
+                if step.send(Peer::Group(n.group), Message::Submit(op)).is_err() {
                     sent_all = false;
                     break;
                 }
@@ -525,12 +473,7 @@ impl GroupReplica {
                 None
             }
         };
-        let deployer = self
-            .config
-            .deployers
-            .get(slot)
-            .map(|d| d.id)
-            .unwrap_or(h.deployer);
+        let deployer = self.config.deployers.get(slot).map(|d| d.id).unwrap_or(h.deployer);
         let mut new = Held {
             upgrade: h.upgrade,
             deployer,
@@ -548,10 +491,7 @@ impl GroupReplica {
             return self.insert(new);
         }
         // Rule 3: a conflicting piece ordered before d: reject d at once.
-        let earlier = self
-            .held
-            .iter()
-            .any(|x| x.in_a() && x.conflicts(&new) && x.order < new.order);
+        let earlier = self.held.iter().any(|x| x.in_a() && x.conflicts(&new) && x.order < new.order);
         if earlier {
             new.status = Status::Cancelled;
             return self.insert(new);
@@ -577,20 +517,9 @@ impl GroupReplica {
         if h.group != self.group() {
             return Err(Refusal::WrongGroup);
         }
-        let slot = self
-            .config
-            .deployers
-            .iter()
-            .position(|d| d.id == h.deployer)
-            .ok_or(Refusal::UnknownDeployer)?;
-        let signer = self
-            .config
-            .deployers
-            .get(slot)
-            .ok_or(Refusal::UnknownDeployer)?;
-        piece
-            .verify(&signer.key)
-            .map_err(|_| Refusal::BadSignature)?;
+        let slot = self.config.deployers.iter().position(|d| d.id == h.deployer).ok_or(Refusal::UnknownDeployer)?;
+        let signer = self.config.deployers.get(slot).ok_or(Refusal::UnknownDeployer)?;
+        piece.verify(&signer.key).map_err(|_| Refusal::BadSignature)?;
         let m = &self.config.membership;
         if h.members != self.members || h.f != m.f || h.replicas.len() != m.n() {
             return Err(Refusal::WrongMembership);
@@ -600,29 +529,12 @@ impl GroupReplica {
             return Ok(slot);
         }
         let ours = |f: &&Finished| f.deployer == h.deployer;
-        if h.prev_version == signer.genesis
-            || self
-                .finished
-                .iter()
-                .filter(ours)
-                .any(|f| f.code == h.prev_version)
-        {
+        if h.prev_version == signer.genesis || self.finished.iter().filter(ours).any(|f| f.code == h.prev_version) {
             return Err(Refusal::Replayed);
         }
-        let other_chain = self
-            .chains
-            .iter()
-            .enumerate()
-            .any(|(i, c)| i != slot && *c == h.prev_version)
-            || self
-                .config
-                .deployers
-                .iter()
-                .any(|d| d.id != h.deployer && d.genesis == h.prev_version)
-            || self
-                .finished
-                .iter()
-                .any(|f| f.deployer != h.deployer && f.code == h.prev_version);
+        let other_chain = self.chains.iter().enumerate().any(|(i, c)| i != slot && *c == h.prev_version)
+            || self.config.deployers.iter().any(|d| d.id != h.deployer && d.genesis == h.prev_version)
+            || self.finished.iter().any(|f| f.deployer != h.deployer && f.code == h.prev_version);
         if other_chain {
             return Err(Refusal::WrongChain);
         }
@@ -643,10 +555,7 @@ impl GroupReplica {
             return Reply::Refused(Refusal::Busy);
         };
         if d.status == Status::Withheld {
-            let blocked = self
-                .held
-                .iter()
-                .any(|x| x.status == Status::Released && x.conflicts(d));
+            let blocked = self.held.iter().any(|x| x.status == Status::Released && x.conflicts(d));
             if blocked {
                 return Reply::Conflict;
             }
@@ -707,12 +616,7 @@ impl GroupReplica {
         };
         // A piece whose c shares went out never commits here, whatever
         // trigger code arrives: a correct group releases one kind only.
-        if outcome == Outcome::Committed
-            && self
-                .held
-                .get(i)
-                .is_some_and(|d| d.status == Status::Cancelled)
-        {
+        if outcome == Outcome::Committed && self.held.get(i).is_some_and(|d| d.status == Status::Cancelled) {
             return;
         }
         let d = self.held.swap_remove(i);
@@ -732,12 +636,7 @@ impl GroupReplica {
         } else {
             let _ = step.effect(GroupEffect::Discard { upgrade });
         }
-        if let Some(slot) = self
-            .config
-            .deployers
-            .iter()
-            .position(|x| x.id == d.deployer)
-        {
+        if let Some(slot) = self.config.deployers.iter().position(|x| x.id == d.deployer) {
             if let Some(chain) = self.chains.get_mut(slot) {
                 *chain = code.clone();
             }
@@ -757,19 +656,8 @@ impl GroupReplica {
 
     /// Queues the code for every neighbor but `except` (Figure 2's `T_g'`)
     /// and, on the first `f + 1` replicas, starts proactive diffusion.
-    fn diffuse(
-        &mut self,
-        now: Instant,
-        upgrade: UpgradeId,
-        outcome: Outcome,
-        code: &Code,
-        except: Option<GroupId>,
-    ) {
-        let item = Diffused {
-            upgrade,
-            outcome,
-            code: code.clone(),
-        };
+    fn diffuse(&mut self, now: Instant, upgrade: UpgradeId, outcome: Outcome, code: &Code, except: Option<GroupId>) {
+        let item = Diffused { upgrade, outcome, code: code.clone() };
         for (n, out) in self.config.neighbors.iter().zip(self.outbox.iter_mut()) {
             if Some(n.group) == except || out.iter().any(|x| x.upgrade == upgrade) {
                 continue;
@@ -780,7 +668,7 @@ impl GroupReplica {
             }
             let _ = out.push(item.clone());
         }
-        if self.me > self.config.membership.f || self.config.neighbors.is_empty() {
+        if !self.config.proactive || self.me > self.config.membership.f || self.config.neighbors.is_empty() {
             return;
         }
         if self.diffusing.is_full() {
@@ -799,35 +687,18 @@ impl GroupReplica {
 
     fn retire_diffusions(&mut self) {
         let neighbors = &self.config.neighbors;
-        self.diffusing.retain(|d| {
-            neighbors
-                .iter()
-                .zip(d.acks.iter())
-                .any(|(n, a)| !acked(n, *a))
-        });
+        self.diffusing.retain(|d| neighbors.iter().zip(d.acks.iter()).any(|(n, a)| !acked(n, *a)));
     }
 
     /// Figure 2's `R_new`: codes for pieces held in `A` and not finished.
-    fn learn(
-        &mut self,
-        now: Instant,
-        step: &mut Step<GroupEffect>,
-        from: GroupId,
-        codes: &Attachment,
-    ) {
+    fn learn(&mut self, now: Instant, step: &mut Step<GroupEffect>, from: GroupId, codes: &Attachment) {
         for c in codes.iter().take(MAX_ATTACHED) {
-            let fresh = self
-                .held
-                .iter()
-                .any(|h| h.upgrade == c.upgrade && h.check(c.outcome, &c.code));
+            let fresh = self.held.iter().any(|h| h.upgrade == c.upgrade && h.check(c.outcome, &c.code));
             if fresh {
                 self.finish(now, step, c.upgrade, c.outcome, &c.code);
                 // Figure 2 forwards R_new to every neighbor but the sender;
                 // `finish` queued it for all, so drop the echo to `from`.
-                if let Some(out) = self
-                    .neighbor_slot(from)
-                    .and_then(|i| self.outbox.get_mut(i))
-                {
+                if let Some(out) = self.neighbor_slot(from).and_then(|i| self.outbox.get_mut(i)) {
                     out.retain(|x| x.upgrade != c.upgrade);
                 }
             }
@@ -839,12 +710,7 @@ impl GroupReplica {
     }
 
     fn answer(&self, step: &mut Step<GroupEffect>, origin: Peer, upgrade: UpgradeId, reply: Reply) {
-        let answer = Answer {
-            upgrade,
-            group: self.group(),
-            replica: self.me,
-            reply,
-        };
+        let answer = Answer { upgrade, group: self.group(), replica: self.me, reply };
         let _ = step.send(origin, Message::Answer(answer));
     }
 }

@@ -18,9 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{reconstruct, Binding, Code, Domain, Share, ShareKind, MAX_SHARES};
 use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
-use crate::wire::{
-    Answer, GroupId, Message, Outcome, Piece, Refusal, Reply, SmallOperation, UpgradeHeader,
-};
+use crate::wire::{Answer, GroupId, Message, Outcome, Piece, Refusal, Reply, SmallOperation, UpgradeHeader};
 
 /// What an installer step asks the host to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,8 +118,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         finish_all: bool,
         retry_ms: u64,
     ) -> Result<Self, MisuseError> {
-        if groups.is_empty() || groups.len() > G || u32::try_from(groups.len()) != Ok(header.groups)
-        {
+        if groups.is_empty() || groups.len() > G || u32::try_from(groups.len()) != Ok(header.groups) {
             return Err(CapacityError::Groups.into());
         }
         if retry_ms == 0 {
@@ -178,10 +175,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
 
     /// A group's progress.
     pub fn progress(&self, group: GroupId) -> Option<GroupProgress> {
-        self.slots
-            .iter()
-            .find(|s| s.group == group)
-            .map(|s| s.progress)
+        self.slots.iter().find(|s| s.group == group).map(|s| s.progress)
     }
 
     /// Starts (or, after a restart, resumes) the installation.
@@ -210,25 +204,24 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             };
             let group = slot.group;
             let sent = match (&self.decided, slot.progress) {
-                (None, GroupProgress::Preparing) => {
-                    step.effect(InstallerEffect::SendPrepare { group }).is_ok()
+                (None, GroupProgress::Preparing) => step.effect(InstallerEffect::SendPrepare { group }).is_ok(),
+                (Some((Outcome::Committed, code)), p) if p != GroupProgress::Finished => {
+                    // Committing through one group: a different one each
+                    // sweep, so one silent group cannot stall the installer;
+                    // diffusion carries τ to the rest.
+                    let not_this_sweep = !self.finish_all && Some(self.cursor) != self.sweeps.checked_rem(n);
+                    let op = SmallOperation::finish(self.header.upgrade, Outcome::Committed, code.clone());
+                    not_this_sweep || step.send(Peer::Group(group), Message::Submit(op)).is_ok()
                 }
-                (Some((outcome, code)), p) if p != GroupProgress::Finished => {
-                    // Finishing through one group: a different one each sweep,
-                    // so one silent group cannot stall the installer.
-                    let not_this_sweep =
-                        !self.finish_all && Some(self.cursor) != self.sweeps.checked_rem(n);
-                    not_this_sweep
-                        || step
-                            .send(
-                                Peer::Group(group),
-                                Message::Submit(SmallOperation::finish(
-                                    self.header.upgrade,
-                                    *outcome,
-                                    code.clone(),
-                                )),
-                            )
-                            .is_ok()
+                (Some((Outcome::Aborted, code)), p) if p != GroupProgress::Finished => {
+                    // Aborts go to every group, each preceded by the piece: a
+                    // group that never held the piece ignores `c`, so it gets
+                    // the piece first and then the abort. That advances its
+                    // deployer's version chain, which the next piece needs.
+                    let op = SmallOperation::finish(self.header.upgrade, Outcome::Aborted, code.clone());
+                    step.messages.len() < crate::step::MAX_STEP_MESSAGES
+                        && step.effect(InstallerEffect::SendPrepare { group }).is_ok()
+                        && step.send(Peer::Group(group), Message::Submit(op)).is_ok()
                 }
                 _ => true,
             };
@@ -268,12 +261,9 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             return Err(MisuseError::BadArgument);
         }
         let mut step = Step::new();
-        let genuine =
-            from == Peer::Replica {
-                group: answer.group,
-                index: answer.replica,
-            } && answer.upgrade == self.header.upgrade
-                && usize::from(answer.replica) < h.replicas.len();
+        let genuine = from == Peer::Replica { group: answer.group, index: answer.replica }
+            && answer.upgrade == self.header.upgrade
+            && usize::from(answer.replica) < h.replicas.len();
         let Some(si) = self.slots.iter().position(|s| s.group == answer.group) else {
             step.fault(from, Some(answer.upgrade), FaultKind::Unsolicited);
             return Ok(step);
@@ -285,26 +275,10 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         let bit = 1u64 << (answer.replica % 64);
         match &answer.reply {
             Reply::Accepted(share) => {
-                self.take_share(
-                    &mut step,
-                    now,
-                    from,
-                    (si, answer.replica),
-                    ShareKind::Secret,
-                    share,
-                    piece,
-                );
+                self.take_share(&mut step, now, from, (si, answer.replica), ShareKind::Secret, share, piece);
             }
             Reply::Rejected(share) => {
-                self.take_share(
-                    &mut step,
-                    now,
-                    from,
-                    (si, answer.replica),
-                    ShareKind::Cancel,
-                    share,
-                    piece,
-                );
+                self.take_share(&mut step, now, from, (si, answer.replica), ShareKind::Cancel, share, piece);
             }
             Reply::Finished(outcome, code) => {
                 let domain = match outcome {
@@ -315,10 +289,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                     Outcome::Committed => &self.header.trigger_digest,
                     Outcome::Aborted => &self.header.cancel_digest,
                 };
-                if code
-                    .check(domain, &Binding::upgrade(self.header.upgrade), expected)
-                    .is_err()
-                {
+                if code.check(domain, &Binding::upgrade(self.header.upgrade), expected).is_err() {
                     step.fault(from, Some(answer.upgrade), FaultKind::WrongCode);
                 } else {
                     self.decide(&mut step, now, *outcome, code.clone());
@@ -328,12 +299,21 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 }
             }
             Reply::Unknown => {
-                // The group holds no piece: it finished and forgot, or never
-                // had one. Counts as an acknowledgement once decided.
-                if self.decided.is_some() {
+                // After a commit, a group without the piece finished and
+                // forgot it (a commit implies every group prepared). After
+                // an abort it may never have had it: the sweep re-sends the
+                // piece before the abort.
+                if matches!(self.decided, Some((Outcome::Committed, _))) {
                     if let Some(s) = self.slots.get_mut(si) {
                         s.finished_acks |= bit;
                     }
+                }
+            }
+            Reply::Refused(_) if self.decided.is_some() => {
+                // After the outcome, a refusal of the re-sent piece means
+                // the group's chain is already past it: it finished.
+                if let Some(s) = self.slots.get_mut(si) {
+                    s.finished_acks |= bit;
                 }
             }
             Reply::Refused(reason) => {
@@ -341,10 +321,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                     s.refused |= bit;
                     if s.refused.count_ones() > u32::from(s.f) && !s.refusal_reported {
                         s.refusal_reported = true;
-                        let _ = step.effect(InstallerEffect::Refused {
-                            group: s.group,
-                            reason: *reason,
-                        });
+                        let _ = step.effect(InstallerEffect::Refused { group: s.group, reason: *reason });
                     }
                 }
             }
@@ -373,9 +350,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             return;
         };
         // The share must be the answering replica's own and match the map.
-        if u16::from(share.index()) != u16::from(replica).saturating_add(1)
-            || !piece.share_is_valid(kind, share)
-        {
+        if u16::from(share.index()) != u16::from(replica).saturating_add(1) || !piece.share_is_valid(kind, share) {
             step.fault(from, upgrade, FaultKind::ForgedShare);
             return;
         }
@@ -388,37 +363,18 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             // A correct replica never releases both kinds for one piece.
             step.fault(from, upgrade, FaultKind::BothKinds);
         }
-        if slot.progress != GroupProgress::Preparing
-            || self.decided.is_some() && kind == ShareKind::Secret
-        {
+        if slot.progress != GroupProgress::Preparing || self.decided.is_some() && kind == ShareKind::Secret {
             return;
         }
         let si32 = u32::try_from(si).unwrap_or(u32::MAX);
-        let dup = self
-            .pool
-            .iter()
-            .any(|p| p.slot == si32 && p.kind == kind && p.share.index() == share.index());
-        if !dup
-            && self
-                .pool
-                .push(Pending {
-                    slot: si32,
-                    kind,
-                    share: share.clone(),
-                })
-                .is_err()
-        {
+        let dup = self.pool.iter().any(|p| p.slot == si32 && p.kind == kind && p.share.index() == share.index());
+        if !dup && self.pool.push(Pending { slot: si32, kind, share: share.clone() }).is_err() {
             // Pool full: this share is asked for again on a later sweep.
             return;
         }
         let k = usize::from(slot.f).saturating_add(1);
         let mut shares: Vec<Share, MAX_SHARES> = Vec::new();
-        for p in self
-            .pool
-            .iter()
-            .filter(|p| p.slot == si32 && p.kind == kind)
-            .take(k)
-        {
+        for p in self.pool.iter().filter(|p| p.slot == si32 && p.kind == kind).take(k) {
             let _ = shares.push(p.share.clone());
         }
         if shares.len() < k {
@@ -439,10 +395,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 if self.accepted == self.header.groups {
                     let tau = self.trigger.clone();
                     let b = Binding::upgrade(self.header.upgrade);
-                    if tau
-                        .check(Domain::Trigger, &b, &self.header.trigger_digest)
-                        .is_ok()
-                    {
+                    if tau.check(Domain::Trigger, &b, &self.header.trigger_digest).is_ok() {
                         self.decide(step, now, Outcome::Committed, tau);
                     }
                 }
@@ -452,10 +405,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                     s.progress = GroupProgress::Rejected;
                 }
                 let b = Binding::upgrade(self.header.upgrade);
-                if code
-                    .check(Domain::Cancel, &b, &self.header.cancel_digest)
-                    .is_ok()
-                {
+                if code.check(Domain::Cancel, &b, &self.header.cancel_digest).is_ok() {
                     self.decide(step, now, Outcome::Aborted, code);
                 }
             }
@@ -463,13 +413,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
     }
 
     /// The outcome is known: report it and start sending it.
-    fn decide(
-        &mut self,
-        step: &mut Step<InstallerEffect>,
-        now: Instant,
-        outcome: Outcome,
-        code: Code,
-    ) {
+    fn decide(&mut self, step: &mut Step<InstallerEffect>, now: Instant, outcome: Outcome, code: Code) {
         if self.decided.is_some() {
             return;
         }
@@ -491,11 +435,8 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             }
         }
         let finished = |s: &Slot| s.progress == GroupProgress::Finished;
-        let done = if self.finish_all {
-            self.slots.iter().all(finished)
-        } else {
-            self.slots.iter().any(finished)
-        };
+        let all = self.finish_all || matches!(self.decided, Some((Outcome::Aborted, _)));
+        let done = if all { self.slots.iter().all(finished) } else { self.slots.iter().any(finished) };
         if done {
             self.done = true;
             let _ = step.effect(InstallerEffect::Done);

@@ -15,9 +15,7 @@ use crate::wire::{GroupId, Message, UpgradeId};
 
 /// A point in the host's monotonic time, in milliseconds. Only differences
 /// mean anything; the crate never reads a clock.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Instant(pub u64);
 
@@ -124,13 +122,7 @@ pub struct Step<E> {
 
 impl<E> Default for Step<E> {
     fn default() -> Self {
-        Self {
-            messages: Vec::new(),
-            effects: Vec::new(),
-            faults: Vec::new(),
-            faults_dropped: 0,
-            deadline: None,
-        }
+        Self { messages: Vec::new(), effects: Vec::new(), faults: Vec::new(), faults_dropped: 0, deadline: None }
     }
 }
 
@@ -141,9 +133,7 @@ impl<E> Step<E> {
     }
 
     pub(crate) fn send(&mut self, to: Peer, message: Message) -> Result<(), CapacityError> {
-        self.messages
-            .push(Outgoing { to, message })
-            .map_err(|_| CapacityError::Output)
+        self.messages.push(Outgoing { to, message }).map_err(|_| CapacityError::Output)
     }
 
     pub(crate) fn effect(&mut self, effect: E) -> Result<(), CapacityError> {
@@ -151,15 +141,7 @@ impl<E> Step<E> {
     }
 
     pub(crate) fn fault(&mut self, peer: Peer, upgrade: Option<UpgradeId>, kind: FaultKind) {
-        if self
-            .faults
-            .push(Fault {
-                peer,
-                upgrade,
-                kind,
-            })
-            .is_err()
-        {
+        if self.faults.push(Fault { peer, upgrade, kind }).is_err() {
             self.faults_dropped = self.faults_dropped.saturating_add(1);
         }
     }

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{
-    open_box, Binding, Code, Digest, Domain, GroupKey, Hasher, PayloadRef, PublicKey,
-    ReplicaSecretKey, SealedBox, Share, ShareKind, Signature,
+    open_box, Binding, Code, Digest, Domain, GroupKey, Hasher, PayloadRef, PublicKey, ReplicaSecretKey, SealedBox,
+    Share, ShareKind, Signature,
 };
 use crate::error::{CapacityError, CryptoError, DecodeError};
 
@@ -111,10 +111,7 @@ impl Membership {
 
     /// The digest a piece carries to say which membership it was built for.
     pub fn digest(&self) -> Digest {
-        let mut h = Hasher::new(
-            Domain::Members,
-            &Binding::group(UpgradeId::default(), self.group),
-        );
+        let mut h = Hasher::new(Domain::Members, &Binding::group(UpgradeId::default(), self.group));
         h.update(&[self.f]);
         for key in &self.replicas {
             h.update(&key.to_compressed());
@@ -171,10 +168,7 @@ pub struct PieceHeader {
 impl PieceHeader {
     /// The order key of this piece's upgrade.
     pub fn order_key(&self) -> OrderKey {
-        OrderKey {
-            seq: self.order_seq,
-            upgrade: self.upgrade,
-        }
+        OrderKey { seq: self.order_seq, upgrade: self.upgrade }
     }
 
     /// The binding of this piece's group-level values.
@@ -261,10 +255,7 @@ impl Piece {
     /// piece's digest map.
     pub fn share_is_valid(&self, kind: ShareKind, share: &Share) -> bool {
         let index = usize::from(share.index());
-        let Some(entry) = index
-            .checked_sub(1)
-            .and_then(|i| self.header.replicas.get(i))
-        else {
+        let Some(entry) = index.checked_sub(1).and_then(|i| self.header.replicas.get(i)) else {
             return false;
         };
         let expected = match kind {
@@ -446,12 +437,8 @@ pub enum SmallOperation {
 impl From<SmallOperation> for Operation {
     fn from(op: SmallOperation) -> Self {
         match op {
-            SmallOperation::CommitInstall { upgrade, code } => {
-                Operation::CommitInstall { upgrade, code }
-            }
-            SmallOperation::AbortInstall { upgrade, code } => {
-                Operation::AbortInstall { upgrade, code }
-            }
+            SmallOperation::CommitInstall { upgrade, code } => Operation::CommitInstall { upgrade, code },
+            SmallOperation::AbortInstall { upgrade, code } => Operation::AbortInstall { upgrade, code },
         }
     }
 }
@@ -476,8 +463,7 @@ pub fn encode<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut 
 
 /// The encoded length of `value`.
 pub fn encoded_len<T: Serialize>(value: &T) -> usize {
-    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .unwrap_or(usize::MAX)
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
 }
 
 /// Decodes exactly one canonical `T` from `bytes`.
@@ -490,16 +476,8 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, Decode
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }
-    let consumed = bytes
-        .get(..bytes.len().saturating_sub(rest.len()))
-        .ok_or(DecodeError::Malformed)?;
-    match postcard::serialize_with_flavor(
-        &value,
-        CompareFlavor {
-            expected: consumed,
-            pos: 0,
-        },
-    ) {
+    let consumed = bytes.get(..bytes.len().saturating_sub(rest.len())).ok_or(DecodeError::Malformed)?;
+    match postcard::serialize_with_flavor(&value, CompareFlavor { expected: consumed, pos: 0 }) {
         Ok(true) => Ok(value),
         _ => Err(DecodeError::NonCanonical),
     }
@@ -541,10 +519,7 @@ impl Flavor for CompareFlavor<'_> {
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let end = self
-            .pos
-            .checked_add(data.len())
-            .ok_or(postcard::Error::SerializeBufferFull)?;
+        let end = self.pos.checked_add(data.len()).ok_or(postcard::Error::SerializeBufferFull)?;
         match self.expected.get(self.pos..end) {
             Some(slice) if slice == data => {
                 self.pos = end;
@@ -565,19 +540,13 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_reject_junk() {
-        let k = OrderKey {
-            seq: 300,
-            upgrade: UpgradeId([9; 16]),
-        };
+        let k = OrderKey { seq: 300, upgrade: UpgradeId([9; 16]) };
         let mut buf = [0u8; 64];
         let bytes = encode(&k, &mut buf).unwrap().to_vec();
         assert_eq!(decode::<OrderKey>(&bytes).unwrap(), k);
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(
-            decode::<OrderKey>(&trailing),
-            Err(DecodeError::TrailingBytes)
-        );
+        assert_eq!(decode::<OrderKey>(&trailing), Err(DecodeError::TrailingBytes));
         assert_eq!(decode::<OrderKey>(&bytes[..3]), Err(DecodeError::Truncated));
         // An overlong varint for seq = 300 (0xac 0x02) as 0xac 0x82 0x00.
         let mut overlong = std::vec![0xac, 0x82, 0x00];
@@ -590,17 +559,9 @@ mod tests {
         // A resource list claiming 17 entries.
         let mut bytes = std::vec![17u8];
         bytes.extend(core::iter::repeat_n(1u8, 17));
-        assert_eq!(
-            decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes),
-            Err(DecodeError::OverCapacity)
-        );
+        assert_eq!(decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes), Err(DecodeError::OverCapacity));
         bytes[0] = 16;
         bytes.pop();
-        assert_eq!(
-            decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes)
-                .unwrap()
-                .len(),
-            16
-        );
+        assert_eq!(decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes).unwrap().len(), 16);
     }
 }

@@ -93,8 +93,7 @@ impl ReplicaSecretKey {
     /// [`CryptoError::InvalidSecretKey`] for zero or a value not below the
     /// group order.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, CryptoError> {
-        let s = p256::SecretKey::from_bytes(&(*bytes).into())
-            .map_err(|_| CryptoError::InvalidSecretKey)?;
+        let s = p256::SecretKey::from_bytes(&(*bytes).into()).map_err(|_| CryptoError::InvalidSecretKey)?;
         Ok(Self(s.to_nonzero_scalar()))
     }
 
@@ -156,10 +155,7 @@ impl BoxSealer {
         let shared = self.ephemeral.diffie_hellman(&recipient.to_point()?);
         let cipher = box_cipher(shared.raw_secret_bytes(), &self.public, binding)?;
         let mut buf = Zeroizing::new([0u8; 96]);
-        for (dst, src) in
-            buf.chunks_mut(32)
-                .zip([&contents.first, &contents.second, &contents.third])
-        {
+        for (dst, src) in buf.chunks_mut(32).zip([&contents.first, &contents.second, &contents.third]) {
             dst.copy_from_slice(src);
         }
         let aad = binding.encode();
@@ -170,10 +166,7 @@ impl BoxSealer {
         for (dst, src) in ct.iter_mut().zip(buf.chunks(32)) {
             dst.copy_from_slice(src);
         }
-        Ok(SealedBox {
-            ct,
-            tag: tag.into(),
-        })
+        Ok(SealedBox { ct, tag: tag.into() })
     }
 }
 
@@ -197,39 +190,20 @@ pub fn open_box(
     }
     let aad = binding.encode();
     cipher
-        .decrypt_inout_detached(
-            &Nonce::default(),
-            &aad,
-            buf.as_mut_slice().into(),
-            &Tag::from(sealed.tag),
-        )
+        .decrypt_inout_detached(&Nonce::default(), &aad, buf.as_mut_slice().into(), &Tag::from(sealed.tag))
         .map_err(|_| CryptoError::OpenFailed)?;
-    let mut out = BoxContents {
-        first: [0; 32],
-        second: [0; 32],
-        third: [0; 32],
-    };
-    for (dst, src) in [&mut out.first, &mut out.second, &mut out.third]
-        .into_iter()
-        .zip(buf.chunks(32))
-    {
+    let mut out = BoxContents { first: [0; 32], second: [0; 32], third: [0; 32] };
+    for (dst, src) in [&mut out.first, &mut out.second, &mut out.third].into_iter().zip(buf.chunks(32)) {
         dst.copy_from_slice(src);
     }
     Ok(out)
 }
 
-fn box_cipher(
-    shared_x: &[u8],
-    ephemeral: &PublicKey,
-    binding: &Binding,
-) -> Result<ChaCha20Poly1305, CryptoError> {
+fn box_cipher(shared_x: &[u8], ephemeral: &PublicKey, binding: &Binding) -> Result<ChaCha20Poly1305, CryptoError> {
     let hk = Hkdf::<Sha256>::new(Some(Domain::BoxKey.label()), shared_x);
     let mut key = Zeroizing::new([0u8; 32]);
-    hk.expand_multi_info(
-        &[&binding.encode(), &ephemeral.to_compressed()],
-        key.as_mut_slice(),
-    )
-    .map_err(|_| CryptoError::OpenFailed)?;
+    hk.expand_multi_info(&[&binding.encode(), &ephemeral.to_compressed()], key.as_mut_slice())
+        .map_err(|_| CryptoError::OpenFailed)?;
     Ok(ChaCha20Poly1305::new(&Key::from(*key)))
 }
 
@@ -241,11 +215,7 @@ mod tests {
     use rand_core::SeedableRng;
 
     fn contents() -> BoxContents {
-        BoxContents {
-            first: [1; 32],
-            second: [2; 32],
-            third: [3; 32],
-        }
+        BoxContents { first: [1; 32], second: [2; 32], third: [3; 32] }
     }
 
     #[test]
@@ -258,22 +228,12 @@ mod tests {
         let sealed = sealer.seal(&alice.public_key(), &b, &contents()).unwrap();
         let eph = sealer.ephemeral_public();
         assert_eq!(open_box(&alice, &eph, &b, &sealed).unwrap(), contents());
-        assert_eq!(
-            open_box(&bob, &eph, &b, &sealed),
-            Err(CryptoError::OpenFailed)
-        );
-        assert_eq!(
-            open_box(&alice, &eph, &b.at(2), &sealed),
-            Err(CryptoError::OpenFailed)
-        );
+        assert_eq!(open_box(&bob, &eph, &b, &sealed), Err(CryptoError::OpenFailed));
+        assert_eq!(open_box(&alice, &eph, &b.at(2), &sealed), Err(CryptoError::OpenFailed));
         for i in 0..112 {
             let mut t = sealed.clone();
             t.flip_bit(i);
-            assert_eq!(
-                open_box(&alice, &eph, &b, &t),
-                Err(CryptoError::OpenFailed),
-                "bit {i}"
-            );
+            assert_eq!(open_box(&alice, &eph, &b, &t), Err(CryptoError::OpenFailed), "bit {i}");
         }
     }
 

@@ -86,20 +86,12 @@ pub struct Binding {
 impl Binding {
     /// A binding for a value common to the whole upgrade (`D(τ)`, `D(c)`).
     pub const fn upgrade(upgrade: UpgradeId) -> Self {
-        Self {
-            upgrade,
-            group: GroupId::ALL,
-            index: 0,
-        }
+        Self { upgrade, group: GroupId::ALL, index: 0 }
     }
 
     /// A binding for a value of one group.
     pub const fn group(upgrade: UpgradeId, group: GroupId) -> Self {
-        Self {
-            upgrade,
-            group,
-            index: 0,
-        }
+        Self { upgrade, group, index: 0 }
     }
 
     /// The same binding with another index.
@@ -214,12 +206,7 @@ impl Code {
     ///
     /// # Errors
     /// [`CryptoError::CodeMismatch`] when the digest differs.
-    pub fn check(
-        &self,
-        domain: Domain,
-        binding: &Binding,
-        expected: &Digest,
-    ) -> Result<(), CryptoError> {
+    pub fn check(&self, domain: Domain, binding: &Binding, expected: &Digest) -> Result<(), CryptoError> {
         if bool::from(self.digest(domain, binding).ct_eq(expected)) {
             Ok(())
         } else {
@@ -288,8 +275,7 @@ impl PublicKey {
     /// # Errors
     /// [`CryptoError::InvalidPublicKey`] when the bytes are not a point.
     pub fn from_sec1(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let pk =
-            p256::PublicKey::from_sec1_bytes(bytes).map_err(|_| CryptoError::InvalidPublicKey)?;
+        let pk = p256::PublicKey::from_sec1_bytes(bytes).map_err(|_| CryptoError::InvalidPublicKey)?;
         Ok(Self::from_point(&pk))
     }
 
@@ -305,8 +291,7 @@ impl PublicKey {
     }
 
     pub(crate) fn to_point(self) -> Result<p256::PublicKey, CryptoError> {
-        p256::PublicKey::from_sec1_bytes(&self.to_compressed())
-            .map_err(|_| CryptoError::InvalidPublicKey)
+        p256::PublicKey::from_sec1_bytes(&self.to_compressed()).map_err(|_| CryptoError::InvalidPublicKey)
     }
 }
 
@@ -325,21 +310,11 @@ mod tests {
     fn domains_separate() {
         let b = Binding::group(UpgradeId([1; 16]), GroupId(7));
         let x = [9u8; 32];
+        assert_ne!(digest(Domain::Trigger, &b, &x), digest(Domain::Cancel, &b, &x));
+        assert_ne!(digest(Domain::Trigger, &b, &x), digest(Domain::Trigger, &b.at(1), &x));
         assert_ne!(
             digest(Domain::Trigger, &b, &x),
-            digest(Domain::Cancel, &b, &x)
-        );
-        assert_ne!(
-            digest(Domain::Trigger, &b, &x),
-            digest(Domain::Trigger, &b.at(1), &x)
-        );
-        assert_ne!(
-            digest(Domain::Trigger, &b, &x),
-            digest(
-                Domain::Trigger,
-                &Binding::group(UpgradeId([1; 16]), GroupId(8)),
-                &x
-            )
+            digest(Domain::Trigger, &Binding::group(UpgradeId([1; 16]), GroupId(8)), &x)
         );
     }
 
@@ -351,10 +326,7 @@ mod tests {
         assert!(code.check(Domain::Trigger, &b, &d).is_ok());
         let mut other = code.clone();
         other.0[31] ^= 1;
-        assert_eq!(
-            other.check(Domain::Trigger, &b, &d),
-            Err(CryptoError::CodeMismatch)
-        );
+        assert_eq!(other.check(Domain::Trigger, &b, &d), Err(CryptoError::CodeMismatch));
         assert_eq!(std::format!("{code:?}"), "Code(<redacted>)");
     }
 }

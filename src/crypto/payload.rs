@@ -40,8 +40,7 @@ impl GroupKey {
     fn cipher(&self, binding: &Binding) -> Result<ChaCha20Poly1305, CryptoError> {
         let hk = Hkdf::<Sha256>::new(Some(Domain::PayloadKey.label()), &self.0);
         let mut key = Zeroizing::new([0u8; 32]);
-        hk.expand(&binding.encode(), key.as_mut_slice())
-            .map_err(|_| CryptoError::OpenFailed)?;
+        hk.expand(&binding.encode(), key.as_mut_slice()).map_err(|_| CryptoError::OpenFailed)?;
         Ok(ChaCha20Poly1305::new(&Key::from(*key)))
     }
 }
@@ -90,9 +89,7 @@ impl PayloadRef {
     /// [`CryptoError::PayloadStream`] for an impossible layout.
     pub fn plaintext_len(&self) -> Result<u64, CryptoError> {
         let (chunks, _) = self.layout()?;
-        Ok(self
-            .ciphertext_len
-            .saturating_sub(chunks.saturating_mul(CHUNK_TAG_LEN as u64)))
+        Ok(self.ciphertext_len.saturating_sub(chunks.saturating_mul(CHUNK_TAG_LEN as u64)))
     }
 }
 
@@ -143,12 +140,7 @@ impl PayloadSealer {
     /// [`MisuseError::WrongState`] after the last chunk;
     /// [`MisuseError::BadArgument`] for a wrong length or a buffer without
     /// room for the tag.
-    pub fn seal_chunk<'b>(
-        &mut self,
-        buf: &'b mut [u8],
-        len: usize,
-        last: bool,
-    ) -> Result<&'b [u8], MisuseError> {
+    pub fn seal_chunk<'b>(&mut self, buf: &'b mut [u8], len: usize, last: bool) -> Result<&'b [u8], MisuseError> {
         if self.done {
             return Err(MisuseError::WrongState);
         }
@@ -156,9 +148,7 @@ impl PayloadSealer {
         if len > size || (!last && len != size) {
             return Err(MisuseError::BadArgument);
         }
-        let total = len
-            .checked_add(CHUNK_TAG_LEN)
-            .ok_or(MisuseError::BadArgument)?;
+        let total = len.checked_add(CHUNK_TAG_LEN).ok_or(MisuseError::BadArgument)?;
         let out = buf.get_mut(..total).ok_or(MisuseError::BadArgument)?;
         let (body, tag_slot) = out.split_at_mut(len);
         let tag = self
@@ -181,11 +171,7 @@ impl PayloadSealer {
         if !self.done {
             return Err(MisuseError::WrongState);
         }
-        Ok(PayloadRef {
-            ciphertext_len: self.written,
-            chunk_size: self.chunk_size,
-            digest: self.hasher.finish(),
-        })
+        Ok(PayloadRef { ciphertext_len: self.written, chunk_size: self.chunk_size, digest: self.hasher.finish() })
     }
 }
 
@@ -209,11 +195,7 @@ impl PayloadOpener {
     ///
     /// # Errors
     /// [`CryptoError::PayloadStream`] for an impossible layout.
-    pub fn new(
-        key: &GroupKey,
-        binding: &Binding,
-        payload: &PayloadRef,
-    ) -> Result<Self, CryptoError> {
+    pub fn new(key: &GroupKey, binding: &Binding, payload: &PayloadRef) -> Result<Self, CryptoError> {
         let (chunks, last_len) = payload.layout()?;
         Ok(Self {
             cipher: key.cipher(binding)?,
@@ -233,11 +215,7 @@ impl PayloadOpener {
         if self.next >= self.chunks {
             return None;
         }
-        let len = if self.next.saturating_add(1) == self.chunks {
-            self.last_len
-        } else {
-            self.full
-        };
+        let len = if self.next.saturating_add(1) == self.chunks { self.last_len } else { self.full };
         usize::try_from(len).ok()
     }
 
@@ -258,9 +236,7 @@ impl PayloadOpener {
         // Hash the ciphertext before it is overwritten by the plaintext.
         let mut hasher = self.hasher.clone();
         hasher.update(buf);
-        let body_len = want
-            .checked_sub(CHUNK_TAG_LEN)
-            .ok_or(CryptoError::PayloadStream)?;
+        let body_len = want.checked_sub(CHUNK_TAG_LEN).ok_or(CryptoError::PayloadStream)?;
         let (body, tag) = buf.split_at_mut(body_len);
         let tag = Tag::try_from(&*tag).map_err(|_| CryptoError::PayloadStream)?;
         self.cipher
@@ -311,11 +287,7 @@ mod tests {
         let n = pieces.len();
         for (i, p) in pieces.into_iter().enumerate() {
             buf[..p.len()].copy_from_slice(p);
-            out.push(
-                s.seal_chunk(&mut buf, p.len(), i + 1 == n)
-                    .unwrap()
-                    .to_vec(),
-            );
+            out.push(s.seal_chunk(&mut buf, p.len(), i + 1 == n).unwrap().to_vec());
         }
         (out, s.finish().unwrap())
     }
@@ -372,22 +344,9 @@ mod tests {
     #[test]
     fn bad_layouts_rejected() {
         let d = Digest([0; 32]);
-        for (len, cs) in [
-            (0u64, 64u32),
-            (15, 64),
-            (64 + 16 + 5, 64),
-            (100, 10),
-            (100, u32::MAX),
-        ] {
-            let r = PayloadRef {
-                ciphertext_len: len,
-                chunk_size: cs,
-                digest: d,
-            };
-            assert!(
-                PayloadOpener::new(&GroupKey([0; 32]), &binding(), &r).is_err(),
-                "{len} {cs}"
-            );
+        for (len, cs) in [(0u64, 64u32), (15, 64), (64 + 16 + 5, 64), (100, 10), (100, u32::MAX)] {
+            let r = PayloadRef { ciphertext_len: len, chunk_size: cs, digest: d };
+            assert!(PayloadOpener::new(&GroupKey([0; 32]), &binding(), &r).is_err(), "{len} {cs}");
         }
     }
 }

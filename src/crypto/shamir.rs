@@ -70,11 +70,7 @@ impl Share {
             ShareKind::Secret => super::Domain::SecretShare,
             ShareKind::Cancel => super::Domain::CancelShare,
         };
-        super::digest(
-            domain,
-            &binding.at(u16::from(self.x)),
-            self.to_bytes().as_slice(),
-        )
+        super::digest(domain, &binding.at(u16::from(self.x)), self.to_bytes().as_slice())
     }
 
     fn scalar(&self) -> Result<Scalar, CryptoError> {
@@ -116,8 +112,7 @@ pub fn split<R: CryptoRng + ?Sized>(
         return Err(MisuseError::BadArgument);
     }
     // coefficients[0] is the secret, the rest uniformly random.
-    let mut coefficients: Zeroizing<[Scalar; MAX_SHARES]> =
-        Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
+    let mut coefficients: Zeroizing<[Scalar; MAX_SHARES]> = Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
     let mut slots = coefficients.iter_mut().take(k);
     if let Some(c0) = slots.next() {
         *c0 = *secret;
@@ -135,10 +130,7 @@ pub fn split<R: CryptoRng + ?Sized>(
         for c in coefficients.iter().take(k).rev() {
             *y = *y * xs + c;
         }
-        let share = Share {
-            x: xb,
-            y: y.to_bytes().into(),
-        };
+        let share = Share { x: xb, y: y.to_bytes().into() };
         shares.push(share).map_err(|_| MisuseError::BadArgument)?;
     }
     Ok(shares)
@@ -162,9 +154,7 @@ pub fn reconstruct(shares: &[Share]) -> Result<Scalar, CryptoError> {
     let mut ys: Zeroizing<[Scalar; MAX_SHARES]> = Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
     let mut seen = [false; 256];
     for ((share, x), y) in shares.iter().zip(xs.iter_mut()).zip(ys.iter_mut()) {
-        let slot = seen
-            .get_mut(usize::from(share.x))
-            .ok_or(CryptoError::BadShare)?;
+        let slot = seen.get_mut(usize::from(share.x)).ok_or(CryptoError::BadShare)?;
         if share.x == 0 || *slot {
             return Err(CryptoError::BadShare);
         }
@@ -249,11 +239,7 @@ mod tests {
                         .filter(|(i, _)| mask & (1 << i) != 0)
                         .map(|(_, s)| s.clone())
                         .collect();
-                    assert_eq!(
-                        reconstruct(&subset).unwrap(),
-                        s,
-                        "n={n} k={k} mask={mask:b}"
-                    );
+                    assert_eq!(reconstruct(&subset).unwrap(), s, "n={n} k={k} mask={mask:b}");
                     subsets += 1;
                 }
             }
@@ -286,9 +272,6 @@ mod tests {
         assert!(split(&s, 0, 4, &mut rng).is_err());
         assert!(split(&s, 5, 4, &mut rng).is_err());
         assert!(split(&s, 1, MAX_SHARES + 1, &mut rng).is_err());
-        assert_eq!(
-            split(&s, MAX_SHARES, MAX_SHARES, &mut rng).unwrap().len(),
-            MAX_SHARES
-        );
+        assert_eq!(split(&s, MAX_SHARES, MAX_SHARES, &mut rng).unwrap().len(), MAX_SHARES);
     }
 }

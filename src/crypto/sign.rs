@@ -49,12 +49,9 @@ impl Signature {
     /// [`CryptoError::BadSignature`] when the signature is malformed or does
     /// not verify.
     pub fn verify(&self, signer: &PublicKey, prehash: &Digest) -> Result<(), CryptoError> {
-        let vk = VerifyingKey::from_sec1_bytes(&signer.to_compressed())
-            .map_err(|_| CryptoError::InvalidPublicKey)?;
-        let sig = p256::ecdsa::Signature::from_scalars(self.r, self.s)
-            .map_err(|_| CryptoError::BadSignature)?;
-        vk.verify_prehash(&prehash.0, &sig)
-            .map_err(|_| CryptoError::BadSignature)
+        let vk = VerifyingKey::from_sec1_bytes(&signer.to_compressed()).map_err(|_| CryptoError::InvalidPublicKey)?;
+        let sig = p256::ecdsa::Signature::from_scalars(self.r, self.s).map_err(|_| CryptoError::BadSignature)?;
+        vk.verify_prehash(&prehash.0, &sig).map_err(|_| CryptoError::BadSignature)
     }
 }
 
@@ -80,9 +77,7 @@ impl DeployerKey {
     /// [`CryptoError::InvalidSecretKey`] for zero or a value not below the
     /// group order.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, CryptoError> {
-        SigningKey::from_bytes(&(*bytes).into())
-            .map(Self)
-            .map_err(|_| CryptoError::InvalidSecretKey)
+        SigningKey::from_bytes(&(*bytes).into()).map(Self).map_err(|_| CryptoError::InvalidSecretKey)
     }
 
     /// The 32-byte big-endian scalar, for the host's key storage.
@@ -101,15 +96,9 @@ impl DeployerKey {
     /// [`CryptoError::BadSignature`] if signing fails (it does not for a
     /// valid key; kept so no path panics).
     pub fn sign(&self, prehash: &Digest) -> Result<Signature, CryptoError> {
-        let sig: p256::ecdsa::Signature = self
-            .0
-            .sign_prehash(&prehash.0)
-            .map_err(|_| CryptoError::BadSignature)?;
+        let sig: p256::ecdsa::Signature = self.0.sign_prehash(&prehash.0).map_err(|_| CryptoError::BadSignature)?;
         let (r, s) = sig.split_bytes();
-        Ok(Signature {
-            r: r.into(),
-            s: s.into(),
-        })
+        Ok(Signature { r: r.into(), s: s.into() })
     }
 }
 
@@ -133,26 +122,16 @@ mod tests {
         let d = Digest([5; 32]);
         let sig = k.sign(&d).unwrap();
         assert!(sig.verify(&k.public_key(), &d).is_ok());
-        assert_eq!(
-            sig.verify(&other.public_key(), &d),
-            Err(CryptoError::BadSignature)
-        );
+        assert_eq!(sig.verify(&other.public_key(), &d), Err(CryptoError::BadSignature));
         let mut d2 = d;
         d2.0[0] ^= 1;
-        assert_eq!(
-            sig.verify(&k.public_key(), &d2),
-            Err(CryptoError::BadSignature)
-        );
+        assert_eq!(sig.verify(&k.public_key(), &d2), Err(CryptoError::BadSignature));
         let mut bytes = sig.to_bytes();
         for i in 0..64 {
             bytes[i] ^= 0x80;
-            assert!(Signature::from_bytes(&bytes)
-                .verify(&k.public_key(), &d)
-                .is_err());
+            assert!(Signature::from_bytes(&bytes).verify(&k.public_key(), &d).is_err());
             bytes[i] ^= 0x80;
         }
-        assert!(Signature::from_bytes(&[0; 64])
-            .verify(&k.public_key(), &d)
-            .is_err());
+        assert!(Signature::from_bytes(&[0; 64]).verify(&k.public_key(), &d).is_err());
     }
 }

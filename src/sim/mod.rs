@@ -1,0 +1,19 @@
+//! A deterministic, seeded simulator of whole deployments (std only).
+//!
+//! A [`World`] holds groups of replicas (each a real
+//! [`GroupReplica`](crate::group::GroupReplica)), a neighbor graph, a
+//! deployer's upgrades, installers, an ordering stand-in per group, and a
+//! network that delays, drops, duplicates and reorders messages over a
+//! virtual clock. Byzantine replicas and installers run the real code and
+//! have their outputs rewritten by an adversary. Everything follows from one
+//! `u64` seed: the same seed gives the same run, byte for byte.
+//!
+//! After every event the safety checker runs (PROTOCOL.md section 2); then
+//! a liveness phase (faults off, network healed) must finish every upgrade
+//! at every correct group within a bound.
+
+mod world;
+
+pub use world::{
+    ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation, World,
+};
