@@ -22,5 +22,7 @@ pub mod deployer;
 pub mod error;
 pub mod group;
 pub mod installer;
+#[cfg(feature = "std")]
+pub mod sim;
 pub mod step;
 pub mod wire;

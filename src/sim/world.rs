@@ -1,0 +1,1159 @@
+//! The world: configuration, event loop, adversary and checkers.
+
+use std::boxed::Box;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::format;
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
+
+use chacha20::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::crypto::{Binding, Code, DeployerKey, PayloadRef, PayloadSealer, ReplicaSecretKey, Share, CHUNK_TAG_LEN};
+use crate::deployer::{Deployer, GroupTarget, UpgradePlan};
+use crate::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
+use crate::installer::{Installer, InstallerEffect};
+use crate::step::{Instant, Peer, Step};
+use crate::wire::{
+    self, Answer, Attachment, DeployerId, GroupId, Membership, Message, Operation, Outcome, Piece, Reply, ResourceId,
+    UpgradeHeader, UpgradeId,
+};
+
+/// The installer type the simulator runs (up to 256 groups per upgrade).
+pub type SimInstaller = Installer<256, 4096>;
+
+/// How a Byzantine replica misbehaves. It runs the real group code; the
+/// adversary rewrites what it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByzantineReplica {
+    /// Sends nothing.
+    Silent,
+    /// Replaces every share it releases with random bytes.
+    ForgeShares,
+    /// Releases both kinds of share for every piece it is asked about.
+    BothKinds,
+    /// Answers every prepare with its `c` share, whatever the group decided.
+    WrongDecision,
+    /// Answers the origin honestly and every other installer with the other
+    /// kind of share.
+    Equivocate,
+    /// Sends random bytes instead of its messages.
+    Garbage,
+}
+
+impl ByzantineReplica {
+    /// Every behavior, for seeded choice.
+    pub const ALL: [ByzantineReplica; 6] = [
+        ByzantineReplica::Silent,
+        ByzantineReplica::ForgeShares,
+        ByzantineReplica::BothKinds,
+        ByzantineReplica::WrongDecision,
+        ByzantineReplica::Equivocate,
+        ByzantineReplica::Garbage,
+    ];
+}
+
+/// Network faults during the fault phase.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NetworkFaults {
+    /// Probability a message is dropped.
+    pub drop: f64,
+    /// Probability a message is delivered twice.
+    pub duplicate: f64,
+    /// Extra random delay, up to this many ms (reorders messages).
+    pub jitter_ms: u64,
+}
+
+impl NetworkFaults {
+    /// A perfect network.
+    pub const NONE: NetworkFaults = NetworkFaults { drop: 0.0, duplicate: 0.0, jitter_ms: 0 };
+}
+
+/// One upgrade of the workload.
+#[derive(Clone, Debug)]
+pub struct UpgradeSpec {
+    /// Indices of the groups it covers.
+    pub groups: Vec<usize>,
+    /// Resources each piece names.
+    pub resources: Vec<u32>,
+    /// Groups whose application rejects their piece.
+    pub rejected_by: Vec<usize>,
+    /// Order key sequence number.
+    pub order_seq: u64,
+    /// When its installers start, in ms.
+    pub start_ms: u64,
+    /// Which deployer (0 or 1) builds it.
+    pub deployer: usize,
+    /// Whether its pieces are built on its deployer's chain (false: a stale
+    /// version code, so every group refuses it).
+    pub chained: bool,
+}
+
+/// The simulator's configuration. Everything random follows from `seed`.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed.
+    pub seed: u64,
+    /// Replicas per group.
+    pub group_sizes: Vec<usize>,
+    /// Random neighbor edges on top of a ring.
+    pub extra_edges: usize,
+    /// Correct installers per upgrade.
+    pub installers: usize,
+    /// Byzantine installers per upgrade (besides the correct ones).
+    pub byzantine_installers: usize,
+    /// Whether installers send the commit to every group (else to one).
+    pub finish_all: bool,
+    /// The upgrades.
+    pub upgrades: Vec<UpgradeSpec>,
+    /// Byzantine replicas: (group index, replica index, behavior).
+    pub byzantine: Vec<(usize, u8, ByzantineReplica)>,
+    /// Network faults in the fault phase.
+    pub network: NetworkFaults,
+    /// Base one-way delay, ms.
+    pub latency_ms: u64,
+    /// Crash-and-restore roles from their serialized state in the fault
+    /// phase.
+    pub crashes: bool,
+    /// Application transactions: each group calls a random neighbor every
+    /// this many ms (piggyback diffusion and Figure 2).
+    pub app_interval_ms: Option<u64>,
+    /// Proactive diffusion on.
+    pub proactive: bool,
+    /// Retry interval of installers and proactive diffusion, ms.
+    pub retry_ms: u64,
+    /// End of the fault phase, ms.
+    pub fault_phase_ms: u64,
+    /// Liveness bound: every upgrade finished everywhere by this time, ms.
+    pub deadline_ms: u64,
+    /// Give up after this many events (livelock guard).
+    pub max_events: u64,
+}
+
+impl SimConfig {
+    /// A fault-free world of `groups` groups of `n` replicas with one
+    /// upgrade over all of them and one installer.
+    pub fn simple(seed: u64, groups: usize, n: usize) -> Self {
+        Self {
+            seed,
+            group_sizes: vec![n; groups],
+            extra_edges: groups / 2,
+            installers: 1,
+            byzantine_installers: 0,
+            finish_all: true,
+            upgrades: vec![UpgradeSpec {
+                groups: (0..groups).collect(),
+                resources: vec![1],
+                rejected_by: vec![],
+                order_seq: 1,
+                start_ms: 0,
+                deployer: 0,
+                chained: true,
+            }],
+            byzantine: vec![],
+            network: NetworkFaults::NONE,
+            latency_ms: 5,
+            crashes: false,
+            app_interval_ms: None,
+            proactive: true,
+            retry_ms: 200,
+            fault_phase_ms: 0,
+            deadline_ms: 120_000,
+            max_events: 5_000_000,
+        }
+    }
+}
+
+/// A safety violation found by the checker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Virtual time, ms.
+    pub at_ms: u64,
+    /// What broke.
+    pub what: String,
+}
+
+/// Message and work counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Messages sent by replicas.
+    pub replica_messages: u64,
+    /// Bytes sent by replicas.
+    pub replica_bytes: u64,
+    /// Messages sent by installers (including pieces).
+    pub installer_messages: u64,
+    /// Bytes sent by installers.
+    pub installer_bytes: u64,
+    /// Messages dropped by the network.
+    pub dropped: u64,
+    /// Messages duplicated by the network.
+    pub duplicated: u64,
+    /// Messages that did not decode (garbage).
+    pub undecodable: u64,
+    /// Faults reported by roles.
+    pub faults_reported: u64,
+    /// Application transactions completed.
+    pub txns_completed: u64,
+    /// Transactions aborted and restarted by Figure 2.
+    pub txns_restarted: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Role restarts from serialized state.
+    pub restarts: u64,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The first safety violation, if any.
+    pub violation: Option<Violation>,
+    /// Liveness failure: what was unfinished at the deadline.
+    pub liveness: Option<String>,
+    /// Per upgrade: the outcome at correct groups (`None`: unfinished or
+    /// refused everywhere).
+    pub outcomes: Vec<Option<Outcome>>,
+    /// Virtual time when every upgrade had finished at every correct group.
+    pub finished_at_ms: Option<u64>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Digest of the run's trace (same seed, same digest).
+    pub trace_digest: [u8; 32],
+    /// Number of replicas.
+    pub replicas: usize,
+}
+
+struct Replica {
+    role: GroupReplica,
+    key: ReplicaSecretKey,
+    byz: Option<ByzantineReplica>,
+    /// Per upgrade: kinds of share this replica released (secret, cancel).
+    released: BTreeMap<UpgradeId, (bool, bool)>,
+    /// Per upgrade: the outcome this replica applied.
+    finished: BTreeMap<UpgradeId, Outcome>,
+    scheduled: Option<Instant>,
+}
+
+struct Group {
+    id: GroupId,
+    f: u8,
+    replicas: Vec<Replica>,
+    neighbors: Vec<usize>,
+    correct: bool,
+}
+
+struct InstallerSlot {
+    upgrade: usize,
+    role: Box<SimInstaller>,
+    byzantine: bool,
+    scheduled: Option<Instant>,
+}
+
+struct Built {
+    header: UpgradeHeader,
+    pieces: BTreeMap<GroupId, Piece>,
+    groups: Vec<usize>,
+    rejected_by: Vec<usize>,
+    trigger: Code,
+    cancel: Code,
+    /// Whether some correct group would accept and chain it.
+    valid: bool,
+}
+
+#[derive(Debug)]
+enum Event {
+    /// Bytes of a [`Message`] on the wire.
+    Net { from: Peer, to: Peer, bytes: Vec<u8> },
+    /// An operation reaches a group's ordering.
+    Submit { group: usize, origin: Peer, op: Box<Operation> },
+    /// A role's deadline.
+    Timer { who: Who },
+    /// An upgrade's installers start.
+    Start { upgrade: usize },
+    /// A group's transaction calls a neighbor.
+    AppCall { caller: usize, callee: usize, txn: u64 },
+    /// The call arrives at the callee.
+    AppRequest { caller: usize, callee: usize, txn: u64, codes: Attachment },
+    /// The response arrives at the caller.
+    AppResponse { caller: usize, callee: usize, txn: u64, codes: Attachment },
+    /// A role crashes and restarts from its serialized state.
+    Restart { who: Who },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Replica(usize, usize),
+    Installer(usize),
+}
+
+struct Queued {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        // Min-heap on (time, sequence).
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// A simulated deployment.
+pub struct World {
+    cfg: SimConfig,
+    rng: ChaCha20Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Queued>,
+    groups: Vec<Group>,
+    upgrades: Vec<Built>,
+    installers: Vec<InstallerSlot>,
+    metrics: Metrics,
+    trace: sha2::Sha256,
+    violation: Option<Violation>,
+    finished_at: Option<u64>,
+    next_txn: u64,
+    /// Open transactions: txn → (caller, callee).
+    txns: BTreeMap<u64, (usize, usize)>,
+}
+
+/// Uniform float in [0, 1) from the world's rng.
+fn unit(rng: &mut ChaCha20Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn below(rng: &mut ChaCha20Rng, n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (rng.next_u64() % n as u64) as usize
+    }
+}
+
+impl World {
+    /// Builds the world: keys, groups, deployers, bundles and installers.
+    ///
+    /// # Panics
+    /// On an inconsistent configuration (the simulator is a test tool).
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&cfg.seed.to_le_bytes());
+        seed[8..16].copy_from_slice(b"bftupsim");
+        let mut rng = ChaCha20Rng::from_seed(seed);
+
+        let deployers: Vec<Deployer> =
+            (0..2).map(|i| Deployer::new(DeployerId(i + 1), DeployerKey::random(&mut rng))).collect();
+        let genesis: Vec<Code> = (0..2u8).map(|i| Code::from_bytes([i + 1; 32])).collect();
+
+        // Neighbor graph: a ring plus random extra edges.
+        let g = cfg.group_sizes.len();
+        let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
+        if g > 1 {
+            for i in 0..g {
+                let j = (i + 1) % g;
+                edges.insert((i.min(j), i.max(j)));
+            }
+        }
+        for _ in 0..cfg.extra_edges {
+            let (a, b) = (below(&mut rng, g), below(&mut rng, g));
+            if a != b {
+                edges.insert((a.min(b), a.max(b)));
+            }
+        }
+        let mut neighbors: Vec<Vec<usize>> = vec![vec![]; g];
+        for (a, b) in &edges {
+            if neighbors[*a].len() < crate::group::MAX_NEIGHBORS && neighbors[*b].len() < crate::group::MAX_NEIGHBORS {
+                neighbors[*a].push(*b);
+                neighbors[*b].push(*a);
+            }
+        }
+
+        let mut groups = Vec::new();
+        let mut memberships = Vec::new();
+        for (gi, n) in cfg.group_sizes.iter().enumerate() {
+            let keys: Vec<ReplicaSecretKey> = (0..*n).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
+            let pks: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+            let id = GroupId(gi as u32 + 1);
+            let membership = Membership::new(id, &pks).expect("group size within capacity");
+            memberships.push(membership.clone());
+            groups.push((id, keys, membership));
+        }
+        let mut built_groups = Vec::new();
+        for (gi, (id, keys, membership)) in groups.into_iter().enumerate() {
+            let mut config = GroupConfig {
+                membership: membership.clone(),
+                deployers: heapless::Vec::new(),
+                neighbors: heapless::Vec::new(),
+                retry_ms: cfg.retry_ms,
+                proactive: cfg.proactive,
+            };
+            for (d, gen) in deployers.iter().zip(&genesis) {
+                let _ =
+                    config.deployers.push(AuthorizedDeployer { id: d.id(), key: d.public_key(), genesis: gen.clone() });
+            }
+            for nb in &neighbors[gi] {
+                let _ = config.neighbors.push(Neighbor { group: memberships[*nb].group, f: memberships[*nb].f });
+            }
+            let f = membership.f;
+            let byz_here: Vec<_> = cfg.byzantine.iter().filter(|(bg, _, _)| *bg == gi).collect();
+            let correct = byz_here.len() <= usize::from(f);
+            let replicas = keys
+                .into_iter()
+                .enumerate()
+                .map(|(ri, key)| Replica {
+                    role: GroupReplica::new(config.clone(), ri as u8).expect("valid config"),
+                    key,
+                    byz: byz_here.iter().find(|(_, r, _)| usize::from(*r) == ri).map(|(_, _, b)| *b),
+                    released: BTreeMap::new(),
+                    finished: BTreeMap::new(),
+                    scheduled: None,
+                })
+                .collect();
+            built_groups.push(Group { id, f, replicas, neighbors: neighbors[gi].clone(), correct });
+        }
+
+        // Bundles. Chained upgrades of one deployer follow each other: each
+        // piece's previous version code is the code the previous upgrade of
+        // that deployer over the group finished with, which the simulator
+        // predicts from the spec (all accept: τ, else c).
+        let mut chain: Vec<Vec<Code>> = (0..2).map(|d| vec![genesis[d].clone(); g]).collect();
+        let mut upgrades = Vec::new();
+        for spec in &cfg.upgrades {
+            let mut ids: Vec<GroupId> = spec.groups.iter().map(|gi| memberships[*gi].group).collect();
+            ids.sort();
+            ids.dedup();
+            let plan = UpgradePlan::new(&mut rng, spec.order_seq, &ids).expect("valid plan");
+            let deployer = &deployers[spec.deployer];
+            let mut pieces = BTreeMap::new();
+            for gi in &spec.groups {
+                let m = &memberships[*gi];
+                let payload = seal_payload(&plan, m.group, gi);
+                let stale = Code::from_bytes([0xEE; 32]);
+                let prev = if spec.chained { &chain[spec.deployer][*gi] } else { &stale };
+                let resources: Vec<ResourceId> = spec.resources.iter().map(|r| ResourceId(*r)).collect();
+                let target = GroupTarget { membership: m, resources: &resources, prev_version: prev, payload };
+                let piece = plan.piece(deployer, &mut rng, &target).expect("piece");
+                pieces.insert(m.group, piece);
+            }
+            let commits = spec.rejected_by.is_empty();
+            if spec.chained {
+                for gi in &spec.groups {
+                    chain[spec.deployer][*gi] =
+                        if commits { plan.trigger_code().clone() } else { plan.cancel_code().clone() };
+                }
+            }
+            upgrades.push(Built {
+                header: plan.header().clone(),
+                pieces,
+                groups: spec.groups.clone(),
+                rejected_by: spec.rejected_by.clone(),
+                trigger: plan.trigger_code().clone(),
+                cancel: plan.cancel_code().clone(),
+                valid: spec.chained,
+            });
+        }
+
+        // Installers: correct ones first, then Byzantine ones.
+        let mut installers = Vec::new();
+        let mut next_id = 1u32;
+        for (ui, b) in upgrades.iter().enumerate() {
+            let list: Vec<(GroupId, u8)> =
+                b.groups.iter().map(|gi| (memberships[*gi].group, memberships[*gi].f)).collect();
+            let mut list = list;
+            list.sort();
+            list.dedup();
+            for k in 0..cfg.installers + cfg.byzantine_installers {
+                let role = Box::new(
+                    SimInstaller::new(next_id, b.header.clone(), &list, cfg.finish_all, cfg.retry_ms)
+                        .expect("installer"),
+                );
+                installers.push(InstallerSlot { upgrade: ui, role, byzantine: k >= cfg.installers, scheduled: None });
+                next_id += 1;
+            }
+        }
+
+        let mut world = World {
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            groups: built_groups,
+            upgrades,
+            installers,
+            metrics: Metrics::default(),
+            trace: <sha2::Sha256 as sha2::Digest>::new(),
+            violation: None,
+            finished_at: None,
+            next_txn: 1,
+            txns: BTreeMap::new(),
+            cfg,
+        };
+        for (ui, spec) in world.cfg.upgrades.clone().iter().enumerate() {
+            world.push(spec.start_ms, Event::Start { upgrade: ui });
+        }
+        if let Some(every) = world.cfg.app_interval_ms {
+            for gi in 0..world.groups.len() {
+                let jitter = below(&mut world.rng, every as usize + 1) as u64;
+                world.schedule_call(gi, jitter);
+            }
+        }
+        if world.cfg.crashes {
+            let count = 4 + world.groups.len();
+            for _ in 0..count {
+                let at = below(&mut world.rng, world.cfg.fault_phase_ms.max(1) as usize) as u64;
+                let who = if world.installers.is_empty() || world.rng.next_u32() % 2 == 0 {
+                    let gi = below(&mut world.rng, world.groups.len());
+                    Who::Replica(gi, below(&mut world.rng, world.groups[gi].replicas.len()))
+                } else {
+                    Who::Installer(below(&mut world.rng, world.installers.len()))
+                };
+                world.push(at, Event::Restart { who });
+            }
+        }
+        world
+    }
+
+    fn push(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Queued { at, seq: self.seq, event });
+    }
+
+    fn faulty_network(&self) -> bool {
+        self.now < self.cfg.fault_phase_ms
+    }
+
+    fn schedule_call(&mut self, caller: usize, delay: u64) {
+        let nbs = &self.groups[caller].neighbors;
+        if nbs.is_empty() {
+            return;
+        }
+        let callee = nbs[below(&mut self.rng, nbs.len())];
+        let txn = self.next_txn;
+        self.next_txn += 1;
+        self.push(self.now + delay, Event::AppCall { caller, callee, txn });
+    }
+
+    /// Sends a message over the (possibly faulty) network.
+    fn send(&mut self, from: Peer, to: Peer, message: &Message) {
+        let mut buf = vec![0u8; wire::encoded_len(message)];
+        let bytes = wire::encode(message, &mut buf).expect("sized buffer").to_vec();
+        self.send_bytes(from, to, bytes);
+    }
+
+    fn send_bytes(&mut self, from: Peer, to: Peer, bytes: Vec<u8>) {
+        let len = bytes.len() as u64;
+        match from {
+            Peer::Replica { .. } => {
+                self.metrics.replica_messages += 1;
+                self.metrics.replica_bytes += len;
+            }
+            _ => {
+                self.metrics.installer_messages += 1;
+                self.metrics.installer_bytes += len;
+            }
+        }
+        let faulty = self.faulty_network();
+        let net = self.cfg.network;
+        if faulty && unit(&mut self.rng) < net.drop {
+            self.metrics.dropped += 1;
+            return;
+        }
+        let copies = if faulty && unit(&mut self.rng) < net.duplicate {
+            self.metrics.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter =
+                if faulty && net.jitter_ms > 0 { below(&mut self.rng, net.jitter_ms as usize + 1) as u64 } else { 0 };
+            let at = self.now + self.cfg.latency_ms + jitter;
+            self.push(at, Event::Net { from, to, bytes: bytes.clone() });
+        }
+    }
+
+    /// Submits an operation to a group's ordering, over the network.
+    fn submit(&mut self, origin: Peer, group: usize, op: Operation) {
+        let len = wire::encoded_len(&op) as u64;
+        match origin {
+            Peer::Replica { .. } => {
+                self.metrics.replica_messages += 1;
+                self.metrics.replica_bytes += len;
+            }
+            _ => {
+                self.metrics.installer_messages += 1;
+                self.metrics.installer_bytes += len;
+            }
+        }
+        let faulty = self.faulty_network();
+        if faulty && unit(&mut self.rng) < self.cfg.network.drop {
+            self.metrics.dropped += 1;
+            return;
+        }
+        let jitter = if faulty { below(&mut self.rng, self.cfg.network.jitter_ms as usize + 1) as u64 } else { 0 };
+        let at = self.now + self.cfg.latency_ms + jitter;
+        self.push(at, Event::Submit { group, origin, op: Box::new(op) });
+    }
+
+    fn group_index(&self, id: GroupId) -> Option<usize> {
+        (id.0 as usize).checked_sub(1).filter(|i| *i < self.groups.len())
+    }
+
+    /// Runs to the end: the fault phase, then liveness until everything
+    /// finished or the deadline passed.
+    pub fn run(mut self) -> Report {
+        while let Some(q) = self.queue.pop() {
+            if q.at > self.cfg.deadline_ms || self.metrics.events >= self.cfg.max_events {
+                break;
+            }
+            self.now = q.at;
+            self.metrics.events += 1;
+            self.handle(q.event);
+            if self.violation.is_none() {
+                self.check_safety();
+            }
+            if self.violation.is_some() {
+                break;
+            }
+            if self.finished_at.is_none() && self.all_finished() {
+                self.finished_at = Some(self.now);
+            }
+            if self.finished_at.is_some() && self.now >= self.cfg.fault_phase_ms && self.installers_idle() {
+                break;
+            }
+        }
+        self.report()
+    }
+
+    fn installers_idle(&self) -> bool {
+        self.installers.iter().filter(|i| !i.byzantine).all(|i| i.role.is_done() || i.role.decided().is_none())
+            && self.upgrades.iter().enumerate().all(|(ui, _)| self.outcome_of(ui).is_some() || !self.upgrades[ui].valid)
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.trace_event(&event);
+        match event {
+            Event::Start { upgrade } => {
+                for ii in 0..self.installers.len() {
+                    if self.installers[ii].upgrade == upgrade {
+                        let now = Instant(self.now);
+                        let step = self.installers[ii].role.start(now);
+                        self.route_installer(ii, step);
+                    }
+                }
+            }
+            Event::Net { from, to, bytes } => self.deliver(from, to, &bytes),
+            Event::Submit { group, origin, op } => self.execute(group, origin, &op),
+            Event::Timer { who } => self.timer(who),
+            Event::Restart { who } => self.restart(who),
+            Event::AppCall { caller, callee, txn } => {
+                // MakeRequest: the caller's replicas take T_callee.
+                let codes = self.take_attachment(caller, callee);
+                self.txns.insert(txn, (caller, callee));
+                let delay = self.cfg.latency_ms;
+                self.push(self.now + delay, Event::AppRequest { caller, callee, txn, codes });
+            }
+            Event::AppRequest { caller, callee, txn, codes } => {
+                // ReceiveRequest at the callee, in its ordered execution.
+                let from = self.groups[caller].id;
+                for ri in 0..self.groups[callee].replicas.len() {
+                    let step = self.groups[callee].replicas[ri].role.on_request(Instant(self.now), from, &codes);
+                    self.route_group(callee, ri, step, None);
+                }
+                let back = self.take_attachment(callee, caller);
+                let delay = self.cfg.latency_ms;
+                self.push(self.now + delay, Event::AppResponse { caller, callee, txn, codes: back });
+            }
+            Event::AppResponse { caller, callee, txn, codes } => {
+                let from = self.groups[callee].id;
+                let mut restarted = false;
+                for ri in 0..self.groups[caller].replicas.len() {
+                    let step =
+                        self.groups[caller].replicas[ri].role.on_response(Instant(self.now), TxnId(txn), from, &codes);
+                    restarted |= step.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
+                    self.route_group(caller, ri, step, None);
+                }
+                self.txns.remove(&txn);
+                if restarted {
+                    self.metrics.txns_restarted += 1;
+                    // Figure 2: the transaction restarts on the new version.
+                    let t = self.next_txn;
+                    self.next_txn += 1;
+                    self.push(self.now, Event::AppCall { caller, callee, txn: t });
+                } else {
+                    self.metrics.txns_completed += 1;
+                    if let Some(every) = self.cfg.app_interval_ms {
+                        if self.now < self.cfg.deadline_ms {
+                            self.schedule_call(caller, every);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The attachment every replica of `group` takes for `to`; the correct
+    /// replicas agree on it (deterministic state), so the first correct
+    /// replica's is the group's.
+    fn take_attachment(&mut self, group: usize, to: usize) -> Attachment {
+        let to_id = self.groups[to].id;
+        let mut chosen = None;
+        for r in self.groups[group].replicas.iter_mut() {
+            let a = r.role.take_attachment(to_id);
+            if chosen.is_none() && r.byz.is_none() {
+                chosen = Some(a);
+            }
+        }
+        chosen.unwrap_or_default()
+    }
+
+    fn deliver(&mut self, from: Peer, to: Peer, bytes: &[u8]) {
+        let Ok(message) = wire::decode::<Message>(bytes) else {
+            self.metrics.undecodable += 1;
+            return;
+        };
+        match (to, message) {
+            (Peer::Group(g), Message::Submit(op)) => {
+                if let Some(gi) = self.group_index(g) {
+                    self.execute(gi, from, &Operation::from(op));
+                }
+            }
+            (Peer::Replica { group, index }, message) => {
+                let Some(gi) = self.group_index(group) else { return };
+                let ri = usize::from(index);
+                if ri >= self.groups[gi].replicas.len() {
+                    return;
+                }
+                let step = self.groups[gi].replicas[ri].role.handle_message(Instant(self.now), from, &message);
+                self.route_group(gi, ri, step, None);
+            }
+            (Peer::Installer(id), Message::Answer(answer)) => {
+                let Some(ii) = self.installers.iter().position(|i| i.role.peer() == Peer::Installer(id)) else {
+                    return;
+                };
+                let ui = self.installers[ii].upgrade;
+                let Some(piece) = self.upgrades[ui].pieces.get(&answer.group) else { return };
+                let piece = piece.clone();
+                if let Ok(step) = self.installers[ii].role.handle_answer(Instant(self.now), from, &answer, &piece) {
+                    self.route_installer(ii, step);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The ordering stand-in: every replica of the group executes `op` now,
+    /// in the same order as every other operation.
+    fn execute(&mut self, gi: usize, origin: Peer, op: &Operation) {
+        let reject = match op {
+            Operation::PrepareInstall(p) => {
+                self.upgrades.iter().any(|b| b.header.upgrade == p.header.upgrade && b.rejected_by.contains(&gi))
+            }
+            _ => false,
+        };
+        for ri in 0..self.groups[gi].replicas.len() {
+            let r = &mut self.groups[gi].replicas[ri];
+            let verdict = if reject { Verdict::Reject } else { Verdict::Accept };
+            let step = r.role.handle_ordered(Instant(self.now), origin, op, &r.key, |_| verdict);
+            self.route_group(gi, ri, step, Some(op));
+        }
+    }
+
+    fn timer(&mut self, who: Who) {
+        let now = Instant(self.now);
+        match who {
+            Who::Replica(gi, ri) => {
+                let r = &mut self.groups[gi].replicas[ri];
+                r.scheduled = None;
+                if r.role.deadline().is_some_and(|d| d <= now) {
+                    let step = r.role.handle_timeout(now);
+                    self.route_group(gi, ri, step, None);
+                } else {
+                    let d = r.role.deadline();
+                    self.schedule(who, d);
+                }
+            }
+            Who::Installer(ii) => {
+                self.installers[ii].scheduled = None;
+                let step = self.installers[ii].role.handle_timeout(now);
+                self.route_installer(ii, step);
+            }
+        }
+    }
+
+    fn schedule(&mut self, who: Who, deadline: Option<Instant>) {
+        let Some(d) = deadline else { return };
+        let slot = match who {
+            Who::Replica(gi, ri) => &mut self.groups[gi].replicas[ri].scheduled,
+            Who::Installer(ii) => &mut self.installers[ii].scheduled,
+        };
+        if slot.is_some_and(|s| s <= d) {
+            return;
+        }
+        *slot = Some(d);
+        let at = d.0.max(self.now);
+        self.push(at, Event::Timer { who });
+    }
+
+    /// Crash and restart from serialized state.
+    fn restart(&mut self, who: Who) {
+        self.metrics.restarts += 1;
+        match who {
+            Who::Replica(gi, ri) => {
+                let r = &mut self.groups[gi].replicas[ri];
+                let mut buf = vec![0u8; wire::encoded_len(&r.role)];
+                let bytes = wire::encode(&r.role, &mut buf).expect("sized").to_vec();
+                r.role = wire::decode(&bytes).expect("own state decodes");
+                r.scheduled = None;
+                let d = r.role.deadline();
+                self.schedule(who, d);
+            }
+            Who::Installer(ii) => {
+                let slot = &mut self.installers[ii];
+                let mut buf = vec![0u8; wire::encoded_len(&*slot.role)];
+                let bytes = wire::encode(&*slot.role, &mut buf).expect("sized").to_vec();
+                slot.role = Box::new(wire::decode(&bytes).expect("own state decodes"));
+                slot.scheduled = None;
+                // A restarted installer resumes with a sweep.
+                let step = slot.role.start(Instant(self.now));
+                self.route_installer(ii, step);
+            }
+        }
+    }
+
+    /// Carries out a replica's step, through the adversary if Byzantine.
+    fn route_group(&mut self, gi: usize, ri: usize, step: Step<GroupEffect>, op: Option<&Operation>) {
+        self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
+        let me = Peer::Replica { group: self.groups[gi].id, index: ri as u8 };
+        let byz = self.groups[gi].replicas[ri].byz;
+        for e in &step.effects {
+            let r = &mut self.groups[gi].replicas[ri];
+            match e {
+                GroupEffect::Apply { upgrade, .. } => {
+                    r.finished.insert(*upgrade, Outcome::Committed);
+                }
+                GroupEffect::Discard { upgrade } => {
+                    r.finished.insert(*upgrade, Outcome::Aborted);
+                }
+                _ => {}
+            }
+        }
+        for out in &step.messages {
+            if byz.is_none() {
+                if let Message::Answer(a) = &out.message {
+                    let entry = self.groups[gi].replicas[ri].released.entry(a.upgrade).or_default();
+                    match a.reply {
+                        Reply::Accepted(_) => entry.0 = true,
+                        Reply::Rejected(_) => entry.1 = true,
+                        _ => {}
+                    }
+                }
+            }
+            match byz {
+                None => self.send_or_submit(me, out.to, &out.message),
+                Some(b) => self.adversary(gi, ri, b, out.to, &out.message, op),
+            }
+        }
+        self.schedule(Who::Replica(gi, ri), step.deadline);
+    }
+
+    fn send_or_submit(&mut self, from: Peer, to: Peer, message: &Message) {
+        self.send(from, to, message);
+    }
+
+    /// A Byzantine replica's rewrite of one outgoing message.
+    fn adversary(
+        &mut self,
+        gi: usize,
+        ri: usize,
+        b: ByzantineReplica,
+        to: Peer,
+        message: &Message,
+        op: Option<&Operation>,
+    ) {
+        let me = Peer::Replica { group: self.groups[gi].id, index: ri as u8 };
+        let answer = match message {
+            Message::Answer(a) => Some(a.clone()),
+            _ => None,
+        };
+        // Its own two shares of the piece, if it can open its box.
+        let shares = match op {
+            Some(Operation::PrepareInstall(p)) => {
+                p.open_for(ri, &self.groups[gi].replicas[ri].key).ok().map(|o| (o.secret_share, o.cancel_share))
+            }
+            _ => None,
+        };
+        let with = |a: &Answer, reply: Reply| Message::Answer(Answer { reply, ..a.clone() });
+        match (b, answer, shares) {
+            (ByzantineReplica::Silent, _, _) => {}
+            (ByzantineReplica::Garbage, _, _) => {
+                let len = 1 + below(&mut self.rng, 200);
+                let mut junk = vec![0u8; len];
+                self.rng.fill_bytes(&mut junk);
+                self.send_bytes(me, to, junk);
+            }
+            (ByzantineReplica::ForgeShares, Some(a), _) => {
+                let forge = |rng: &mut ChaCha20Rng, s: &Share| {
+                    let mut y = [0u8; 32];
+                    rng.fill_bytes(&mut y);
+                    y[0] &= 0x7f;
+                    Share::new(s.index(), y)
+                };
+                let reply = match &a.reply {
+                    Reply::Accepted(s) => Reply::Accepted(forge(&mut self.rng, s)),
+                    Reply::Rejected(s) => Reply::Rejected(forge(&mut self.rng, s)),
+                    r => r.clone(),
+                };
+                self.send(me, to, &with(&a, reply));
+            }
+            (ByzantineReplica::BothKinds, Some(a), Some((s, c))) => {
+                self.send(me, to, &with(&a, Reply::Accepted(s)));
+                self.send(me, to, &with(&a, Reply::Rejected(c)));
+            }
+            (ByzantineReplica::WrongDecision, Some(a), Some((_, c))) => {
+                self.send(me, to, &with(&a, Reply::Rejected(c)));
+            }
+            (ByzantineReplica::Equivocate, Some(a), Some((s, c))) => {
+                self.send(me, to, message);
+                let other = match a.reply {
+                    Reply::Accepted(_) => Reply::Rejected(c),
+                    _ => Reply::Accepted(s),
+                };
+                let peers: Vec<Peer> = self
+                    .installers
+                    .iter()
+                    .filter(|i| self.upgrades[i.upgrade].header.upgrade == a.upgrade)
+                    .map(|i| i.role.peer())
+                    .filter(|p| *p != to)
+                    .collect();
+                for p in peers {
+                    self.send(me, p, &with(&a, other.clone()));
+                }
+            }
+            // Anything else it passes on as the honest code wrote it.
+            _ => self.send(me, to, message),
+        }
+    }
+
+    fn route_installer(&mut self, ii: usize, step: Step<InstallerEffect>) {
+        self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
+        let me = self.installers[ii].role.peer();
+        let ui = self.installers[ii].upgrade;
+        let byz = self.installers[ii].byzantine;
+        for e in &step.effects {
+            if let InstallerEffect::SendPrepare { group } = e {
+                let (Some(gi), Some(piece)) = (self.group_index(*group), self.upgrades[ui].pieces.get(group)) else {
+                    continue;
+                };
+                let op = Operation::PrepareInstall(piece.clone());
+                let copies = if byz { 3 } else { 1 };
+                for _ in 0..copies {
+                    self.submit(me, gi, op.clone());
+                }
+            }
+        }
+        for out in &step.messages {
+            if let (Peer::Group(g), Message::Submit(op)) = (out.to, &out.message) {
+                let Some(gi) = self.group_index(g) else { continue };
+                self.submit(me, gi, Operation::from(op.clone()));
+            } else {
+                self.send(me, out.to, &out.message);
+            }
+        }
+        if byz && self.faulty_network() {
+            self.byzantine_installer(ii);
+        }
+        self.schedule(Who::Installer(ii), step.deadline);
+    }
+
+    /// A Byzantine installer's extra moves: wrong codes, replays of other
+    /// upgrades' pieces, and stray aborts and commits.
+    fn byzantine_installer(&mut self, ii: usize) {
+        let me = self.installers[ii].role.peer();
+        let gi = below(&mut self.rng, self.groups.len());
+        let ui = below(&mut self.rng, self.upgrades.len());
+        let upgrade = self.upgrades[ui].header.upgrade;
+        match self.rng.next_u32() % 4 {
+            0 => {
+                let mut junk = [0u8; 32];
+                self.rng.fill_bytes(&mut junk);
+                let code = Code::from_bytes(junk);
+                let op = if self.rng.next_u32() % 2 == 0 {
+                    Operation::CommitInstall { upgrade, code }
+                } else {
+                    Operation::AbortInstall { upgrade, code }
+                };
+                self.submit(me, gi, op);
+            }
+            1 => {
+                // Replay some piece of some upgrade to its group.
+                if let Some((g, p)) = self.upgrades[ui].pieces.iter().next() {
+                    if let Some(target) = self.group_index(*g) {
+                        let op = Operation::PrepareInstall(p.clone());
+                        self.submit(me, target, op);
+                    }
+                }
+            }
+            2 => {
+                // A piece sent to the wrong group.
+                if let Some(p) = self.upgrades[ui].pieces.values().next() {
+                    self.submit(me, gi, Operation::PrepareInstall(p.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn outcome_of(&self, ui: usize) -> Option<Outcome> {
+        let b = &self.upgrades[ui];
+        let mut out = None;
+        for gi in &b.groups {
+            let g = &self.groups[*gi];
+            if !g.correct {
+                continue;
+            }
+            for r in g.replicas.iter().filter(|r| r.byz.is_none()) {
+                match r.finished.get(&b.header.upgrade) {
+                    Some(o) => out = Some(*o),
+                    None => return None,
+                }
+            }
+        }
+        out
+    }
+
+    fn all_finished(&self) -> bool {
+        (0..self.upgrades.len()).all(|ui| !self.upgrades[ui].valid || self.outcome_of(ui).is_some())
+    }
+
+    /// PROTOCOL.md section 2, after every event.
+    fn check_safety(&mut self) {
+        for b in &self.upgrades {
+            let u = b.header.upgrade;
+            let mut committed = Vec::new();
+            let mut aborted = Vec::new();
+            let mut tau_ok = true;
+            let mut c_ok = false;
+            for gi in &b.groups {
+                let g = &self.groups[*gi];
+                let mut kinds = (false, false);
+                for (ri, r) in g.replicas.iter().enumerate() {
+                    if r.byz.is_some() {
+                        continue;
+                    }
+                    match r.finished.get(&u) {
+                        Some(Outcome::Committed) if g.correct => committed.push((g.id, ri)),
+                        Some(Outcome::Aborted) if g.correct => aborted.push((g.id, ri)),
+                        _ => {}
+                    }
+                    if let Some((s, c)) = r.released.get(&u) {
+                        kinds.0 |= *s;
+                        kinds.1 |= *c;
+                    }
+                }
+                if g.correct && kinds.0 && kinds.1 {
+                    self.violation = Some(Violation {
+                        at_ms: self.now,
+                        what: format!("correct group {:?} released both kinds of share for {u:?}", g.id),
+                    });
+                    return;
+                }
+                // What an adversary can rebuild: shares released by correct
+                // replicas plus every share its Byzantine replicas hold.
+                let byz = g.replicas.iter().filter(|r| r.byz.is_some()).count();
+                let count = |kind: fn(&(bool, bool)) -> bool| {
+                    g.replicas.iter().filter(|r| r.byz.is_none() && r.released.get(&u).is_some_and(kind)).count() + byz
+                };
+                let k = usize::from(g.f) + 1;
+                tau_ok &= count(|x| x.0) >= k;
+                c_ok |= count(|x| x.1) >= k;
+            }
+            if !committed.is_empty() && !aborted.is_empty() {
+                self.violation = Some(Violation {
+                    at_ms: self.now,
+                    what: format!("{u:?} committed at {:?} but aborted at {:?}", committed[0], aborted[0]),
+                });
+                return;
+            }
+            if tau_ok && c_ok {
+                self.violation = Some(Violation {
+                    at_ms: self.now,
+                    what: format!("both the trigger and the cancellation code of {u:?} can be rebuilt"),
+                });
+                return;
+            }
+        }
+    }
+
+    fn trace_event(&mut self, event: &Event) {
+        use sha2::Digest as _;
+        let line = format!("{} {:?}", self.now, event);
+        self.trace.update(line.as_bytes());
+    }
+
+    fn report(self) -> Report {
+        use sha2::Digest as _;
+        let outcomes: Vec<Option<Outcome>> = (0..self.upgrades.len()).map(|ui| self.outcome_of(ui)).collect();
+        let liveness = if self.violation.is_some() || self.all_finished() {
+            None
+        } else {
+            let pending: Vec<String> = (0..self.upgrades.len())
+                .filter(|ui| self.upgrades[*ui].valid && self.outcome_of(*ui).is_none())
+                .map(|ui| {
+                    let b = &self.upgrades[ui];
+                    let stuck: Vec<u32> = b
+                        .groups
+                        .iter()
+                        .filter(|gi| {
+                            let g = &self.groups[**gi];
+                            g.correct
+                                && g.replicas
+                                    .iter()
+                                    .any(|r| r.byz.is_none() && !r.finished.contains_key(&b.header.upgrade))
+                        })
+                        .map(|gi| self.groups[*gi].id.0)
+                        .collect();
+                    format!("upgrade #{ui} unfinished at groups {stuck:?}")
+                })
+                .collect();
+            Some(pending.join("; "))
+        };
+        let _ = (&self.upgrades.first().map(|b| (&b.trigger, &b.cancel)), &self.txns);
+        Report {
+            seed: self.cfg.seed,
+            violation: self.violation,
+            liveness,
+            outcomes,
+            finished_at_ms: self.finished_at,
+            replicas: self.groups.iter().map(|g| g.replicas.len()).sum(),
+            metrics: self.metrics,
+            trace_digest: self.trace.finalize().into(),
+        }
+    }
+}
+
+/// Seals a small payload for a group with the plan's `k_g`.
+fn seal_payload(plan: &UpgradePlan<'_>, group: GroupId, salt: &usize) -> PayloadRef {
+    let key = plan.group_key(group).expect("group in plan");
+    let binding = Binding::group(plan.header().upgrade, group);
+    let mut sealer = PayloadSealer::new(&key, &binding, 256).expect("chunk size");
+    let mut buf = [0u8; 256 + CHUNK_TAG_LEN];
+    let text = format!("payload for group {} #{salt}", group.0);
+    buf[..text.len()].copy_from_slice(text.as_bytes());
+    let _ = sealer.seal_chunk(&mut buf, text.len(), true).expect("seal");
+    sealer.finish().expect("finish")
+}
