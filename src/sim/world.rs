@@ -129,6 +129,12 @@ pub struct SimConfig {
     pub deadline_ms: u64,
     /// Give up after this many events (livelock guard).
     pub max_events: u64,
+    /// Serialize, drop and restore the role that handled each event, after
+    /// every event.
+    pub restart_every_event: bool,
+    /// The first correct installer of every upgrade stops for good at this
+    /// time (ms): an installer that crashes halfway and never returns.
+    pub installer_death_ms: Option<u64>,
 }
 
 impl SimConfig {
@@ -161,6 +167,8 @@ impl SimConfig {
             fault_phase_ms: 0,
             deadline_ms: 120_000,
             max_events: 5_000_000,
+            restart_every_event: false,
+            installer_death_ms: None,
         }
     }
 }
@@ -248,6 +256,7 @@ struct InstallerSlot {
     upgrade: usize,
     role: Box<SimInstaller>,
     byzantine: bool,
+    dead: bool,
     scheduled: Option<Instant>,
 }
 
@@ -481,7 +490,13 @@ impl World {
                     SimInstaller::new(next_id, b.header.clone(), &list, cfg.finish_all, cfg.retry_ms)
                         .expect("installer"),
                 );
-                installers.push(InstallerSlot { upgrade: ui, role, byzantine: k >= cfg.installers, scheduled: None });
+                installers.push(InstallerSlot {
+                    upgrade: ui,
+                    role,
+                    byzantine: k >= cfg.installers,
+                    dead: false,
+                    scheduled: None,
+                });
                 next_id += 1;
             }
         }
@@ -640,16 +655,59 @@ impl World {
     }
 
     fn installers_idle(&self) -> bool {
-        self.installers.iter().filter(|i| !i.byzantine).all(|i| i.role.is_done() || i.role.decided().is_none())
+        self.installers
+            .iter()
+            .filter(|i| !i.byzantine && !i.dead)
+            .all(|i| i.role.is_done() || i.role.decided().is_none())
             && self.upgrades.iter().enumerate().all(|(ui, _)| self.outcome_of(ui).is_some() || !self.upgrades[ui].valid)
     }
 
     fn handle(&mut self, event: Event) {
         self.trace_event(&event);
+        if let Some(t) = self.cfg.installer_death_ms {
+            if self.now >= t {
+                for ui in 0..self.upgrades.len() {
+                    if let Some(slot) = self.installers.iter_mut().find(|i| i.upgrade == ui && !i.byzantine) {
+                        slot.dead = true;
+                    }
+                }
+            }
+        }
+        let touched = self.touched(&event);
+        self.dispatch(event);
+        if self.cfg.restart_every_event {
+            for who in touched {
+                self.restart(who);
+            }
+        }
+    }
+
+    /// The roles an event runs, for restart-after-every-event.
+    fn touched(&self, event: &Event) -> Vec<Who> {
+        let group = |gi: usize| (0..self.groups[gi].replicas.len()).map(move |ri| Who::Replica(gi, ri));
+        match event {
+            Event::Net { to: Peer::Replica { group: g, index }, .. } => {
+                self.group_index(*g).map(|gi| Who::Replica(gi, usize::from(*index))).into_iter().collect()
+            }
+            Event::Net { to: Peer::Group(g), .. } => self.group_index(*g).map(group).into_iter().flatten().collect(),
+            Event::Net { to: Peer::Installer(id), .. } => self
+                .installers
+                .iter()
+                .position(|i| i.role.peer() == Peer::Installer(*id))
+                .map(Who::Installer)
+                .into_iter()
+                .collect(),
+            Event::Submit { group: gi, .. } => group(*gi).collect(),
+            Event::Timer { who } => vec![*who],
+            _ => vec![],
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
         match event {
             Event::Start { upgrade } => {
                 for ii in 0..self.installers.len() {
-                    if self.installers[ii].upgrade == upgrade {
+                    if self.installers[ii].upgrade == upgrade && !self.installers[ii].dead {
                         let now = Instant(self.now);
                         let step = self.installers[ii].role.start(now);
                         self.route_installer(ii, step);
@@ -742,7 +800,8 @@ impl World {
                 self.route_group(gi, ri, step, None);
             }
             (Peer::Installer(id), Message::Answer(answer)) => {
-                let Some(ii) = self.installers.iter().position(|i| i.role.peer() == Peer::Installer(id)) else {
+                let Some(ii) = self.installers.iter().position(|i| i.role.peer() == Peer::Installer(id) && !i.dead)
+                else {
                     return;
                 };
                 let ui = self.installers[ii].upgrade;
@@ -789,6 +848,9 @@ impl World {
             }
             Who::Installer(ii) => {
                 self.installers[ii].scheduled = None;
+                if self.installers[ii].dead {
+                    return;
+                }
                 let step = self.installers[ii].role.handle_timeout(now);
                 self.route_installer(ii, step);
             }
@@ -824,13 +886,16 @@ impl World {
             }
             Who::Installer(ii) => {
                 let slot = &mut self.installers[ii];
+                if slot.dead {
+                    return;
+                }
                 let mut buf = vec![0u8; wire::encoded_len(&*slot.role)];
                 let bytes = wire::encode(&*slot.role, &mut buf).expect("sized").to_vec();
                 slot.role = Box::new(wire::decode(&bytes).expect("own state decodes"));
                 slot.scheduled = None;
-                // A restarted installer resumes with a sweep.
-                let step = slot.role.start(Instant(self.now));
-                self.route_installer(ii, step);
+                // A restarted installer carries on at its saved deadline.
+                let d = slot.role.deadline();
+                self.schedule(who, d);
             }
         }
     }
