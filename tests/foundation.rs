@@ -2,8 +2,8 @@
 //! and the chunked payload.
 
 use bft_upgrade::crypto::{
-    reconstruct, Binding, Code, DeployerKey, Domain, GroupKey, PayloadOpener, PayloadRef,
-    PayloadSealer, ReplicaSecretKey, Share, ShareKind, CHUNK_TAG_LEN,
+    reconstruct, Binding, Code, DeployerKey, Domain, GroupKey, PayloadOpener, PayloadRef, PayloadSealer,
+    ReplicaSecretKey, Share, ShareKind, CHUNK_TAG_LEN,
 };
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
 use bft_upgrade::error::{CryptoError, DecodeError};
@@ -19,10 +19,7 @@ struct Group {
 fn group(rng: &mut ChaCha20Rng, id: u32, n: usize) -> Group {
     let keys: Vec<_> = (0..n).map(|_| ReplicaSecretKey::random(rng)).collect();
     let pks: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-    Group {
-        membership: Membership::new(GroupId(id), &pks).unwrap(),
-        keys,
-    }
+    Group { membership: Membership::new(GroupId(id), &pks).unwrap(), keys }
 }
 
 fn seal_small_payload(plan: &UpgradePlan<'_>, g: GroupId, data: &[u8]) -> PayloadRef {
@@ -45,11 +42,7 @@ struct Built {
 fn build(sizes: &[usize]) -> Built {
     let mut rng = ChaCha20Rng::from_seed([42; 32]);
     let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-    let groups: Vec<Group> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| group(&mut rng, 10 + i as u32, *n))
-        .collect();
+    let groups: Vec<Group> = sizes.iter().enumerate().map(|(i, n)| group(&mut rng, 10 + i as u32, *n)).collect();
     let ids: Vec<GroupId> = groups.iter().map(|g| g.membership.group).collect();
     let plan = UpgradePlan::new(&mut rng, 1, &ids).unwrap();
     let genesis = Code::from_bytes([0; 32]);
@@ -57,22 +50,12 @@ fn build(sizes: &[usize]) -> Built {
         .iter()
         .map(|g| {
             let payload = seal_small_payload(&plan, g.membership.group, b"new code");
-            let target = GroupTarget {
-                membership: &g.membership,
-                resources: &[ResourceId(1)],
-                prev_version: &genesis,
-                payload,
-            };
+            let target =
+                GroupTarget { membership: &g.membership, resources: &[ResourceId(1)], prev_version: &genesis, payload };
             plan.piece(&deployer, &mut rng, &target).unwrap()
         })
         .collect();
-    Built {
-        groups,
-        pieces,
-        trigger: plan.trigger_code().clone(),
-        cancel: plan.cancel_code().clone(),
-        deployer,
-    }
+    Built { groups, pieces, trigger: plan.trigger_code().clone(), cancel: plan.cancel_code().clone(), deployer }
 }
 
 #[test]
@@ -85,16 +68,8 @@ fn bundle_boxes_shares_and_codes() {
     for (g, piece) in b.groups.iter().zip(&b.pieces) {
         piece.verify(&b.deployer.public_key()).unwrap();
         let h = &piece.header;
-        b.trigger
-            .check(
-                Domain::Trigger,
-                &Binding::upgrade(upgrade),
-                &h.trigger_digest,
-            )
-            .unwrap();
-        b.cancel
-            .check(Domain::Cancel, &Binding::upgrade(upgrade), &h.cancel_digest)
-            .unwrap();
+        b.trigger.check(Domain::Trigger, &Binding::upgrade(upgrade), &h.trigger_digest).unwrap();
+        b.cancel.check(Domain::Cancel, &Binding::upgrade(upgrade), &h.cancel_digest).unwrap();
         let n = g.keys.len();
         let k = g.membership.threshold();
         let mut secret_shares: Vec<Share> = Vec::new();
@@ -118,10 +93,7 @@ fn bundle_boxes_shares_and_codes() {
         assert_eq!(Code::from_bytes(c.to_bytes().into()), b.cancel);
         if k > 1 {
             assert_ne!(reconstruct(&secret_shares[..k - 1]).unwrap(), s_g);
-            assert_ne!(
-                Code::from_bytes(reconstruct(&cancel_shares[1..k]).unwrap().to_bytes().into()),
-                b.cancel
-            );
+            assert_ne!(Code::from_bytes(reconstruct(&cancel_shares[1..k]).unwrap().to_bytes().into()), b.cancel);
         }
         xor.xor_assign(&Code::from_bytes(s_g.to_bytes().into()));
     }
@@ -153,10 +125,7 @@ fn tampering_any_byte_is_detected() {
     // A box opened with another replica's key fails; a box moved to another
     // slot fails for its owner.
     let g = &b.groups[0];
-    assert_eq!(
-        piece.open_for(0, &g.keys[1]).err(),
-        Some(CryptoError::OpenFailed)
-    );
+    assert_eq!(piece.open_for(0, &g.keys[1]).err(), Some(CryptoError::OpenFailed));
     let mut swapped = piece.clone();
     swapped.header.replicas.swap(0, 1);
     assert!(swapped.open_for(1, &g.keys[0]).is_err());
@@ -166,20 +135,14 @@ fn tampering_any_byte_is_detected() {
     let mut y = *opened.secret_share.value();
     y[31] ^= 1;
     assert!(!piece.share_is_valid(ShareKind::Secret, &Share::new(1, y)));
-    assert!(!piece.share_is_valid(
-        ShareKind::Secret,
-        &Share::new(2, *opened.secret_share.value())
-    ));
+    assert!(!piece.share_is_valid(ShareKind::Secret, &Share::new(2, *opened.secret_share.value())));
     assert!(!piece.share_is_valid(ShareKind::Secret, &Share::new(0, y)));
     assert!(!piece.share_is_valid(ShareKind::Secret, &Share::new(200, y)));
 
     // A piece signed by an unknown key is rejected.
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
     let stranger = DeployerKey::random(&mut rng);
-    assert_eq!(
-        piece.verify(&stranger.public_key()),
-        Err(CryptoError::BadSignature)
-    );
+    assert_eq!(piece.verify(&stranger.public_key()), Err(CryptoError::BadSignature));
 }
 
 #[test]
@@ -197,10 +160,7 @@ fn canonical_round_trip_and_bad_bytes() {
     }
     let mut extra = bytes.clone();
     extra.push(0);
-    assert_eq!(
-        wire::decode::<Piece>(&extra),
-        Err(DecodeError::TrailingBytes)
-    );
+    assert_eq!(wire::decode::<Piece>(&extra), Err(DecodeError::TrailingBytes));
 }
 
 #[test]
@@ -218,20 +178,12 @@ fn plan_misuse_is_an_error() {
         membership: &g.membership,
         resources: &[],
         prev_version: &genesis,
-        payload: PayloadRef {
-            ciphertext_len: 16,
-            chunk_size: 64,
-            digest: Default::default(),
-        },
+        payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
     };
     assert!(plan.piece(&deployer, &mut rng, &target).is_err());
     let too_many: Vec<ResourceId> = (0..17).map(ResourceId).collect();
     let g1 = group(&mut rng, 1, 4);
-    let target = GroupTarget {
-        membership: &g1.membership,
-        resources: &too_many,
-        ..target
-    };
+    let target = GroupTarget { membership: &g1.membership, resources: &too_many, ..target };
     assert!(plan.piece(&deployer, &mut rng, &target).is_err());
 }
 

@@ -530,7 +530,7 @@ impl World {
             let count = 4 + world.groups.len();
             for _ in 0..count {
                 let at = below(&mut world.rng, world.cfg.fault_phase_ms.max(1) as usize) as u64;
-                let who = if world.installers.is_empty() || world.rng.next_u32() % 2 == 0 {
+                let who = if world.installers.is_empty() || world.rng.next_u32().is_multiple_of(2) {
                     let gi = below(&mut world.rng, world.groups.len());
                     Who::Replica(gi, below(&mut world.rng, world.groups[gi].replicas.len()))
                 } else {
@@ -891,7 +891,7 @@ impl World {
                 }
                 let mut buf = vec![0u8; wire::encoded_len(&*slot.role)];
                 let bytes = wire::encode(&*slot.role, &mut buf).expect("sized").to_vec();
-                slot.role = Box::new(wire::decode(&bytes).expect("own state decodes"));
+                *slot.role = wire::decode(&bytes).expect("own state decodes");
                 slot.scheduled = None;
                 // A restarted installer carries on at its saved deadline.
                 let d = slot.role.deadline();
@@ -1057,7 +1057,7 @@ impl World {
                 let mut junk = [0u8; 32];
                 self.rng.fill_bytes(&mut junk);
                 let code = Code::from_bytes(junk);
-                let op = if self.rng.next_u32() % 2 == 0 {
+                let op = if self.rng.next_u32().is_multiple_of(2) {
                     Operation::CommitInstall { upgrade, code }
                 } else {
                     Operation::AbortInstall { upgrade, code }
