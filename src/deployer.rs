@@ -235,3 +235,53 @@ impl GroupSecrets {
         Code(self.secret.to_bytes().into())
     }
 }
+
+/// A deployer's version codes at the groups it upgrades (section 4.4): the
+/// code each group expects as the next piece's previous version code.
+///
+/// Start from the genesis code the groups' configurations hold; after each
+/// upgrade finishes, [`advance`](Self::advance) every group it covered to
+/// `τ` (committed) or `c` (aborted).
+#[derive(Clone, Debug)]
+pub struct VersionChain<const G: usize> {
+    genesis: Code,
+    codes: Vec<(GroupId, Code), G>,
+}
+
+impl<const G: usize> VersionChain<G> {
+    /// A chain where every group is at `genesis`.
+    pub fn new(genesis: Code) -> Self {
+        Self { genesis, codes: Vec::new() }
+    }
+
+    /// The previous version code for `group`'s next piece.
+    pub fn prev(&self, group: GroupId) -> &Code {
+        self.codes.iter().find(|(g, _)| *g == group).map_or(&self.genesis, |(_, c)| c)
+    }
+
+    /// Records that `plan` finished with `outcome` at every one of its
+    /// groups.
+    ///
+    /// # Errors
+    /// [`CapacityError::Groups`] when more than `G` groups would be
+    /// tracked; the chain is then unchanged.
+    pub fn advance(&mut self, plan: &UpgradePlan<'_>, outcome: crate::wire::Outcome) -> Result<(), CapacityError> {
+        let code = match outcome {
+            crate::wire::Outcome::Committed => plan.trigger_code(),
+            crate::wire::Outcome::Aborted => plan.cancel_code(),
+        };
+        let new = plan.groups.iter().filter(|g| !self.codes.iter().any(|(x, _)| x == *g)).count();
+        if self.codes.len().saturating_add(new) > G {
+            return Err(CapacityError::Groups);
+        }
+        for g in plan.groups {
+            match self.codes.iter_mut().find(|(x, _)| x == g) {
+                Some((_, c)) => *c = code.clone(),
+                None => {
+                    let _ = self.codes.push((*g, code.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -30,11 +30,12 @@ use heapless::{Deque, Vec};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share};
-use crate::error::{CapacityError, MisuseError};
+use crate::error::{CapacityError, CryptoError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Answer, Attachment, DeployerId, Diffused, GroupId, Membership, Message, Operation, OrderKey, Outcome, Piece,
-    PieceHeader, Refusal, Reply, ResourceId, SmallOperation, UpgradeId, MAX_ATTACHED, MAX_RESOURCES,
+    Answer, Attachment, ClientCall, ClientReply, ClientStatus, DeployerId, Diffused, GroupId, Membership, Message,
+    Opened, Operation, OrderKey, Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, SmallOperation, UpgradeId,
+    MAX_ATTACHED, MAX_RESOURCES,
 };
 
 /// The most unfinished pieces (`A ∪ C`) a group holds at once.
@@ -123,6 +124,33 @@ pub enum GroupEffect {
     AbortTransaction(TxnId),
     /// ...and restart it after the commits in this step.
     RestartTransaction(TxnId),
+}
+
+/// The two costly checks of a new piece: the deployer's signature and this
+/// replica's box. [`WithKey`] does them directly; a host may substitute
+/// results it computed earlier (e.g. before ordering), which must be exactly
+/// what `Piece::verify` and `Piece::open_for` would return.
+pub trait PieceCrypto {
+    /// Whether `piece` verifies under `signer`.
+    fn verify(&mut self, piece: &Piece, signer: &PublicKey) -> bool;
+    /// Opens replica `index`'s box of `piece`.
+    ///
+    /// # Errors
+    /// As [`Piece::open_for`].
+    fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError>;
+}
+
+/// [`PieceCrypto`] done on the spot with the replica's key.
+pub struct WithKey<'k>(pub &'k ReplicaSecretKey);
+
+impl PieceCrypto for WithKey<'_> {
+    fn verify(&mut self, piece: &Piece, signer: &PublicKey) -> bool {
+        piece.verify(signer).is_ok()
+    }
+
+    fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError> {
+        piece.open_for(index, self.0)
+    }
 }
 
 /// Status of a held piece in Figure 3's terms.
@@ -314,10 +342,25 @@ impl GroupReplica {
         key: &ReplicaSecretKey,
         validate: impl FnOnce(&PieceHeader) -> Verdict,
     ) -> Step<GroupEffect> {
+        self.handle_ordered_with(now, origin, op, &mut WithKey(key), validate)
+    }
+
+    /// [`handle_ordered`](Self::handle_ordered) with the piece's signature
+    /// check and box opening done by `crypto`: a host may verify pieces
+    /// before ordering them (in parallel, or once for many replicas in a
+    /// test) and hand in the results.
+    pub fn handle_ordered_with(
+        &mut self,
+        now: Instant,
+        origin: Peer,
+        op: &Operation,
+        crypto: &mut impl PieceCrypto,
+        validate: impl FnOnce(&PieceHeader) -> Verdict,
+    ) -> Step<GroupEffect> {
         let mut step = Step::new();
         let (upgrade, reply) = match op {
             Operation::PrepareInstall(piece) => {
-                let reply = self.prepare(&mut step, origin, piece, key, validate);
+                let reply = self.prepare(&mut step, origin, piece, crypto, validate);
                 (piece.header.upgrade, reply)
             }
             Operation::CommitInstall { upgrade, code } => {
@@ -339,7 +382,7 @@ impl GroupReplica {
     /// response.
     pub fn on_request(&mut self, now: Instant, from: GroupId, codes: &Attachment) -> Step<GroupEffect> {
         let mut step = Step::new();
-        self.learn(now, &mut step, from, codes);
+        self.learn(now, &mut step, Some(from), codes);
         step.deadline = self.deadline();
         step
     }
@@ -356,12 +399,49 @@ impl GroupReplica {
         if commits {
             let _ = step.effect(GroupEffect::AbortTransaction(txn));
         }
-        self.learn(now, &mut step, from, codes);
+        self.learn(now, &mut step, Some(from), codes);
         if commits {
             let _ = step.effect(GroupEffect::RestartTransaction(txn));
         }
         step.deadline = self.deadline();
         step
+    }
+
+    /// Section 4.3, external clients: a call from a client that carries
+    /// its last-seen version of this group and codes from other groups.
+    /// Commits what the codes finish *before* the host executes the call,
+    /// then replies with this group's version and the trigger codes
+    /// committed since the client's version (or [`ClientStatus::TooOld`]
+    /// when they left the history).
+    pub fn on_client_call(&mut self, now: Instant, call: &ClientCall) -> (Step<GroupEffect>, ClientReply) {
+        let mut step = Step::new();
+        self.learn(now, &mut step, None, &call.codes);
+        let mut reply = ClientReply {
+            group: self.group(),
+            version: self.version,
+            status: ClientStatus::Current,
+            codes: Attachment::new(),
+        };
+        if call.seen < self.version {
+            let since = self.finished.iter().filter(|f| f.outcome == Outcome::Committed && f.version > call.seen);
+            let mut expected = call.seen.saturating_add(1);
+            for f in since {
+                let item = Diffused { upgrade: f.upgrade, outcome: f.outcome, code: f.code.clone() };
+                if f.version != expected || reply.codes.push(item).is_err() {
+                    reply.status = ClientStatus::TooOld;
+                    break;
+                }
+                expected = expected.saturating_add(1);
+            }
+            if expected != self.version.saturating_add(1) {
+                reply.status = ClientStatus::TooOld;
+            }
+            if reply.status == ClientStatus::TooOld {
+                reply.codes.clear();
+            }
+        }
+        step.deadline = self.deadline();
+        (step, reply)
     }
 
     /// Figure 2: the codes to piggyback on the next request or response to
@@ -435,7 +515,7 @@ impl GroupReplica {
         step: &mut Step<GroupEffect>,
         origin: Peer,
         piece: &Piece,
-        key: &ReplicaSecretKey,
+        crypto: &mut impl PieceCrypto,
         validate: impl FnOnce(&PieceHeader) -> Verdict,
     ) -> Reply {
         let h = &piece.header;
@@ -449,7 +529,7 @@ impl GroupReplica {
             return self.rule4_or_repeat(i);
         }
         // A new piece: authentic, for us, and next in its deployer's chain?
-        let slot = match self.admit(piece) {
+        let slot = match self.admit(piece, crypto) {
             Ok(slot) => slot,
             Err(refusal) => {
                 if matches!(refusal, Refusal::BadSignature | Refusal::UnknownDeployer) {
@@ -462,7 +542,7 @@ impl GroupReplica {
             return Reply::Refused(Refusal::Busy);
         }
         let index = usize::from(self.me);
-        let secrets = match piece.open_for(index, key) {
+        let secrets = match crypto.open(piece, index) {
             Ok(o) => Some(Secrets {
                 key: o.key.clone(),
                 secret_share: o.secret_share.clone(),
@@ -512,14 +592,16 @@ impl GroupReplica {
 
     /// Checks a new piece: group, signer, signature, membership, version
     /// chain. Returns the deployer's slot in the configuration.
-    fn admit(&self, piece: &Piece) -> Result<usize, Refusal> {
+    fn admit(&self, piece: &Piece, crypto: &mut impl PieceCrypto) -> Result<usize, Refusal> {
         let h = &piece.header;
         if h.group != self.group() {
             return Err(Refusal::WrongGroup);
         }
         let slot = self.config.deployers.iter().position(|d| d.id == h.deployer).ok_or(Refusal::UnknownDeployer)?;
         let signer = self.config.deployers.get(slot).ok_or(Refusal::UnknownDeployer)?;
-        piece.verify(&signer.key).map_err(|_| Refusal::BadSignature)?;
+        if !crypto.verify(piece, &signer.key) {
+            return Err(Refusal::BadSignature);
+        }
         let m = &self.config.membership;
         if h.members != self.members || h.f != m.f || h.replicas.len() != m.n() {
             return Err(Refusal::WrongMembership);
@@ -691,14 +773,14 @@ impl GroupReplica {
     }
 
     /// Figure 2's `R_new`: codes for pieces held in `A` and not finished.
-    fn learn(&mut self, now: Instant, step: &mut Step<GroupEffect>, from: GroupId, codes: &Attachment) {
+    fn learn(&mut self, now: Instant, step: &mut Step<GroupEffect>, from: Option<GroupId>, codes: &Attachment) {
         for c in codes.iter().take(MAX_ATTACHED) {
             let fresh = self.held.iter().any(|h| h.upgrade == c.upgrade && h.check(c.outcome, &c.code));
             if fresh {
                 self.finish(now, step, c.upgrade, c.outcome, &c.code);
                 // Figure 2 forwards R_new to every neighbor but the sender;
                 // `finish` queued it for all, so drop the echo to `from`.
-                if let Some(out) = self.neighbor_slot(from).and_then(|i| self.outbox.get_mut(i)) {
+                if let Some(out) = from.and_then(|g| self.neighbor_slot(g)).and_then(|i| self.outbox.get_mut(i)) {
                     out.retain(|x| x.upgrade != c.upgrade);
                 }
             }

@@ -215,6 +215,7 @@ impl Piece {
 }
 
 /// What a replica finds in its own box of a piece.
+#[derive(Clone)]
 pub struct Opened {
     /// The payload key `k_g`.
     pub key: GroupKey,
@@ -451,6 +452,46 @@ impl SmallOperation {
             Outcome::Aborted => Self::AbortInstall { upgrade, code },
         }
     }
+}
+
+/// An external client's call to a group, as far as versions go (section
+/// 4.3): the group version it last saw there and the trigger codes it
+/// carries from other groups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClientCall {
+    /// The client.
+    pub client: u32,
+    /// The version of the called group the client last saw (0: never).
+    pub seen: u64,
+    /// Codes the client learned elsewhere, newest last.
+    pub codes: Attachment,
+}
+
+/// Whether a group could bring a client up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ClientStatus {
+    /// The reply carries every trigger code since the client's version.
+    Current,
+    /// The client is further behind than the group's history: it must
+    /// refresh (start a new session) before relying on cross-group order.
+    TooOld,
+}
+
+/// A group's reply to a client call: its version and the trigger codes
+/// committed since the version the client carried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClientReply {
+    /// The group.
+    pub group: GroupId,
+    /// Its version after executing the call.
+    pub version: u64,
+    /// Whether `codes` is complete.
+    pub status: ClientStatus,
+    /// Trigger codes committed since the client's version, oldest first.
+    pub codes: Attachment,
 }
 
 /// Encodes `value` into `buf` and returns the bytes written.

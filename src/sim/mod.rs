@@ -21,6 +21,7 @@
     clippy::cast_possible_truncation
 )]
 
+mod material;
 mod world;
 
 pub use world::{ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation, World};

@@ -10,15 +10,17 @@ use std::vec::Vec;
 use chacha20::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::crypto::{Binding, Code, DeployerKey, PayloadRef, PayloadSealer, ReplicaSecretKey, Share, CHUNK_TAG_LEN};
-use crate::deployer::{Deployer, GroupTarget, UpgradePlan};
+use super::material::{Cached, Material};
+use crate::client::{Client, ClientEvent};
+use crate::crypto::{Code, Share};
+use crate::group::PieceCrypto;
 use crate::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
 use crate::installer::{Installer, InstallerEffect};
 use crate::step::{Instant, Peer, Step};
 use crate::wire::{
-    self, Answer, Attachment, DeployerId, GroupId, Membership, Message, Operation, Outcome, Piece, Reply, ResourceId,
-    UpgradeHeader, UpgradeId,
+    self, Answer, Attachment, GroupId, Membership, Message, Operation, Outcome, Piece, Reply, UpgradeHeader, UpgradeId,
 };
+use std::sync::Arc;
 
 /// The installer type the simulator runs (up to 256 groups per upgrade).
 pub type SimInstaller = Installer<256, 4096>;
@@ -83,7 +85,7 @@ pub struct UpgradeSpec {
     pub order_seq: u64,
     /// When its installers start, in ms.
     pub start_ms: u64,
-    /// Which deployer (0 or 1) builds it.
+    /// Which deployer (0 to 3) builds it.
     pub deployer: usize,
     /// Whether its pieces are built on its deployer's chain (false: a stale
     /// version code, so every group refuses it).
@@ -135,6 +137,17 @@ pub struct SimConfig {
     /// The first correct installer of every upgrade stops for good at this
     /// time (ms): an installer that crashes halfway and never returns.
     pub installer_death_ms: Option<u64>,
+    /// External clients; each calls a random group every
+    /// `client_interval_ms`.
+    pub clients: usize,
+    /// Interval between a client's calls, ms.
+    pub client_interval_ms: u64,
+    /// Print every event as it is handled (for replaying one seed).
+    pub print_trace: bool,
+    /// Seed of the keys and bundles. Material depends only on this and the
+    /// shape (group sizes, upgrades), not on `seed`, so runs of one shape
+    /// share it and the crypto stays out of each run's cost.
+    pub material_seed: u64,
 }
 
 impl SimConfig {
@@ -169,6 +182,10 @@ impl SimConfig {
             max_events: 5_000_000,
             restart_every_event: false,
             installer_death_ms: None,
+            clients: 0,
+            client_interval_ms: 10,
+            print_trace: false,
+            material_seed: 0,
         }
     }
 }
@@ -209,6 +226,10 @@ pub struct Metrics {
     pub events: u64,
     /// Role restarts from serialized state.
     pub restarts: u64,
+    /// External client calls.
+    pub client_calls: u64,
+    /// Client calls answered "too old: refresh".
+    pub client_refreshes: u64,
 }
 
 /// The result of one run.
@@ -235,7 +256,6 @@ pub struct Report {
 
 struct Replica {
     role: GroupReplica,
-    key: ReplicaSecretKey,
     byz: Option<ByzantineReplica>,
     /// Per upgrade: kinds of share this replica released (secret, cancel).
     released: BTreeMap<UpgradeId, (bool, bool)>,
@@ -289,6 +309,8 @@ enum Event {
     AppResponse { caller: usize, callee: usize, txn: u64, codes: Attachment },
     /// A role crashes and restarts from its serialized state.
     Restart { who: Who },
+    /// An external client calls a group.
+    ClientCall { client: usize, group: usize },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,6 +360,8 @@ pub struct World {
     next_txn: u64,
     /// Open transactions: txn → (caller, callee).
     txns: BTreeMap<u64, (usize, usize)>,
+    clients: Vec<Client<64>>,
+    material: Arc<Material>,
 }
 
 /// Uniform float in [0, 1) from the world's rng.
@@ -364,9 +388,7 @@ impl World {
         seed[8..16].copy_from_slice(b"bftupsim");
         let mut rng = ChaCha20Rng::from_seed(seed);
 
-        let deployers: Vec<Deployer> =
-            (0..2).map(|i| Deployer::new(DeployerId(i + 1), DeployerKey::random(&mut rng))).collect();
-        let genesis: Vec<Code> = (0..2u8).map(|i| Code::from_bytes([i + 1; 32])).collect();
+        let material = Material::get(cfg.material_seed, &cfg.group_sizes, &cfg.upgrades);
 
         // Neighbor graph: a ring plus random extra edges.
         let g = cfg.group_sizes.len();
@@ -391,18 +413,11 @@ impl World {
             }
         }
 
-        let mut groups = Vec::new();
-        let mut memberships = Vec::new();
-        for (gi, n) in cfg.group_sizes.iter().enumerate() {
-            let keys: Vec<ReplicaSecretKey> = (0..*n).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
-            let pks: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-            let id = GroupId(gi as u32 + 1);
-            let membership = Membership::new(id, &pks).expect("group size within capacity");
-            memberships.push(membership.clone());
-            groups.push((id, keys, membership));
-        }
+        let memberships = material.memberships.clone();
+        let groups: Vec<(GroupId, usize, Membership)> =
+            memberships.iter().map(|m| (m.group, m.n(), m.clone())).collect();
         let mut built_groups = Vec::new();
-        for (gi, (id, keys, membership)) in groups.into_iter().enumerate() {
+        for (gi, (id, n, membership)) in groups.into_iter().enumerate() {
             let mut config = GroupConfig {
                 membership: membership.clone(),
                 deployers: heapless::Vec::new(),
@@ -410,9 +425,8 @@ impl World {
                 retry_ms: cfg.retry_ms,
                 proactive: cfg.proactive,
             };
-            for (d, gen) in deployers.iter().zip(&genesis) {
-                let _ =
-                    config.deployers.push(AuthorizedDeployer { id: d.id(), key: d.public_key(), genesis: gen.clone() });
+            for ((id, key), gen) in material.deployers.iter().zip(&material.genesis) {
+                let _ = config.deployers.push(AuthorizedDeployer { id: *id, key: *key, genesis: gen.clone() });
             }
             for nb in &neighbors[gi] {
                 let _ = config.neighbors.push(Neighbor { group: memberships[*nb].group, f: memberships[*nb].f });
@@ -420,12 +434,9 @@ impl World {
             let f = membership.f;
             let byz_here: Vec<_> = cfg.byzantine.iter().filter(|(bg, _, _)| *bg == gi).collect();
             let correct = byz_here.len() <= usize::from(f);
-            let replicas = keys
-                .into_iter()
-                .enumerate()
-                .map(|(ri, key)| Replica {
+            let replicas = (0..n)
+                .map(|ri| Replica {
                     role: GroupReplica::new(config.clone(), ri as u8).expect("valid config"),
-                    key,
                     byz: byz_here.iter().find(|(_, r, _)| usize::from(*r) == ri).map(|(_, _, b)| *b),
                     released: BTreeMap::new(),
                     finished: BTreeMap::new(),
@@ -435,46 +446,20 @@ impl World {
             built_groups.push(Group { id, f, replicas, neighbors: neighbors[gi].clone(), correct });
         }
 
-        // Bundles. Chained upgrades of one deployer follow each other: each
-        // piece's previous version code is the code the previous upgrade of
-        // that deployer over the group finished with, which the simulator
-        // predicts from the spec (all accept: τ, else c).
-        let mut chain: Vec<Vec<Code>> = (0..2).map(|d| vec![genesis[d].clone(); g]).collect();
-        let mut upgrades = Vec::new();
-        for spec in &cfg.upgrades {
-            let mut ids: Vec<GroupId> = spec.groups.iter().map(|gi| memberships[*gi].group).collect();
-            ids.sort();
-            ids.dedup();
-            let plan = UpgradePlan::new(&mut rng, spec.order_seq, &ids).expect("valid plan");
-            let deployer = &deployers[spec.deployer];
-            let mut pieces = BTreeMap::new();
-            for gi in &spec.groups {
-                let m = &memberships[*gi];
-                let payload = seal_payload(&plan, m.group, gi);
-                let stale = Code::from_bytes([0xEE; 32]);
-                let prev = if spec.chained { &chain[spec.deployer][*gi] } else { &stale };
-                let resources: Vec<ResourceId> = spec.resources.iter().map(|r| ResourceId(*r)).collect();
-                let target = GroupTarget { membership: m, resources: &resources, prev_version: prev, payload };
-                let piece = plan.piece(deployer, &mut rng, &target).expect("piece");
-                pieces.insert(m.group, piece);
-            }
-            let commits = spec.rejected_by.is_empty();
-            if spec.chained {
-                for gi in &spec.groups {
-                    chain[spec.deployer][*gi] =
-                        if commits { plan.trigger_code().clone() } else { plan.cancel_code().clone() };
-                }
-            }
-            upgrades.push(Built {
-                header: plan.header().clone(),
-                pieces,
+        let upgrades: Vec<Built> = cfg
+            .upgrades
+            .iter()
+            .zip(&material.bundles)
+            .map(|(spec, b)| Built {
+                header: b.header.clone(),
+                pieces: b.pieces.clone(),
                 groups: spec.groups.clone(),
                 rejected_by: spec.rejected_by.clone(),
-                trigger: plan.trigger_code().clone(),
-                cancel: plan.cancel_code().clone(),
+                trigger: b.trigger.clone(),
+                cancel: b.cancel.clone(),
                 valid: spec.chained,
-            });
-        }
+            })
+            .collect();
 
         // Installers: correct ones first, then Byzantine ones.
         let mut installers = Vec::new();
@@ -515,8 +500,15 @@ impl World {
             finished_at: None,
             next_txn: 1,
             txns: BTreeMap::new(),
+            clients: (0..cfg.clients).map(|i| Client::new(i as u32 + 1)).collect(),
+            material,
             cfg,
         };
+        for client in 0..world.clients.len() {
+            let group = below(&mut world.rng, world.groups.len());
+            let at = below(&mut world.rng, world.cfg.client_interval_ms as usize + 1) as u64;
+            world.push(at, Event::ClientCall { client, group });
+        }
         for (ui, spec) in world.cfg.upgrades.clone().iter().enumerate() {
             world.push(spec.start_ms, Event::Start { upgrade: ui });
         }
@@ -697,7 +689,7 @@ impl World {
                 .map(Who::Installer)
                 .into_iter()
                 .collect(),
-            Event::Submit { group: gi, .. } => group(*gi).collect(),
+            Event::Submit { group: gi, .. } | Event::ClientCall { group: gi, .. } => group(*gi).collect(),
             Event::Timer { who } => vec![*who],
             _ => vec![],
         }
@@ -718,6 +710,7 @@ impl World {
             Event::Submit { group, origin, op } => self.execute(group, origin, &op),
             Event::Timer { who } => self.timer(who),
             Event::Restart { who } => self.restart(who),
+            Event::ClientCall { client, group } => self.client_call(client, group),
             Event::AppCall { caller, callee, txn } => {
                 // MakeRequest: the caller's replicas take T_callee.
                 let codes = self.take_attachment(caller, callee);
@@ -761,6 +754,53 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    /// An external client's call (section 4.3), executed in the group's
+    /// order; then the linearizability check: the group's state must
+    /// include every commit whose code the client carried.
+    fn client_call(&mut self, client: usize, gi: usize) {
+        self.metrics.client_calls += 1;
+        let call = self.clients[client].call(self.groups[gi].id);
+        let mut chosen = None;
+        for ri in 0..self.groups[gi].replicas.len() {
+            let (step, reply) = self.groups[gi].replicas[ri].role.on_client_call(Instant(self.now), &call);
+            if chosen.is_none() && self.groups[gi].replicas[ri].byz.is_none() {
+                chosen = Some(reply);
+            }
+            self.route_group(gi, ri, step, None);
+        }
+        let Some(reply) = chosen else { return };
+        if self.groups[gi].correct && self.violation.is_none() {
+            let g = &self.groups[gi];
+            for d in call.codes.iter().filter(|d| d.outcome == Outcome::Committed) {
+                let covers = self.upgrades.iter().any(|b| b.header.upgrade == d.upgrade && b.groups.contains(&gi));
+                let behind = g.replicas.iter().any(|r| r.byz.is_none() && !r.finished.contains_key(&d.upgrade));
+                if covers && behind {
+                    self.violation = Some(Violation {
+                        at_ms: self.now,
+                        what: format!(
+                            "client {client} saw {:?} committed, then group {:?} without it",
+                            d.upgrade, g.id
+                        ),
+                    });
+                }
+            }
+            if reply.version < call.seen {
+                self.violation = Some(Violation {
+                    at_ms: self.now,
+                    what: format!("client {client} saw version {} of {:?} after {}", reply.version, g.id, call.seen),
+                });
+            }
+        }
+        if let Ok(ClientEvent::MustRefresh) = self.clients[client].on_reply(&reply) {
+            self.metrics.client_refreshes += 1;
+        }
+        if self.now < self.cfg.deadline_ms {
+            let next = below(&mut self.rng, self.groups.len());
+            let at = self.now + self.cfg.client_interval_ms;
+            self.push(at, Event::ClientCall { client, group: next });
         }
     }
 
@@ -827,7 +867,8 @@ impl World {
         for ri in 0..self.groups[gi].replicas.len() {
             let r = &mut self.groups[gi].replicas[ri];
             let verdict = if reject { Verdict::Reject } else { Verdict::Accept };
-            let step = r.role.handle_ordered(Instant(self.now), origin, op, &r.key, |_| verdict);
+            let mut crypto = Cached { material: &self.material, group: gi, replica: ri };
+            let step = r.role.handle_ordered_with(Instant(self.now), origin, op, &mut crypto, |_| verdict);
             self.route_group(gi, ri, step, Some(op));
         }
     }
@@ -957,9 +998,10 @@ impl World {
         };
         // Its own two shares of the piece, if it can open its box.
         let shares = match op {
-            Some(Operation::PrepareInstall(p)) => {
-                p.open_for(ri, &self.groups[gi].replicas[ri].key).ok().map(|o| (o.secret_share, o.cancel_share))
-            }
+            Some(Operation::PrepareInstall(p)) => Cached { material: &self.material, group: gi, replica: ri }
+                .open(p, ri)
+                .ok()
+                .map(|o| (o.secret_share, o.cancel_share)),
             _ => None,
         };
         let with = |a: &Answer, reply: Reply| Message::Answer(Answer { reply, ..a.clone() });
@@ -1164,10 +1206,37 @@ impl World {
         }
     }
 
+    /// Folds the event into the trace digest; with `--trace`-style
+    /// printing on, also returns a one-line description.
     fn trace_event(&mut self, event: &Event) {
         use sha2::Digest as _;
-        let line = format!("{} {:?}", self.now, event);
+        self.trace.update(self.now.to_le_bytes());
+        let line = match event {
+            // Message bytes are hashed as they are; pieces by their digest.
+            Event::Net { from, to, bytes } => {
+                self.trace.update(bytes);
+                format!("net {from:?} -> {to:?} ({} bytes)", bytes.len())
+            }
+            Event::Submit { group, origin, op } => match &**op {
+                Operation::PrepareInstall(p) => {
+                    self.trace.update(p.header.digest().0);
+                    format!("order g{group} prepare {:?} from {origin:?}", p.header.upgrade)
+                }
+                Operation::CommitInstall { upgrade, code } | Operation::AbortInstall { upgrade, code } => {
+                    self.trace.update(code.expose());
+                    let kind = if matches!(**op, Operation::CommitInstall { .. }) { "commit" } else { "abort" };
+                    format!("order g{group} {kind} {upgrade:?} from {origin:?}")
+                }
+            },
+            Event::AppRequest { caller, callee, txn, codes } | Event::AppResponse { caller, callee, txn, codes } => {
+                format!("app txn {txn} g{caller}<->g{callee} codes {}", codes.len())
+            }
+            other => format!("{other:?}"),
+        };
         self.trace.update(line.as_bytes());
+        if self.cfg.print_trace {
+            std::println!("{:>8} ms  {line}", self.now);
+        }
     }
 
     fn report(self) -> Report {
@@ -1209,16 +1278,4 @@ impl World {
             trace_digest: self.trace.finalize().into(),
         }
     }
-}
-
-/// Seals a small payload for a group with the plan's `k_g`.
-fn seal_payload(plan: &UpgradePlan<'_>, group: GroupId, salt: &usize) -> PayloadRef {
-    let key = plan.group_key(group).expect("group in plan");
-    let binding = Binding::group(plan.header().upgrade, group);
-    let mut sealer = PayloadSealer::new(&key, &binding, 256).expect("chunk size");
-    let mut buf = [0u8; 256 + CHUNK_TAG_LEN];
-    let text = format!("payload for group {} #{salt}", group.0);
-    buf[..text.len()].copy_from_slice(text.as_bytes());
-    let _ = sealer.seal_chunk(&mut buf, text.len(), true).expect("seal");
-    sealer.finish().expect("finish")
 }
