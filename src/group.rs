@@ -461,12 +461,16 @@ impl GroupReplica {
             (Peer::Replica { group, index }, Message::Answer(a)) if a.group == group && a.replica == index => {
                 let acked = matches!(a.reply, Reply::Finished(..) | Reply::Unknown);
                 let slot = self.neighbor_slot(group);
+                let ours = self.finished.iter().any(|f| f.upgrade == a.upgrade);
                 match (acked, slot, self.diffusing.iter_mut().find(|d| d.upgrade == a.upgrade)) {
                     (true, Some(slot), Some(d)) => {
                         if let (Some(bits), Some(bit)) = (d.acks.get_mut(slot), 1u64.checked_shl(u32::from(index))) {
                             *bits |= bit;
                         }
                     }
+                    // A late or repeated acknowledgement from a neighbor,
+                    // after the diffusion retired: the network's doing.
+                    (true, Some(_), None) if ours => {}
                     _ => step.fault(from, Some(a.upgrade), FaultKind::Unsolicited),
                 }
                 self.retire_diffusions();
@@ -696,9 +700,10 @@ impl GroupReplica {
         let Some(i) = self.held.iter().position(|h| h.upgrade == upgrade) else {
             return;
         };
-        // A piece whose c shares went out never commits here, whatever
-        // trigger code arrives: a correct group releases one kind only.
-        if outcome == Outcome::Committed && self.held.get(i).is_some_and(|d| d.status == Status::Cancelled) {
+        // Only a released piece commits: τ needs this group's s_g, which it
+        // released only for that piece. A piece whose c shares went out (or
+        // that is withheld) never commits here, whatever code arrives.
+        if outcome == Outcome::Committed && self.held.get(i).is_some_and(|d| d.status != Status::Released) {
             return;
         }
         let d = self.held.swap_remove(i);

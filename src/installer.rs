@@ -309,13 +309,16 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                     }
                 }
             }
-            Reply::Refused(_) if self.decided.is_some() => {
-                // After the outcome, a refusal of the re-sent piece means
-                // the group's chain is already past it: it finished.
+            Reply::Refused(Refusal::Replayed) if self.decided.is_some() => {
+                // After the outcome, `Replayed` means the group's chain is
+                // already past this piece: it finished it. (`OutOfOrder`
+                // means the opposite: the group is behind and has not seen
+                // the piece; other refusals say nothing about the outcome.)
                 if let Some(s) = self.slots.get_mut(si) {
                     s.finished_acks |= bit;
                 }
             }
+            Reply::Refused(_) if self.decided.is_some() => {}
             Reply::Refused(reason) => {
                 if let Some(s) = self.slots.get_mut(si) {
                     s.refused |= bit;

@@ -1781,7 +1781,6 @@ mod diffusion {
     /// replicas keep arriving after f + 1 of them retired the diffusion.
     /// They are not misbehaviour and must not be reported as faults.
     #[test]
-    #[ignore = "BUG: group.rs handle_message reports late/duplicate acks from correct replicas as Unsolicited faults"]
     fn late_acks_after_retirement_are_not_faults() {
         let mut p = pair(55, Outcome::Committed, true);
         let acks = acks_from_b(&mut p, 0, Outcome::Committed);
@@ -2115,7 +2114,6 @@ mod installer {
     /// piece is accepted there and stays in A (blocking every later
     /// conflicting piece) with no installer left to send `c`.
     #[test]
-    #[ignore = "BUG: installer.rs counts Refused(OutOfOrder|Busy) after the decision as the group having finished"]
     fn abort_is_not_done_while_a_group_is_behind() {
         let mut w = World::new(67, &[4, 4]);
         let (ga, gb) = (w.gid(0), w.gid(1));
@@ -2156,7 +2154,6 @@ mod installer {
     /// the installer is then done before it ever sent `CommitInstall`, and
     /// no group has τ: nothing diffuses.
     #[test]
-    #[ignore = "BUG: installer.rs takes late Refused answers after Decided(Committed) as acks; done without sending τ"]
     fn late_refusals_do_not_finish_a_commit() {
         let mut w = World::new(68, &[4, 4]);
         let (ga, gb) = (w.gid(0), w.gid(1));
