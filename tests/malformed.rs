@@ -17,17 +17,21 @@ use bft_upgrade::wire::{decode, OrderKey, Piece, PieceHeader, UpgradeHeader, MAX
 
 use samples::to_bytes;
 
-/// The encoding of the sample piece with its replica list cut off: every
-/// byte before the replica count (the header's last field), and the
-/// signature that follows the header.
+/// The encoding of the sample piece with its replica list cut out: every
+/// byte before the replica count, and every byte after the (empty) list.
+///
+/// The count is found, not assumed at a fixed offset: it is the first byte
+/// where the encodings of the piece with no replica and with one differ.
 fn piece_around_replica_count() -> (Vec<u8>, Vec<u8>) {
     let mut piece = samples::piece();
+    let first = piece.header.replicas[0].clone();
     piece.header.replicas.clear();
-    let bytes = to_bytes(&piece);
-    // [header fields][count = 0][signature: 64 bytes]
-    let (head, rest) = bytes.split_at(bytes.len() - 65);
-    assert_eq!(rest[0], 0, "the replica count of an empty list");
-    (head.to_vec(), rest[1..].to_vec())
+    let empty = to_bytes(&piece);
+    piece.header.replicas.push(first).expect("capacity");
+    let one = to_bytes(&piece);
+    let at = empty.iter().zip(&one).position(|(a, b)| a != b).expect("the encodings differ");
+    assert_eq!((empty[at], one[at]), (0, 1), "the replica count");
+    (empty[..at].to_vec(), empty[at + 1..].to_vec())
 }
 
 fn varint(mut v: u64) -> Vec<u8> {
@@ -65,23 +69,23 @@ fn huge_replica_count_with_nothing_behind_it_is_truncated() {
 fn huge_replica_count_with_entries_behind_it_is_over_capacity() {
     // Claims 2^32 - 1 replicas and really carries one more than fit: the
     // decoder stops at the capacity, not at the end of the input.
-    let (head, signature) = piece_around_replica_count();
+    let (head, after) = piece_around_replica_count();
     let entry = to_bytes(&samples::piece().header.replicas[0]);
     let mut bytes = head;
     bytes.extend_from_slice(&varint(u64::from(u32::MAX)));
     for _ in 0..=MAX_REPLICAS {
         bytes.extend_from_slice(&entry);
     }
-    bytes.extend_from_slice(&signature);
+    bytes.extend_from_slice(&after);
     assert_eq!(decode::<Piece>(&bytes), Err(DecodeError::OverCapacity));
 }
 
 #[test]
 fn replica_count_that_overflows_a_varint_is_malformed() {
     // Eleven continuation bytes: no u64 (let alone usize count) is that long.
-    let (mut bytes, signature) = piece_around_replica_count();
+    let (mut bytes, after) = piece_around_replica_count();
     bytes.extend_from_slice(&[0xff; 11]);
-    bytes.extend_from_slice(&signature);
+    bytes.extend_from_slice(&after);
     assert_eq!(decode::<Piece>(&bytes), Err(DecodeError::Malformed));
 }
 
