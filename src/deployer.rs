@@ -31,8 +31,8 @@ use crate::crypto::{
 };
 use crate::error::{CapacityError, MisuseError};
 use crate::wire::{
-    DeployerId, GroupId, Membership, OrderKey, Piece, PieceHeader, ReplicaEntry, ResourceId, UpgradeHeader, UpgradeId,
-    MAX_RESOURCES,
+    Custody, DeployerId, GroupId, GuardianEntry, GuardianSet, Membership, OrderKey, Piece, PieceHeader, ReplicaEntry,
+    ResourceId, Token, UpgradeHeader, UpgradeId, MAX_RESOURCES,
 };
 
 /// A deployer: its identifier in the groups' configurations and its key.
@@ -67,6 +67,9 @@ pub struct GroupTarget<'a> {
     pub resources: &'a [ResourceId],
     /// This deployer's current version code at the group (section 4.4).
     pub prev_version: &'a Code,
+    /// The group's guardians, for guardian custody (section 7); `None`
+    /// gives the shares to the replicas.
+    pub guardians: Option<&'a GuardianSet>,
     /// The group's sealed payload, from a [`PayloadSealer`](crate::crypto::PayloadSealer)
     /// keyed with [`UpgradePlan::group_key`].
     pub payload: PayloadRef,
@@ -177,24 +180,67 @@ impl<'g> UpgradePlan<'g> {
         let resources: Vec<ResourceId, MAX_RESOURCES> =
             Vec::from_slice(target.resources).map_err(|_| CapacityError::Resources)?;
         let GroupSecrets { secret, key, rng: mut group_rng } = self.secrets(m.group);
-        let (k, n) = (m.threshold(), m.n());
-        let secret_shares = crypto::split(&secret, k, n, &mut group_rng)?;
-        let cancel_shares = crypto::split(&self.cancel, k, n, &mut group_rng)?;
-
         let upgrade = self.header.upgrade;
         let binding = crypto::Binding::group(upgrade, m.group);
         let sealer = BoxSealer::new(rng);
         let mut replicas = Vec::new();
-        for ((pk, s), c) in m.replicas.iter().zip(secret_shares.iter()).zip(cancel_shares.iter()) {
-            let at = binding.at(u16::from(s.index()));
-            let contents = BoxContents { first: key.0, second: *s.value(), third: *c.value() };
-            let entry = ReplicaEntry {
-                sealed: sealer.seal(pk, &at, &contents)?,
-                secret_share: s.digest(ShareKind::Secret, &binding),
-                cancel_share: c.digest(ShareKind::Cancel, &binding),
-            };
-            replicas.push(entry).map_err(|_| CapacityError::Replicas)?;
-        }
+        let custody = match target.guardians {
+            None => {
+                // Replica custody: each replica's box holds k_g and its two
+                // shares, threshold f + 1.
+                let (k, n) = (m.threshold(), m.n());
+                let secret_shares = crypto::split(&secret, k, n, &mut group_rng)?;
+                let cancel_shares = crypto::split(&self.cancel, k, n, &mut group_rng)?;
+                for ((pk, s), c) in m.replicas.iter().zip(secret_shares.iter()).zip(cancel_shares.iter()) {
+                    let at = binding.at(u16::from(s.index()));
+                    let contents = BoxContents { first: key.0, second: *s.value(), third: *c.value() };
+                    let entry = ReplicaEntry {
+                        sealed: sealer.seal(pk, &at, &contents)?,
+                        secret_share: s.digest(ShareKind::Secret, &binding),
+                        cancel_share: c.digest(ShareKind::Cancel, &binding),
+                    };
+                    replicas.push(entry).map_err(|_| CapacityError::Replicas)?;
+                }
+                Custody::Replicas
+            }
+            Some(set) => {
+                // Guardian custody: shares of threshold 2F + 1 go to the
+                // guardians; each replica gets k_g and a membership token.
+                if !set.is_well_formed() {
+                    return Err(MisuseError::BadArgument);
+                }
+                let (k, n) = (set.threshold(), set.members.len());
+                let secret_shares = crypto::split(&secret, k, n, &mut group_rng)?;
+                let cancel_shares = crypto::split(&self.cancel, k, n, &mut group_rng)?;
+                let gb = binding.at(crate::wire::GUARDIAN_INDEX_BASE);
+                let mut guardians = Vec::new();
+                for (((id, pk), s), c) in set.members.iter().zip(secret_shares.iter()).zip(cancel_shares.iter()) {
+                    let at = gb.offset(u16::from(s.index()));
+                    let contents = BoxContents { first: *s.value(), second: *c.value(), third: [0; 32] };
+                    let entry = GuardianEntry {
+                        guardian: *id,
+                        sealed: sealer.seal(pk, &at, &contents)?,
+                        secret_share: s.digest(ShareKind::Secret, &gb),
+                        cancel_share: c.digest(ShareKind::Cancel, &gb),
+                    };
+                    guardians.push(entry).map_err(|_| CapacityError::Replicas)?;
+                }
+                for (i, pk) in m.replicas.iter().enumerate() {
+                    let x = u16::try_from(i.saturating_add(1)).map_err(|_| CapacityError::Replicas)?;
+                    let at = binding.at(x);
+                    let mut token = Token([0; 32]);
+                    group_rng.fill_bytes(&mut token.0);
+                    let contents = BoxContents { first: key.0, second: token.0, third: [0; 32] };
+                    let entry = ReplicaEntry {
+                        sealed: sealer.seal(pk, &at, &contents)?,
+                        secret_share: token.digest(&at),
+                        cancel_share: crypto::Digest::default(),
+                    };
+                    replicas.push(entry).map_err(|_| CapacityError::Replicas)?;
+                }
+                Custody::Guardians { f: set.f, guardians }
+            }
+        };
         let header = PieceHeader {
             upgrade,
             group: m.group,
@@ -209,6 +255,7 @@ impl<'g> UpgradePlan<'g> {
             payload: target.payload,
             ephemeral: sealer.ephemeral_public(),
             replicas,
+            custody,
         };
         let signature = deployer.key.sign(&header.digest())?;
         Ok(Piece { header, signature })

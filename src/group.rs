@@ -29,13 +29,19 @@
 use heapless::{Deque, Vec};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share};
-use crate::error::{CapacityError, CryptoError, MisuseError};
+use p256::elliptic_curve::ff::PrimeField;
+
+pub use crate::wire::{PieceCrypto, WithKey};
+
+use crate::crypto::{
+    reconstruct, Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share, ShareKind,
+};
+use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Answer, Attachment, ClientCall, ClientReply, ClientStatus, DeployerId, Diffused, GroupId, Membership, Message,
-    Opened, Operation, OrderKey, Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, SmallOperation, UpgradeId,
-    MAX_ATTACHED, MAX_RESOURCES,
+    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, DeployerId, Diffused, GroupId, Membership,
+    Message, Operation, OrderKey, Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, SmallOperation, Token,
+    UpgradeId, GUARDIAN_INDEX_BASE, MAX_ATTACHED, MAX_GUARDIANS, MAX_RESOURCES,
 };
 
 /// The most unfinished pieces (`A ∪ C`) a group holds at once.
@@ -85,6 +91,18 @@ pub struct GroupConfig {
     /// Whether replicas call `CommitInstall`/`AbortInstall` on neighbors
     /// proactively (section 4.3), besides piggybacking codes.
     pub proactive: bool,
+    /// The group's guardians (section 7), if its pieces are in guardian
+    /// custody; pieces must then list exactly these, in this order.
+    pub guardians: Option<GuardianIds>,
+}
+
+/// A group's guardians as its configuration names them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardianIds {
+    /// `F`: guardians that may be faulty (threshold `2F + 1`).
+    pub f: u8,
+    /// Guardian ids, in share order.
+    pub ids: Vec<u32, MAX_GUARDIANS>,
 }
 
 /// The application's verdict on a piece (PROTOCOL.md section 4).
@@ -120,37 +138,19 @@ pub enum GroupEffect {
         /// The upgrade.
         upgrade: UpgradeId,
     },
+    /// Guardian custody: send the piece of `upgrade` (as ordered) to
+    /// `guardian`, or to every guardian it lists when `None`, with
+    /// [`Guardian::handle_piece`](crate::guardian::Guardian::handle_piece).
+    ForwardPiece {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// One guardian, or all.
+        guardian: Option<u32>,
+    },
     /// Figure 2: abort this transaction (it saw a commit in a response)...
     AbortTransaction(TxnId),
     /// ...and restart it after the commits in this step.
     RestartTransaction(TxnId),
-}
-
-/// The two costly checks of a new piece: the deployer's signature and this
-/// replica's box. [`WithKey`] does them directly; a host may substitute
-/// results it computed earlier (e.g. before ordering), which must be exactly
-/// what `Piece::verify` and `Piece::open_for` would return.
-pub trait PieceCrypto {
-    /// Whether `piece` verifies under `signer`.
-    fn verify(&mut self, piece: &Piece, signer: &PublicKey) -> bool;
-    /// Opens replica `index`'s box of `piece`.
-    ///
-    /// # Errors
-    /// As [`Piece::open_for`].
-    fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError>;
-}
-
-/// [`PieceCrypto`] done on the spot with the replica's key.
-pub struct WithKey<'k>(pub &'k ReplicaSecretKey);
-
-impl PieceCrypto for WithKey<'_> {
-    fn verify(&mut self, piece: &Piece, signer: &PublicKey) -> bool {
-        piece.verify(signer).is_ok()
-    }
-
-    fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError> {
-        piece.open_for(index, self.0)
-    }
 }
 
 /// Status of a held piece in Figure 3's terms.
@@ -166,10 +166,39 @@ enum Status {
 
 /// This replica's own secrets of a piece.
 #[derive(Clone, Serialize, Deserialize)]
-struct Secrets {
-    key: GroupKey,
-    secret_share: Share,
-    cancel_share: Share,
+// Held pieces are few and fixed in number; boxing is not available.
+#[allow(clippy::large_enum_variant)]
+enum Secrets {
+    /// Replica custody: this replica's two shares.
+    Shares { key: GroupKey, secret_share: Share, cancel_share: Share },
+    /// Guardian custody: this replica's token, and the code it fetches from
+    /// the guardians once the group decided.
+    Guarded { key: GroupKey, token: Token, fetch: Option<Fetch> },
+}
+
+impl Secrets {
+    fn key(&self) -> &GroupKey {
+        match self {
+            Self::Shares { key, .. } | Self::Guarded { key, .. } => key,
+        }
+    }
+}
+
+/// Guardian custody: a replica's fetch of one kind of code.
+#[derive(Clone, Serialize, Deserialize)]
+struct Fetch {
+    kind: ShareKind,
+    shares: Vec<Share, MAX_GUARDIANS>,
+    code: Option<Code>,
+    deadline: Instant,
+    interval: u64,
+}
+
+/// Guardian custody: the piece's guardians and their share digests.
+#[derive(Clone, Serialize, Deserialize)]
+struct Guarded {
+    f: u8,
+    guardians: Vec<(u32, Digest, Digest), MAX_GUARDIANS>,
 }
 
 /// A piece in `A ∪ C`.
@@ -183,6 +212,8 @@ struct Held {
     resources: Vec<ResourceId, MAX_RESOURCES>,
     payload: PayloadRef,
     status: Status,
+    /// Guardian custody, if the piece is in it.
+    guarded: Option<Guarded>,
     /// Per replica: `None` when this replica's box did not open.
     secrets: Option<Secrets>,
 }
@@ -324,7 +355,11 @@ impl GroupReplica {
 
     /// The earliest proactive-diffusion deadline.
     pub fn deadline(&self) -> Option<Instant> {
-        self.diffusing.iter().map(|d| d.deadline).min()
+        let fetches = self.held.iter().filter_map(|h| match &h.secrets {
+            Some(Secrets::Guarded { fetch: Some(f), .. }) if f.code.is_none() => Some(f.deadline),
+            _ => None,
+        });
+        self.diffusing.iter().map(|d| d.deadline).chain(fetches).min()
     }
 
     /// Executes one ordered operation from `origin`.
@@ -361,6 +396,9 @@ impl GroupReplica {
         let (upgrade, reply) = match op {
             Operation::PrepareInstall(piece) => {
                 let reply = self.prepare(&mut step, origin, piece, crypto, validate);
+                if reply == Reply::Pending {
+                    self.fetch(now, &mut step, piece.header.upgrade);
+                }
                 (piece.header.upgrade, reply)
             }
             Operation::CommitInstall { upgrade, code } => {
@@ -475,6 +513,14 @@ impl GroupReplica {
                 }
                 self.retire_diffusions();
             }
+            (Peer::Guardian(_), Message::GuardianShare { upgrade, group, kind, share }) if *group == self.group() => {
+                self.guardian_share(&mut step, from, *upgrade, *kind, share);
+            }
+            (Peer::Guardian(id), Message::GuardianNeedsPiece { upgrade, group }) if *group == self.group() => {
+                if self.held.iter().any(|h| h.upgrade == *upgrade && h.guarded.is_some()) {
+                    let _ = step.effect(GroupEffect::ForwardPiece { upgrade: *upgrade, guardian: Some(id) });
+                }
+            }
             _ => step.fault(from, None, FaultKind::Unsolicited),
         }
         let _ = now;
@@ -489,6 +535,7 @@ impl GroupReplica {
     /// due, the returned deadline is `now` again.
     pub fn handle_timeout(&mut self, now: Instant) -> Step<GroupEffect> {
         let mut step = Step::new();
+        self.refetch(now, &mut step);
         let cap = self.config.retry_ms.saturating_mul(16);
         let neighbors = &self.config.neighbors;
         'outer: for d in self.diffusing.iter_mut().filter(|d| d.deadline <= now) {
@@ -546,15 +593,31 @@ impl GroupReplica {
             return Reply::Refused(Refusal::Busy);
         }
         let index = usize::from(self.me);
-        let secrets = match crypto.open(piece, index) {
-            Ok(o) => Some(Secrets {
+        let opened = match &h.custody {
+            Custody::Replicas => crypto.open(piece, index).map(|o| Secrets::Shares {
                 key: o.key.clone(),
                 secret_share: o.secret_share.clone(),
                 cancel_share: o.cancel_share.clone(),
             }),
+            Custody::Guardians { .. } => {
+                crypto.open_token(piece, index).map(|(key, token)| Secrets::Guarded { key, token, fetch: None })
+            }
+        };
+        let secrets = match opened {
+            Ok(s) => Some(s),
             Err(_) => {
                 step.fault(origin, Some(h.upgrade), FaultKind::BadBox);
                 None
+            }
+        };
+        let guarded = match &h.custody {
+            Custody::Replicas => None,
+            Custody::Guardians { f, guardians } => {
+                let mut list = Vec::new();
+                for g in guardians {
+                    let _ = list.push((g.guardian, g.secret_share, g.cancel_share));
+                }
+                Some(Guarded { f: *f, guardians: list })
             }
         };
         let deployer = self.config.deployers.get(slot).map(|d| d.id).unwrap_or(h.deployer);
@@ -567,6 +630,7 @@ impl GroupReplica {
             resources: h.resources.clone(),
             payload: h.payload,
             status: Status::Withheld,
+            guarded,
             secrets,
         };
         // The application's own reason to reject: into C, release c.
@@ -608,6 +672,18 @@ impl GroupReplica {
         }
         let m = &self.config.membership;
         if h.members != self.members || h.f != m.f || h.replicas.len() != m.n() {
+            return Err(Refusal::WrongMembership);
+        }
+        let custody_matches = match (&h.custody, &self.config.guardians) {
+            (Custody::Replicas, None) => true,
+            (Custody::Guardians { f, guardians }, Some(ids)) => {
+                *f == ids.f
+                    && guardians.len() == ids.ids.len()
+                    && guardians.iter().zip(ids.ids.iter()).all(|(g, id)| g.guardian == *id)
+            }
+            _ => false,
+        };
+        if !custody_matches {
             return Err(Refusal::WrongMembership);
         }
         // Section 4.4: the previous version code must be the current one.
@@ -652,11 +728,120 @@ impl GroupReplica {
         let Some(d) = self.held.get(i) else {
             return Reply::Refused(Refusal::Busy);
         };
-        match (&d.status, &d.secrets) {
-            (_, None) => Reply::NoShare,
-            (Status::Cancelled, Some(s)) => Reply::Rejected(s.cancel_share.clone()),
-            (_, Some(s)) => Reply::Accepted(s.secret_share.clone()),
+        let kind = if d.status == Status::Cancelled { ShareKind::Cancel } else { ShareKind::Secret };
+        match &d.secrets {
+            None => Reply::NoShare,
+            Some(Secrets::Shares { cancel_share, .. }) if kind == ShareKind::Cancel => {
+                Reply::Rejected(cancel_share.clone())
+            }
+            Some(Secrets::Shares { secret_share, .. }) => Reply::Accepted(secret_share.clone()),
+            // Guardian custody: the code itself once fetched, else the
+            // caller starts (or continues) the fetch.
+            Some(Secrets::Guarded { fetch: Some(Fetch { kind: k, code: Some(code), .. }), .. }) if *k == kind => {
+                Reply::Code(kind, code.clone())
+            }
+            Some(Secrets::Guarded { .. }) => Reply::Pending,
         }
+    }
+
+    /// Guardian custody: after a decision, ask the guardians for the
+    /// decided kind (once; retries come from `handle_timeout`).
+    fn fetch(&mut self, now: Instant, step: &mut Step<GroupEffect>, upgrade: UpgradeId) {
+        let (me, f, retry) = (self.me, self.config.membership.f, self.config.retry_ms);
+        let group = self.group();
+        let Some(d) = self.held.iter_mut().find(|h| h.upgrade == upgrade) else { return };
+        let kind = match d.status {
+            Status::Released => ShareKind::Secret,
+            Status::Cancelled => ShareKind::Cancel,
+            Status::Withheld => return,
+        };
+        let (Some(g), Some(Secrets::Guarded { token, fetch, .. })) = (&d.guarded, &mut d.secrets) else { return };
+        if fetch.is_some() {
+            return;
+        }
+        *fetch = Some(Fetch { kind, shares: Vec::new(), code: None, deadline: now.after(retry), interval: retry });
+        // The first f + 1 replicas hand the piece to the guardians: one of
+        // them is correct.
+        if me <= f {
+            let _ = step.effect(GroupEffect::ForwardPiece { upgrade, guardian: None });
+        }
+        for (id, _, _) in &g.guardians {
+            let request = Message::GuardianRequest { upgrade, group, replica: me, kind, token: token.clone() };
+            let _ = step.send(Peer::Guardian(*id), request);
+        }
+    }
+
+    /// Guardian custody: ask again the guardians whose shares are missing.
+    fn refetch(&mut self, now: Instant, step: &mut Step<GroupEffect>) {
+        let (me, group, cap) = (self.me, self.group(), self.config.retry_ms.saturating_mul(16));
+        for d in self.held.iter_mut() {
+            let upgrade = d.upgrade;
+            let (Some(g), Some(Secrets::Guarded { token, fetch: Some(fetch), .. })) = (&d.guarded, &mut d.secrets)
+            else {
+                continue;
+            };
+            if fetch.code.is_some() || fetch.deadline > now {
+                continue;
+            }
+            for (i, (id, _, _)) in g.guardians.iter().enumerate() {
+                let answered = fetch.shares.iter().any(|s| usize::from(s.index()) == i.saturating_add(1));
+                let kind = fetch.kind;
+                let request = Message::GuardianRequest { upgrade, group, replica: me, kind, token: token.clone() };
+                if !answered && step.send(Peer::Guardian(*id), request).is_err() {
+                    return;
+                }
+            }
+            fetch.deadline = now.after(fetch.interval);
+            fetch.interval = fetch.interval.saturating_mul(2).min(cap);
+        }
+    }
+
+    /// Guardian custody: a guardian's share; at `2F + 1` valid ones the
+    /// code is rebuilt (and a `c` checked against `D(c)`).
+    fn guardian_share(
+        &mut self,
+        step: &mut Step<GroupEffect>,
+        from: Peer,
+        upgrade: UpgradeId,
+        kind: ShareKind,
+        share: &Share,
+    ) {
+        let group = self.group();
+        let Some(d) = self.held.iter_mut().find(|h| h.upgrade == upgrade) else { return };
+        let binding = Binding::group(upgrade, group).at(GUARDIAN_INDEX_BASE);
+        let (trigger_digest, cancel_digest) = (d.trigger_digest, d.cancel_digest);
+        let (Some(g), Some(Secrets::Guarded { fetch: Some(fetch), .. })) = (&d.guarded, &mut d.secrets) else {
+            return;
+        };
+        if fetch.kind != kind || fetch.code.is_some() {
+            return;
+        }
+        let index = usize::from(share.index());
+        let entry = index.checked_sub(1).and_then(|i| g.guardians.get(i));
+        let valid = entry.is_some_and(|(id, s, c)| {
+            let expected = if kind == ShareKind::Secret { s } else { c };
+            from == Peer::Guardian(*id) && share.digest(kind, &binding) == *expected
+        });
+        if !valid {
+            step.fault(from, Some(upgrade), FaultKind::ForgedShare);
+            return;
+        }
+        if fetch.shares.iter().any(|x| x.index() == share.index()) {
+            return;
+        }
+        let _ = fetch.shares.push(share.clone());
+        let k = usize::from(g.f).saturating_mul(2).saturating_add(1);
+        if fetch.shares.len() < k {
+            return;
+        }
+        let Ok(secret) = reconstruct(fetch.shares.get(..k).unwrap_or(&[])) else { return };
+        let code = Code::from_bytes(secret.to_repr().into());
+        let _ = trigger_digest;
+        if kind == ShareKind::Cancel && code.check(Domain::Cancel, &Binding::upgrade(upgrade), &cancel_digest).is_err()
+        {
+            return;
+        }
+        fetch.code = Some(code);
     }
 
     // ----- Figure 3: CommitInstall / AbortInstall -----
@@ -717,7 +902,7 @@ impl GroupReplica {
             self.version = self.version.saturating_add(1);
             let _ = step.effect(GroupEffect::Apply {
                 upgrade,
-                key: d.secrets.as_ref().map(|s| s.key.clone()),
+                key: d.secrets.as_ref().map(|s| s.key().clone()),
                 payload: d.payload,
             });
         } else {
@@ -738,6 +923,17 @@ impl GroupReplica {
             code: code.clone(),
             version: self.version,
         });
+        // Section 5: tell the guardians, which forward to the other groups
+        // they guard (the first f + 1 replicas, so one is correct).
+        if let Some(g) = &d.guarded {
+            if self.me <= self.config.membership.f {
+                let diffused = Diffused { upgrade, outcome, code: code.clone() };
+                for (id, _, _) in &g.guardians {
+                    let msg = Message::Learned { group: self.group(), diffused: diffused.clone() };
+                    let _ = step.send(Peer::Guardian(*id), msg);
+                }
+            }
+        }
         self.diffuse(now, upgrade, outcome, code, None);
     }
 

@@ -68,7 +68,13 @@ struct Slot {
     refused: u64,
     finished_acks: u64,
     refusal_reported: bool,
+    /// Guardian custody: `s_g` values replicas sent, with who sent each.
+    candidates: Vec<(Code, u64), MAX_CANDIDATES>,
 }
+
+/// Distinct `s_g` values an installer tracks per group in guardian custody
+/// (a faulty replica may send a wrong one; `f + 1` matching ones decide).
+const MAX_CANDIDATES: usize = 4;
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Pending {
@@ -138,6 +144,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 refused: 0,
                 finished_acks: 0,
                 refusal_reported: false,
+                candidates: Vec::new(),
             };
             slots.push(slot).map_err(|_| CapacityError::Groups)?;
         }
@@ -328,7 +335,20 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                     }
                 }
             }
-            Reply::Conflict | Reply::NoShare => {}
+            Reply::Code(ShareKind::Secret, code) => self.take_secret(&mut step, now, si, answer.replica, code),
+            Reply::Code(ShareKind::Cancel, code) => {
+                // `c` checks against `D(c)` by itself.
+                let b = Binding::upgrade(self.header.upgrade);
+                if code.check(Domain::Cancel, &b, &self.header.cancel_digest).is_ok() {
+                    if let Some(s) = self.slots.get_mut(si) {
+                        s.progress = GroupProgress::Rejected;
+                    }
+                    self.decide(&mut step, now, Outcome::Aborted, code.clone());
+                } else {
+                    step.fault(from, Some(answer.upgrade), FaultKind::WrongCode);
+                }
+            }
+            Reply::Conflict | Reply::NoShare | Reply::Pending => {}
         }
         self.check_done(&mut step);
         step.deadline = self.deadline();
@@ -393,15 +413,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 if let Some(s) = self.slots.get_mut(si) {
                     s.progress = GroupProgress::Accepted;
                 }
-                self.trigger.xor_assign(&code);
-                self.accepted = self.accepted.saturating_add(1);
-                if self.accepted == self.header.groups {
-                    let tau = self.trigger.clone();
-                    let b = Binding::upgrade(self.header.upgrade);
-                    if tau.check(Domain::Trigger, &b, &self.header.trigger_digest).is_ok() {
-                        self.decide(step, now, Outcome::Committed, tau);
-                    }
-                }
+                self.fold(step, now, &code);
             }
             ShareKind::Cancel => {
                 if let Some(s) = self.slots.get_mut(si) {
@@ -411,6 +423,49 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 if code.check(Domain::Cancel, &b, &self.header.cancel_digest).is_ok() {
                     self.decide(step, now, Outcome::Aborted, code);
                 }
+            }
+        }
+    }
+
+    /// Guardian custody: a replica's rebuilt `s_g`. Nothing checks `s_g` on
+    /// its own, so `f + 1` replicas must send the same value.
+    fn take_secret(&mut self, step: &mut Step<InstallerEffect>, now: Instant, si: usize, replica: u8, code: &Code) {
+        let bit = 1u64 << (replica % 64);
+        let Some(slot) = self.slots.get_mut(si) else { return };
+        if slot.progress != GroupProgress::Preparing || self.decided.is_some() {
+            return;
+        }
+        let i = match slot.candidates.iter().position(|(c, _)| c == code) {
+            Some(i) => i,
+            None => {
+                if slot.candidates.push((code.clone(), 0)).is_err() {
+                    // Too many distinct values: more than f replicas lie,
+                    // which a correct group does not have.
+                    return;
+                }
+                slot.candidates.len().saturating_sub(1)
+            }
+        };
+        let Some((value, senders)) = slot.candidates.get_mut(i) else { return };
+        *senders |= bit;
+        if senders.count_ones() <= u32::from(slot.f) {
+            return;
+        }
+        let value = value.clone();
+        slot.progress = GroupProgress::Accepted;
+        slot.candidates.clear();
+        self.fold(step, now, &value);
+    }
+
+    /// Folds one group's `s_g` into `τ`; at the last group, checks `D(τ)`.
+    fn fold(&mut self, step: &mut Step<InstallerEffect>, now: Instant, s_g: &Code) {
+        self.trigger.xor_assign(s_g);
+        self.accepted = self.accepted.saturating_add(1);
+        if self.accepted == self.header.groups {
+            let tau = self.trigger.clone();
+            let b = Binding::upgrade(self.header.upgrade);
+            if tau.check(Domain::Trigger, &b, &self.header.trigger_digest).is_ok() {
+                self.decide(step, now, Outcome::Committed, tau);
             }
         }
     }

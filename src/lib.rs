@@ -74,6 +74,7 @@ pub mod crypto;
 pub mod deployer;
 pub mod error;
 pub mod group;
+pub mod guardian;
 pub mod installer;
 #[cfg(feature = "std")]
 pub mod sim;

@@ -21,6 +21,8 @@ use crate::error::{CapacityError, CryptoError, DecodeError};
 pub const MAX_REPLICAS: usize = crate::crypto::MAX_SHARES;
 /// The most resources one piece may name.
 pub const MAX_RESOURCES: usize = 16;
+/// The most guardians a group may have (`3F + 1 <= 16`, so `F <= 5`).
+pub const MAX_GUARDIANS: usize = 16;
 
 /// An upgrade's identifier, chosen by its deployer (random, 128 bits).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -120,6 +122,49 @@ impl Membership {
     }
 }
 
+/// A group's guardians (section 7): `3F + 1` or more hosts, each with an
+/// address (its id) and a P-256 key; shares have threshold `2F + 1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GuardianSet {
+    /// `F`: guardians that may be faulty.
+    pub f: u8,
+    /// Guardian ids and keys, in share order.
+    pub members: Vec<(u32, PublicKey), MAX_GUARDIANS>,
+}
+
+impl GuardianSet {
+    /// A set of `members` with the largest `F` they tolerate.
+    ///
+    /// # Errors
+    /// [`CapacityError::Replicas`] for an empty set or more than
+    /// [`MAX_GUARDIANS`].
+    pub fn new(members: &[(u32, PublicKey)]) -> Result<Self, CapacityError> {
+        let members = Vec::from_slice(members).map_err(|_| CapacityError::Replicas)?;
+        if members.is_empty() {
+            return Err(CapacityError::Replicas);
+        }
+        let f = u8::try_from(members.len().saturating_sub(1) / 3).map_err(|_| CapacityError::Replicas)?;
+        Ok(Self { f, members })
+    }
+
+    /// The share threshold `2F + 1`.
+    pub fn threshold(&self) -> usize {
+        usize::from(self.f).saturating_mul(2).saturating_add(1)
+    }
+
+    /// Whether `3F + 1 <= n` and ids are distinct.
+    pub fn is_well_formed(&self) -> bool {
+        let n = self.members.len();
+        let distinct = self
+            .members
+            .iter()
+            .enumerate()
+            .all(|(i, (a, _))| self.members.iter().skip(i.saturating_add(1)).all(|(b, _)| a != b));
+        n >= 1 && usize::from(self.f).saturating_mul(3) < n && distinct
+    }
+}
+
 /// What a piece holds for one replica: its sealed box and the digests of
 /// its two shares, so peers and installers can throw out forged shares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +208,68 @@ pub struct PieceHeader {
     pub ephemeral: PublicKey,
     /// One entry per replica, in membership order.
     pub replicas: Vec<ReplicaEntry, MAX_REPLICAS>,
+    /// Who holds the shares of `s_g` and `c`.
+    pub custody: Custody,
+}
+
+/// Who holds a group's shares (PROTOCOL.md sections 3 and 7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// The piece is one fixed-size value; there is no heap to box into.
+#[allow(clippy::large_enum_variant)]
+pub enum Custody {
+    /// The replicas themselves: each box holds `k_g` and the replica's two
+    /// shares (threshold `f + 1`).
+    Replicas,
+    /// `3F + 1` guardians (threshold `2F + 1`). Each replica's box holds
+    /// `k_g` and a membership token; its entry's `secret_share` digest is
+    /// the token's digest and its `cancel_share` digest is all zeros.
+    Guardians {
+        /// `F`: guardians that may be faulty.
+        f: u8,
+        /// One entry per guardian.
+        guardians: Vec<GuardianEntry, MAX_GUARDIANS>,
+    },
+}
+
+/// What a piece holds for one guardian: its address, its sealed shares and
+/// their digests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GuardianEntry {
+    /// The guardian's address (its id).
+    pub guardian: u32,
+    /// Its `s_g` share and `c` share, sealed to its key.
+    pub sealed: SealedBox,
+    /// `D(s_g^k)`.
+    pub secret_share: Digest,
+    /// `D(c^k)`.
+    pub cancel_share: Digest,
+}
+
+/// A replica's membership token in guardian custody: it proves to a
+/// guardian that the request comes from that replica. Secret until used.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct Token(pub [u8; 32]);
+
+impl Token {
+    /// The digest a piece lists for this token.
+    pub fn digest(&self, binding: &Binding) -> Digest {
+        crate::crypto::digest(Domain::Token, binding, &self.0)
+    }
+}
+
+impl core::fmt::Debug for Token {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Token {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Token(<redacted>)")
+    }
 }
 
 impl PieceHeader {
@@ -188,11 +295,21 @@ impl PieceHeader {
         }
     }
 
+    /// The binding of guardian shares and boxes: the group's, offset so
+    /// guardian indices never meet replica indices.
+    pub fn guardian_binding(&self) -> Binding {
+        Binding::group(self.upgrade, self.group).at(GUARDIAN_INDEX_BASE)
+    }
+
     /// Whether this piece conflicts with `other` (their resource sets meet).
     pub fn conflicts_with(&self, other: &[ResourceId]) -> bool {
         self.resources.iter().any(|r| other.contains(r))
     }
 }
+
+/// Guardian `k` (1-based) is bound at index `GUARDIAN_INDEX_BASE + k`, apart
+/// from replica indices (at most 64).
+pub const GUARDIAN_INDEX_BASE: u16 = 0x100;
 
 /// An upgrade piece `Δ_g`: header and the deployer's signature over it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +352,9 @@ impl Piece {
     /// match its digest (a deployer bug: the signed piece is inconsistent).
     pub fn open_for(&self, index: usize, key: &ReplicaSecretKey) -> Result<Opened, CryptoError> {
         let h = &self.header;
+        if h.custody != Custody::Replicas {
+            return Err(CryptoError::OpenFailed);
+        }
         let entry = h.replicas.get(index).ok_or(CryptoError::OpenFailed)?;
         let x = u8::try_from(index.saturating_add(1)).map_err(|_| CryptoError::OpenFailed)?;
         let binding = h.binding();
@@ -252,6 +372,68 @@ impl Piece {
         Ok(opened)
     }
 
+    /// In guardian custody: opens replica `index`'s box for `k_g` and its
+    /// token, checked against the token digest.
+    ///
+    /// # Errors
+    /// [`CryptoError::OpenFailed`] for a box that is not this replica's or
+    /// a piece in replica custody; [`CryptoError::BadShare`] for a token
+    /// that does not match its digest.
+    pub fn open_token(&self, index: usize, key: &ReplicaSecretKey) -> Result<(GroupKey, Token), CryptoError> {
+        let h = &self.header;
+        if h.custody == Custody::Replicas {
+            return Err(CryptoError::OpenFailed);
+        }
+        let entry = h.replicas.get(index).ok_or(CryptoError::OpenFailed)?;
+        let x = u16::try_from(index.saturating_add(1)).map_err(|_| CryptoError::OpenFailed)?;
+        let binding = h.binding().at(x);
+        let contents = open_box(key, &h.ephemeral, &binding, &entry.sealed)?;
+        let token = Token(contents.second);
+        if token.digest(&binding) != entry.secret_share {
+            return Err(CryptoError::BadShare);
+        }
+        Ok((GroupKey::from_bytes(contents.first), token))
+    }
+
+    /// In guardian custody: opens guardian entry `index`'s box with the
+    /// guardian's key and checks both shares against their digests.
+    ///
+    /// # Errors
+    /// As [`open_for`](Self::open_for).
+    pub fn open_guardian(&self, index: usize, key: &ReplicaSecretKey) -> Result<(Share, Share), CryptoError> {
+        let h = &self.header;
+        let Custody::Guardians { guardians, .. } = &h.custody else {
+            return Err(CryptoError::OpenFailed);
+        };
+        let entry = guardians.get(index).ok_or(CryptoError::OpenFailed)?;
+        let x = u8::try_from(index.saturating_add(1)).map_err(|_| CryptoError::OpenFailed)?;
+        let binding = h.guardian_binding();
+        let contents = open_box(key, &h.ephemeral, &binding.offset(u16::from(x)), &entry.sealed)?;
+        let (s, c) = (Share::new(x, contents.first), Share::new(x, contents.second));
+        if s.digest(ShareKind::Secret, &binding) != entry.secret_share
+            || c.digest(ShareKind::Cancel, &binding) != entry.cancel_share
+        {
+            return Err(CryptoError::BadShare);
+        }
+        Ok((s, c))
+    }
+
+    /// Whether `share` is guardian `share.index()`'s genuine `kind` share.
+    pub fn guardian_share_is_valid(&self, kind: ShareKind, share: &Share) -> bool {
+        let Custody::Guardians { guardians, .. } = &self.header.custody else {
+            return false;
+        };
+        let index = usize::from(share.index());
+        let Some(entry) = index.checked_sub(1).and_then(|i| guardians.get(i)) else {
+            return false;
+        };
+        let expected = match kind {
+            ShareKind::Secret => &entry.secret_share,
+            ShareKind::Cancel => &entry.cancel_share,
+        };
+        share.digest(kind, &self.header.guardian_binding()) == *expected
+    }
+
     /// Whether `share` is the genuine `kind` share of its index, per the
     /// piece's digest map.
     pub fn share_is_valid(&self, kind: ShareKind, share: &Share) -> bool {
@@ -264,6 +446,51 @@ impl Piece {
             ShareKind::Cancel => &entry.cancel_share,
         };
         share.digest(kind, &self.header.binding()) == *expected
+    }
+}
+
+/// The costly checks of a new piece: the deployer's signature and the
+/// receiver's box. [`WithKey`] does them directly; a host may substitute
+/// results it computed earlier (e.g. before ordering), which must be exactly
+/// what `Piece::verify` and `Piece::open_for` would return.
+pub trait PieceCrypto {
+    /// Whether `piece` verifies under `signer`.
+    fn verify(&mut self, piece: &Piece, signer: &PublicKey) -> bool;
+    /// Opens replica `index`'s box of `piece`.
+    ///
+    /// # Errors
+    /// As [`Piece::open_for`].
+    fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError>;
+    /// Opens replica `index`'s box of a piece in guardian custody.
+    ///
+    /// # Errors
+    /// As [`Piece::open_token`].
+    fn open_token(&mut self, piece: &Piece, index: usize) -> Result<(GroupKey, Token), CryptoError>;
+    /// Opens guardian entry `index`'s box (for a guardian).
+    ///
+    /// # Errors
+    /// As [`Piece::open_guardian`].
+    fn open_guardian(&mut self, piece: &Piece, index: usize) -> Result<(Share, Share), CryptoError>;
+}
+
+/// [`PieceCrypto`] done on the spot with the replica's key.
+pub struct WithKey<'k>(pub &'k ReplicaSecretKey);
+
+impl PieceCrypto for WithKey<'_> {
+    fn verify(&mut self, piece: &Piece, signer: &PublicKey) -> bool {
+        piece.verify(signer).is_ok()
+    }
+
+    fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError> {
+        piece.open_for(index, self.0)
+    }
+
+    fn open_token(&mut self, piece: &Piece, index: usize) -> Result<(GroupKey, Token), CryptoError> {
+        piece.open_token(index, self.0)
+    }
+
+    fn open_guardian(&mut self, piece: &Piece, index: usize) -> Result<(Share, Share), CryptoError> {
+        piece.open_guardian(index, self.0)
     }
 }
 
@@ -385,6 +612,12 @@ pub enum Reply {
     /// The group accepted, but this replica cannot release its share (its
     /// own box in the piece is bad).
     NoShare,
+    /// Guardian custody: decided, and the replica is fetching the code from
+    /// the guardians; ask again.
+    Pending,
+    /// Guardian custody: the group's rebuilt `s_g` (`Secret`, accept) or
+    /// `c` (`Cancel`, reject).
+    Code(ShareKind, Code),
 }
 
 /// A replica's answer to an operation's origin.
@@ -412,6 +645,47 @@ pub enum Message {
     Submit(SmallOperation),
     /// A replica's answer.
     Answer(Answer),
+    /// Guardian custody: a replica asks a guardian for its `kind` share,
+    /// proving membership with its token.
+    GuardianRequest {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// The replica's group.
+        group: GroupId,
+        /// The replica's index.
+        replica: u8,
+        /// Which share.
+        kind: ShareKind,
+        /// The replica's token from its box.
+        token: Token,
+    },
+    /// A guardian's share, to a replica that asked.
+    GuardianShare {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// The group.
+        group: GroupId,
+        /// Which share.
+        kind: ShareKind,
+        /// The share (its index is the guardian's, 1-based).
+        share: Share,
+    },
+    /// A guardian does not hold the piece yet: the replica's host should
+    /// send it (see `GroupEffect::ForwardPiece`).
+    GuardianNeedsPiece {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// The group.
+        group: GroupId,
+    },
+    /// A group's replica tells its guardians the outcome, for them to
+    /// forward to the other groups they guard (section 5).
+    Learned {
+        /// The group that finished.
+        group: GroupId,
+        /// The outcome and its code.
+        diffused: Diffused,
+    },
 }
 
 /// The operations small enough to travel in a [`Message`]: all but

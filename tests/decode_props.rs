@@ -187,6 +187,7 @@ fn arb_piece_header(max_replicas: usize) -> impl Strategy<Value = PieceHeader> {
                 payload,
                 ephemeral: eph,
                 replicas: heapless::Vec::from_slice(&reps).expect("within capacity"),
+                custody: bft_upgrade::wire::Custody::Replicas,
             }
         },
     )

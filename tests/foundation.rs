@@ -50,8 +50,13 @@ fn build(sizes: &[usize]) -> Built {
         .iter()
         .map(|g| {
             let payload = seal_small_payload(&plan, g.membership.group, b"new code");
-            let target =
-                GroupTarget { membership: &g.membership, resources: &[ResourceId(1)], prev_version: &genesis, payload };
+            let target = GroupTarget {
+                membership: &g.membership,
+                resources: &[ResourceId(1)],
+                prev_version: &genesis,
+                guardians: None,
+                payload,
+            };
             plan.piece(&deployer, &mut rng, &target).unwrap()
         })
         .collect();
@@ -178,6 +183,7 @@ fn plan_misuse_is_an_error() {
         membership: &g.membership,
         resources: &[],
         prev_version: &genesis,
+        guardians: None,
         payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
     };
     assert!(plan.piece(&deployer, &mut rng, &target).is_err());

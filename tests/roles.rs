@@ -130,6 +130,7 @@ impl World {
             neighbors: ns,
             retry_ms: RETRY,
             proactive: true,
+            guardians: None,
         }
     }
 
@@ -176,7 +177,7 @@ fn build(
         let plain: Vec<u8> = format!("payload of {upgrade:?} for group {} ", m.group.0).repeat(6).into_bytes();
         let key = plan.group_key(m.group).unwrap();
         let (payload, sealed) = seal(&key, upgrade, m.group, &plain);
-        let target = GroupTarget { membership: m, resources: &resources, prev_version: prev, payload };
+        let target = GroupTarget { membership: m, resources: &resources, prev_version: prev, guardians: None, payload };
         pieces.push(plan.piece(signer, rng, &target).unwrap());
         payloads.push(Payload { group: m.group, plain, sealed });
     }

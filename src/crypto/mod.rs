@@ -100,6 +100,13 @@ impl Binding {
         Self { index, ..self }
     }
 
+    /// The same binding with `k` added to its index (share and box `k`
+    /// under a base binding).
+    #[must_use]
+    pub const fn offset(self, k: u16) -> Self {
+        Self { index: self.index.saturating_add(k), ..self }
+    }
+
     /// The bytes hashed after the domain label.
     fn encode(&self) -> [u8; 22] {
         let mut out = [0u8; 22];

@@ -64,13 +64,14 @@ impl Share {
     }
 
     /// `D(a_r)`: the share's digest as a piece lists it. `binding` is the
-    /// piece's group binding; the share index is bound in here.
+    /// piece's group (or guardian) binding; the share index is added to its
+    /// index here.
     pub fn digest(&self, kind: ShareKind, binding: &super::Binding) -> super::Digest {
         let domain = match kind {
             ShareKind::Secret => super::Domain::SecretShare,
             ShareKind::Cancel => super::Domain::CancelShare,
         };
-        super::digest(domain, &binding.at(u16::from(self.x)), self.to_bytes().as_slice())
+        super::digest(domain, &binding.offset(u16::from(self.x)), self.to_bytes().as_slice())
     }
 
     fn scalar(&self) -> Result<Scalar, CryptoError> {

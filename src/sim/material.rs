@@ -22,10 +22,13 @@ use rand_core::SeedableRng;
 use super::world::UpgradeSpec;
 use crate::crypto::CHUNK_TAG_LEN;
 use crate::crypto::{Binding, Code, DeployerKey, PayloadRef, PayloadSealer, PublicKey, ReplicaSecretKey};
+use crate::crypto::{GroupKey, Share};
 use crate::deployer::{Deployer, GroupTarget, UpgradePlan};
 use crate::error::CryptoError;
 use crate::group::PieceCrypto;
-use crate::wire::{DeployerId, GroupId, Membership, Opened, Piece, ResourceId, UpgradeHeader, UpgradeId};
+use crate::wire::{
+    DeployerId, GroupId, GuardianSet, Membership, Opened, Piece, ResourceId, Token, UpgradeHeader, UpgradeId,
+};
 
 /// How many deployers every simulated group authorizes.
 pub(crate) const DEPLOYERS: usize = 4;
@@ -38,6 +41,9 @@ pub(crate) struct Bundle {
     pub(crate) cancel: Code,
 }
 
+/// (upgrade, group, replica or guardian index).
+type Slot = (UpgradeId, GroupId, usize);
+
 /// Everything cryptographic about a deployment shape.
 pub(crate) struct Material {
     pub(crate) deployers: Vec<(DeployerId, PublicKey)>,
@@ -45,20 +51,25 @@ pub(crate) struct Material {
     pub(crate) keys: Vec<Vec<ReplicaSecretKey>>,
     pub(crate) memberships: Vec<Membership>,
     pub(crate) bundles: Vec<Bundle>,
+    /// Guardian keys (a pool shared by the groups), and each group's set.
+    pub(crate) guardian_keys: Vec<ReplicaSecretKey>,
+    pub(crate) guardian_sets: Vec<Option<GuardianSet>>,
     /// Each replica's opened box of each genuine piece.
     opened: BTreeMap<(UpgradeId, GroupId, usize), Result<Opened, CryptoError>>,
+    tokens: BTreeMap<Slot, Result<(GroupKey, Token), CryptoError>>,
+    guardian_shares: BTreeMap<Slot, Result<(Share, Share), CryptoError>>,
 }
 
 impl Material {
     /// The material for this shape, built on first use.
-    pub(crate) fn get(seed: u64, sizes: &[usize], upgrades: &[UpgradeSpec]) -> Arc<Material> {
+    pub(crate) fn get(seed: u64, sizes: &[usize], upgrades: &[UpgradeSpec], guardians: usize) -> Arc<Material> {
         static CACHE: OnceLock<Mutex<BTreeMap<String, Arc<Material>>>> = OnceLock::new();
-        let key = format!("{seed}/{sizes:?}/{upgrades:?}");
+        let key = format!("{seed}/{sizes:?}/{upgrades:?}/{guardians}");
         let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
         if let Some(m) = cache.lock().map(|c| c.get(&key).cloned()).ok().flatten() {
             return m;
         }
-        let built = Arc::new(Self::build(seed, sizes, upgrades));
+        let built = Arc::new(Self::build(seed, sizes, upgrades, guardians));
         if let Ok(mut c) = cache.lock() {
             // Shapes used once (e.g. scaling runs) are not worth keeping
             // alongside many others.
@@ -70,7 +81,7 @@ impl Material {
         built
     }
 
-    fn build(seed: u64, sizes: &[usize], upgrades: &[UpgradeSpec]) -> Self {
+    fn build(seed: u64, sizes: &[usize], upgrades: &[UpgradeSpec], per_group: usize) -> Self {
         let mut s = [0u8; 32];
         s[..8].copy_from_slice(&seed.to_le_bytes());
         s[8..16].copy_from_slice(b"material");
@@ -86,6 +97,20 @@ impl Material {
             memberships.push(Membership::new(GroupId(gi as u32 + 1), &pks).expect("group size within capacity"));
             keys.push(k);
         }
+
+        // Guardians: a pool of G + per_group - 1; group i takes i..i+per_group,
+        // so neighbouring groups share guardians (and forwarding has paths).
+        let pool = if per_group == 0 { 0 } else { sizes.len() + per_group - 1 };
+        let guardian_keys: Vec<ReplicaSecretKey> = (0..pool).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
+        let guardian_sets: Vec<Option<GuardianSet>> = (0..sizes.len())
+            .map(|gi| {
+                (per_group > 0).then(|| {
+                    let members: Vec<(u32, PublicKey)> =
+                        (gi..gi + per_group).map(|k| (k as u32 + 1, guardian_keys[k].public_key())).collect();
+                    GuardianSet::new(&members).expect("guardian count within capacity")
+                })
+            })
+            .collect();
 
         // Chained upgrades of one deployer follow each other: each piece's
         // previous version code is the code the deployer's previous upgrade
@@ -107,7 +132,13 @@ impl Material {
                 let payload = seal_payload(&plan, m.group);
                 let prev = if spec.chained { &chain[spec.deployer][*gi] } else { &stale };
                 let resources: Vec<ResourceId> = spec.resources.iter().map(|r| ResourceId(*r)).collect();
-                let target = GroupTarget { membership: m, resources: &resources, prev_version: prev, payload };
+                let target = GroupTarget {
+                    membership: m,
+                    resources: &resources,
+                    prev_version: prev,
+                    guardians: guardian_sets[*gi].as_ref(),
+                    payload,
+                };
                 pieces.insert(m.group, plan.piece(deployer, &mut rng, &target).expect("piece"));
             }
             if spec.chained {
@@ -124,11 +155,21 @@ impl Material {
             });
         }
         let mut opened = BTreeMap::new();
+        let mut tokens = BTreeMap::new();
+        let mut guardian_shares = BTreeMap::new();
         for b in &bundles {
             for (g, piece) in &b.pieces {
                 let gi = g.0 as usize - 1;
                 for (ri, key) in keys[gi].iter().enumerate() {
-                    opened.insert((b.header.upgrade, *g, ri), piece.open_for(ri, key));
+                    let at = (b.header.upgrade, *g, ri);
+                    match &guardian_sets[gi] {
+                        None => opened.insert(at, piece.open_for(ri, key)).map(|_| ()),
+                        Some(_) => tokens.insert(at, piece.open_token(ri, key)).map(|_| ()),
+                    };
+                }
+                for (k, id) in guardian_sets[gi].iter().flat_map(|s| s.members.iter().map(|(id, _)| *id)).enumerate() {
+                    let key = &guardian_keys[id as usize - 1];
+                    guardian_shares.insert((b.header.upgrade, *g, k), piece.open_guardian(k, key));
                 }
             }
         }
@@ -138,7 +179,11 @@ impl Material {
             keys,
             memberships,
             bundles,
+            guardian_keys,
+            guardian_sets,
             opened,
+            tokens,
+            guardian_shares,
         }
     }
 
@@ -149,19 +194,23 @@ impl Material {
 }
 
 /// [`PieceCrypto`] served from the material: exact answers for genuine
-/// pieces, real checks for anything else.
+/// pieces, real checks (with `key`) for anything else.
 pub(crate) struct Cached<'m> {
     pub(crate) material: &'m Material,
-    pub(crate) group: usize,
-    pub(crate) replica: usize,
+    pub(crate) key: &'m ReplicaSecretKey,
+}
+
+impl Cached<'_> {
+    fn genuine(&self, piece: &Piece) -> bool {
+        self.material.genuine(piece.header.upgrade, piece.header.group).is_some_and(|g| g == piece)
+    }
 }
 
 impl PieceCrypto for Cached<'_> {
     fn verify(&mut self, piece: &Piece, signer: &PublicKey) -> bool {
         let h = &piece.header;
-        let genuine = self.material.genuine(h.upgrade, h.group).is_some_and(|g| g == piece);
         let deployer_key = self.material.deployers.iter().find(|(id, _)| *id == h.deployer).map(|(_, k)| k);
-        if genuine && deployer_key == Some(signer) {
+        if self.genuine(piece) && deployer_key == Some(signer) {
             return true;
         }
         piece.verify(signer).is_ok()
@@ -169,12 +218,39 @@ impl PieceCrypto for Cached<'_> {
 
     fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError> {
         let h = &piece.header;
-        if self.material.genuine(h.upgrade, h.group).is_some_and(|g| g == piece) {
-            if let Some(r) = self.material.opened.get(&(h.upgrade, h.group, index)) {
-                return r.clone();
-            }
+        match self.material.opened.get(&(h.upgrade, h.group, index)) {
+            Some(r) if self.genuine(piece) && self.key_is_replica(h.group, index) => r.clone(),
+            _ => piece.open_for(index, self.key),
         }
-        piece.open_for(index, &self.material.keys[self.group][self.replica])
+    }
+
+    fn open_token(&mut self, piece: &Piece, index: usize) -> Result<(GroupKey, Token), CryptoError> {
+        let h = &piece.header;
+        match self.material.tokens.get(&(h.upgrade, h.group, index)) {
+            Some(r) if self.genuine(piece) && self.key_is_replica(h.group, index) => r.clone(),
+            _ => piece.open_token(index, self.key),
+        }
+    }
+
+    fn open_guardian(&mut self, piece: &Piece, index: usize) -> Result<(Share, Share), CryptoError> {
+        let h = &piece.header;
+        let set = self.material.guardian_sets.get((h.group.0 as usize).wrapping_sub(1)).and_then(Option::as_ref);
+        let ours = set
+            .and_then(|s| s.members.get(index))
+            .is_some_and(|(id, _)| std::ptr::eq(self.key, &self.material.guardian_keys[*id as usize - 1]));
+        match self.material.guardian_shares.get(&(h.upgrade, h.group, index)) {
+            Some(r) if ours && self.genuine(piece) => r.clone(),
+            _ => piece.open_guardian(index, self.key),
+        }
+    }
+}
+
+impl Cached<'_> {
+    /// Whether `key` is replica `index` of `group`: the cache answers only
+    /// for the very key it was computed with.
+    fn key_is_replica(&self, group: GroupId, index: usize) -> bool {
+        let keys = self.material.keys.get((group.0 as usize).wrapping_sub(1));
+        keys.and_then(|k| k.get(index)).is_some_and(|k| std::ptr::eq(self.key, k))
     }
 }
 

@@ -24,4 +24,6 @@
 mod material;
 mod world;
 
-pub use world::{ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation, World};
+pub use world::{
+    ByzantineGuardian, ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation, World,
+};

@@ -12,11 +12,14 @@ use rand_core::{Rng, SeedableRng};
 
 use super::material::{Cached, Material};
 use crate::client::{Client, ClientEvent};
+use crate::crypto::ShareKind;
 use crate::crypto::{Code, Share};
-use crate::group::PieceCrypto;
 use crate::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
+use crate::group::{GuardianIds, PieceCrypto};
+use crate::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
 use crate::installer::{Installer, InstallerEffect};
 use crate::step::{Instant, Peer, Step};
+use crate::wire::Custody;
 use crate::wire::{
     self, Answer, Attachment, GroupId, Membership, Message, Operation, Outcome, Piece, Reply, UpgradeHeader, UpgradeId,
 };
@@ -42,6 +45,21 @@ pub enum ByzantineReplica {
     Equivocate,
     /// Sends random bytes instead of its messages.
     Garbage,
+    /// A member of a compromised group: releases both kinds of share, and
+    /// in guardian custody asks the guardians for both kinds.
+    Compromised,
+}
+
+/// How a Byzantine guardian misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByzantineGuardian {
+    /// Answers nothing.
+    Silent,
+    /// Answers every request at once with the share asked for, whatever it
+    /// released before, with no token check and no durable record.
+    LeakBoth,
+    /// Answers with random share values.
+    Forge,
 }
 
 impl ByzantineReplica {
@@ -144,6 +162,13 @@ pub struct SimConfig {
     pub client_interval_ms: u64,
     /// Print every event as it is handled (for replaying one seed).
     pub print_trace: bool,
+    /// Guardians per group (0: replica custody). Groups share guardians
+    /// from a pool: group `i` uses guardians `i..i + guardians`.
+    pub guardians: usize,
+    /// Byzantine guardians: (pool index, behavior).
+    pub byzantine_guardians: Vec<(usize, ByzantineGuardian)>,
+    /// Groups whose replicas are all Byzantine (compromised groups).
+    pub compromised: Vec<usize>,
     /// Seed of the keys and bundles. Material depends only on this and the
     /// shape (group sizes, upgrades), not on `seed`, so runs of one shape
     /// share it and the crypto stays out of each run's cost.
@@ -186,6 +211,9 @@ impl SimConfig {
             client_interval_ms: 10,
             print_trace: false,
             material_seed: 0,
+            guardians: 0,
+            byzantine_guardians: vec![],
+            compromised: vec![],
         }
     }
 }
@@ -311,12 +339,17 @@ enum Event {
     Restart { who: Who },
     /// An external client calls a group.
     ClientCall { client: usize, group: usize },
+    /// A replica's host hands a piece to a guardian.
+    PieceToGuardian { guardian: usize, upgrade: usize, group: GroupId, from: Peer },
+    /// A guardian's host finished writing its state.
+    Persisted { guardian: usize, upgrade: UpgradeId, group: GroupId },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
     Replica(usize, usize),
     Installer(usize),
+    Guardian(usize),
 }
 
 struct Queued {
@@ -362,7 +395,22 @@ pub struct World {
     txns: BTreeMap<u64, (usize, usize)>,
     clients: Vec<Client<64>>,
     material: Arc<Material>,
+    guardians: Vec<GuardianSlot>,
+    /// Guardian shares that reached Byzantine hands: (upgrade, group,
+    /// kind) → guardian share indices.
+    leaked: BTreeMap<(UpgradeId, GroupId, bool), BTreeSet<u8>>,
 }
+
+struct GuardianSlot {
+    role: SimGuardian,
+    config: GuardianConfig,
+    byz: Option<ByzantineGuardian>,
+    /// The state as last written to durable storage.
+    durable: Option<Vec<u8>>,
+}
+
+/// The guardian type the simulator runs.
+pub type SimGuardian = Guardian<64>;
 
 /// Uniform float in [0, 1) from the world's rng.
 fn unit(rng: &mut ChaCha20Rng) -> f64 {
@@ -388,7 +436,7 @@ impl World {
         seed[8..16].copy_from_slice(b"bftupsim");
         let mut rng = ChaCha20Rng::from_seed(seed);
 
-        let material = Material::get(cfg.material_seed, &cfg.group_sizes, &cfg.upgrades);
+        let material = Material::get(cfg.material_seed, &cfg.group_sizes, &cfg.upgrades, cfg.guardians);
 
         // Neighbor graph: a ring plus random extra edges.
         let g = cfg.group_sizes.len();
@@ -424,6 +472,9 @@ impl World {
                 neighbors: heapless::Vec::new(),
                 retry_ms: cfg.retry_ms,
                 proactive: cfg.proactive,
+                guardians: material.guardian_sets[gi]
+                    .as_ref()
+                    .map(|set| GuardianIds { f: set.f, ids: set.members.iter().map(|(id, _)| *id).collect() }),
             };
             for ((id, key), gen) in material.deployers.iter().zip(&material.genesis) {
                 let _ = config.deployers.push(AuthorizedDeployer { id: *id, key: *key, genesis: gen.clone() });
@@ -432,7 +483,11 @@ impl World {
                 let _ = config.neighbors.push(Neighbor { group: memberships[*nb].group, f: memberships[*nb].f });
             }
             let f = membership.f;
-            let byz_here: Vec<_> = cfg.byzantine.iter().filter(|(bg, _, _)| *bg == gi).collect();
+            let mut byz_here: Vec<(usize, u8, ByzantineReplica)> =
+                cfg.byzantine.iter().filter(|(bg, _, _)| *bg == gi).copied().collect();
+            if cfg.compromised.contains(&gi) {
+                byz_here = (0..n).map(|ri| (gi, ri as u8, ByzantineReplica::Compromised)).collect();
+            }
             let correct = byz_here.len() <= usize::from(f);
             let replicas = (0..n)
                 .map(|ri| Replica {
@@ -446,6 +501,24 @@ impl World {
             built_groups.push(Group { id, f, replicas, neighbors: neighbors[gi].clone(), correct });
         }
 
+        let guardians: Vec<GuardianSlot> = (0..material.guardian_keys.len())
+            .map(|k| {
+                let id = k as u32 + 1;
+                let mut config = GuardianConfig {
+                    id,
+                    deployers: material.deployers.iter().copied().collect(),
+                    groups: heapless::Vec::new(),
+                };
+                for (gi, set) in material.guardian_sets.iter().enumerate() {
+                    if set.as_ref().is_some_and(|s| s.members.iter().any(|(g, _)| *g == id)) {
+                        let members = material.memberships[gi].digest();
+                        let _ = config.groups.push(GuardedGroup { group: material.memberships[gi].group, members });
+                    }
+                }
+                let byz = cfg.byzantine_guardians.iter().find(|(i, _)| *i == k).map(|(_, b)| *b);
+                GuardianSlot { role: SimGuardian::new(config.clone()), config, byz, durable: None }
+            })
+            .collect();
         let upgrades: Vec<Built> = cfg
             .upgrades
             .iter()
@@ -502,6 +575,8 @@ impl World {
             txns: BTreeMap::new(),
             clients: (0..cfg.clients).map(|i| Client::new(i as u32 + 1)).collect(),
             material,
+            guardians,
+            leaked: BTreeMap::new(),
             cfg,
         };
         for client in 0..world.clients.len() {
@@ -522,7 +597,9 @@ impl World {
             let count = 4 + world.groups.len();
             for _ in 0..count {
                 let at = below(&mut world.rng, world.cfg.fault_phase_ms.max(1) as usize) as u64;
-                let who = if world.installers.is_empty() || world.rng.next_u32().is_multiple_of(2) {
+                let who = if !world.guardians.is_empty() && world.rng.next_u32().is_multiple_of(3) {
+                    Who::Guardian(below(&mut world.rng, world.guardians.len()))
+                } else if world.installers.is_empty() || world.rng.next_u32().is_multiple_of(2) {
                     let gi = below(&mut world.rng, world.groups.len());
                     Who::Replica(gi, below(&mut world.rng, world.groups[gi].replicas.len()))
                 } else {
@@ -711,6 +788,23 @@ impl World {
             Event::Timer { who } => self.timer(who),
             Event::Restart { who } => self.restart(who),
             Event::ClientCall { client, group } => self.client_call(client, group),
+            Event::PieceToGuardian { guardian, upgrade, group, from } => {
+                let Some(piece) = self.upgrades[upgrade].pieces.get(&group).cloned() else { return };
+                let slot = &mut self.guardians[guardian];
+                let key = &self.material.guardian_keys[guardian];
+                let mut crypto = Cached { material: &self.material, key };
+                if let Ok(step) = slot.role.handle_piece_with(Instant(self.now), from, &piece, &mut crypto) {
+                    self.route_guardian(guardian, step);
+                }
+            }
+            Event::Persisted { guardian, upgrade, group } => {
+                // The write completed: this is the state a restart sees.
+                let slot = &mut self.guardians[guardian];
+                let mut buf = vec![0u8; wire::encoded_len(&slot.role)];
+                slot.durable = Some(wire::encode(&slot.role, &mut buf).expect("sized").to_vec());
+                let step = slot.role.persisted(Instant(self.now), upgrade, group);
+                self.route_guardian(guardian, step);
+            }
             Event::AppCall { caller, callee, txn } => {
                 // MakeRequest: the caller's replicas take T_callee.
                 let codes = self.take_attachment(caller, callee);
@@ -839,6 +933,15 @@ impl World {
                 let step = self.groups[gi].replicas[ri].role.handle_message(Instant(self.now), from, &message);
                 self.route_group(gi, ri, step, None);
             }
+            (Peer::Guardian(id), message) => {
+                let Some(k) = (id as usize).checked_sub(1).filter(|k| *k < self.guardians.len()) else { return };
+                if let Some(b) = self.guardians[k].byz {
+                    self.byzantine_guardian(k, b, from, &message);
+                    return;
+                }
+                let step = self.guardians[k].role.handle_message(Instant(self.now), from, &message);
+                self.route_guardian(k, step);
+            }
             (Peer::Installer(id), Message::Answer(answer)) => {
                 let Some(ii) = self.installers.iter().position(|i| i.role.peer() == Peer::Installer(id) && !i.dead)
                 else {
@@ -867,7 +970,7 @@ impl World {
         for ri in 0..self.groups[gi].replicas.len() {
             let r = &mut self.groups[gi].replicas[ri];
             let verdict = if reject { Verdict::Reject } else { Verdict::Accept };
-            let mut crypto = Cached { material: &self.material, group: gi, replica: ri };
+            let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
             let step = r.role.handle_ordered_with(Instant(self.now), origin, op, &mut crypto, |_| verdict);
             self.route_group(gi, ri, step, Some(op));
         }
@@ -887,6 +990,7 @@ impl World {
                     self.schedule(who, d);
                 }
             }
+            Who::Guardian(_) => {}
             Who::Installer(ii) => {
                 self.installers[ii].scheduled = None;
                 if self.installers[ii].dead {
@@ -894,6 +998,10 @@ impl World {
                 }
                 let step = self.installers[ii].role.handle_timeout(now);
                 self.route_installer(ii, step);
+                // A Byzantine installer adds its own moves once per sweep.
+                if self.installers[ii].byzantine && self.faulty_network() {
+                    self.byzantine_installer(ii);
+                }
             }
         }
     }
@@ -903,6 +1011,7 @@ impl World {
         let slot = match who {
             Who::Replica(gi, ri) => &mut self.groups[gi].replicas[ri].scheduled,
             Who::Installer(ii) => &mut self.installers[ii].scheduled,
+            Who::Guardian(_) => return,
         };
         if slot.is_some_and(|s| s <= d) {
             return;
@@ -916,6 +1025,15 @@ impl World {
     fn restart(&mut self, who: Who) {
         self.metrics.restarts += 1;
         match who {
+            Who::Guardian(k) => {
+                // A guardian restarts from what was durably written, and
+                // loses whatever it had not.
+                let slot = &mut self.guardians[k];
+                slot.role = match &slot.durable {
+                    Some(bytes) => wire::decode(bytes).expect("own state decodes"),
+                    None => SimGuardian::new(slot.config.clone()),
+                };
+            }
             Who::Replica(gi, ri) => {
                 let r = &mut self.groups[gi].replicas[ri];
                 let mut buf = vec![0u8; wire::encoded_len(&r.role)];
@@ -958,13 +1076,18 @@ impl World {
                 _ => {}
             }
         }
+        for e in &step.effects {
+            if let GroupEffect::ForwardPiece { upgrade, guardian } = e {
+                self.forward_piece(gi, me, *upgrade, *guardian);
+            }
+        }
         for out in &step.messages {
             if byz.is_none() {
                 if let Message::Answer(a) = &out.message {
                     let entry = self.groups[gi].replicas[ri].released.entry(a.upgrade).or_default();
                     match a.reply {
-                        Reply::Accepted(_) => entry.0 = true,
-                        Reply::Rejected(_) => entry.1 = true,
+                        Reply::Accepted(_) | Reply::Code(ShareKind::Secret, _) => entry.0 = true,
+                        Reply::Rejected(_) | Reply::Code(ShareKind::Cancel, _) => entry.1 = true,
                         _ => {}
                     }
                 }
@@ -979,6 +1102,87 @@ impl World {
 
     fn send_or_submit(&mut self, from: Peer, to: Peer, message: &Message) {
         self.send(from, to, message);
+    }
+
+    /// A replica's host sends the piece of `upgrade` to guardians.
+    fn forward_piece(&mut self, gi: usize, from: Peer, upgrade: UpgradeId, only: Option<u32>) {
+        let Some(ui) = self.upgrades.iter().position(|b| b.header.upgrade == upgrade) else { return };
+        let group = self.groups[gi].id;
+        let Some(set) = self.material.guardian_sets[gi].clone() else { return };
+        let size = self.upgrades[ui].pieces.get(&group).map_or(0, wire::encoded_len) as u64;
+        for (id, _) in set.members.iter().filter(|(id, _)| only.is_none_or(|o| o == *id)) {
+            self.metrics.replica_messages += 1;
+            self.metrics.replica_bytes += size;
+            if self.faulty_network() && unit(&mut self.rng) < self.cfg.network.drop {
+                self.metrics.dropped += 1;
+                continue;
+            }
+            let at = self.now + self.cfg.latency_ms;
+            self.push(at, Event::PieceToGuardian { guardian: *id as usize - 1, upgrade: ui, group, from });
+        }
+    }
+
+    fn route_guardian(&mut self, k: usize, step: Step<GuardianEffect>) {
+        self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
+        let me = self.guardians[k].role.peer();
+        for e in &step.effects {
+            let GuardianEffect::Persist { upgrade, group, .. } = e;
+            // The write takes a moment; a crash before it completes loses it.
+            self.push(self.now + 1, Event::Persisted { guardian: k, upgrade: *upgrade, group: *group });
+        }
+        for out in &step.messages {
+            self.note_leak(out.to, &out.message);
+            if let (Peer::Group(g), Message::Submit(op)) = (out.to, &out.message) {
+                if let Some(gi) = self.group_index(g) {
+                    self.submit(me, gi, Operation::from(op.clone()));
+                }
+            } else {
+                self.send(me, out.to, &out.message);
+            }
+        }
+    }
+
+    /// Records guardian shares that reach a Byzantine replica.
+    fn note_leak(&mut self, to: Peer, message: &Message) {
+        let (Peer::Replica { group, index }, Message::GuardianShare { upgrade, kind, share, .. }) = (to, message)
+        else {
+            return;
+        };
+        let Some(gi) = self.group_index(group) else { return };
+        if self.groups[gi].replicas.get(usize::from(index)).is_some_and(|r| r.byz.is_some()) {
+            let key = (*upgrade, group, *kind == ShareKind::Secret);
+            self.leaked.entry(key).or_default().insert(share.index());
+        }
+    }
+
+    /// A Byzantine guardian's answer to a message.
+    fn byzantine_guardian(&mut self, k: usize, b: ByzantineGuardian, from: Peer, message: &Message) {
+        let Message::GuardianRequest { upgrade, group, kind, .. } = message else { return };
+        let me = Peer::Guardian(k as u32 + 1);
+        let Some(gi) = self.group_index(*group) else { return };
+        let Some(set) = &self.material.guardian_sets[gi] else { return };
+        let Some(index) = set.members.iter().position(|(id, _)| *id == k as u32 + 1) else { return };
+        let Some(piece) = self.upgrades.iter().find(|u| u.header.upgrade == *upgrade).and_then(|u| u.pieces.get(group))
+        else {
+            return;
+        };
+        let key = &self.material.guardian_keys[k];
+        let Ok((s, c)) = (Cached { material: &self.material, key }).open_guardian(&piece.clone(), index) else {
+            return;
+        };
+        let share = match (b, kind) {
+            (ByzantineGuardian::Silent, _) => return,
+            (ByzantineGuardian::LeakBoth, ShareKind::Secret) => s,
+            (ByzantineGuardian::LeakBoth, ShareKind::Cancel) => c,
+            (ByzantineGuardian::Forge, _) => {
+                let mut y = [0u8; 32];
+                self.rng.fill_bytes(&mut y);
+                y[0] &= 0x7f;
+                Share::new(s.index(), y)
+            }
+        };
+        let msg = Message::GuardianShare { upgrade: *upgrade, group: *group, kind: *kind, share };
+        self.send(me, from, &msg);
     }
 
     /// A Byzantine replica's rewrite of one outgoing message.
@@ -998,15 +1202,18 @@ impl World {
         };
         // Its own two shares of the piece, if it can open its box.
         let shares = match op {
-            Some(Operation::PrepareInstall(p)) => Cached { material: &self.material, group: gi, replica: ri }
+            Some(Operation::PrepareInstall(p)) => Cached { material: &self.material, key: &self.material.keys[gi][ri] }
                 .open(p, ri)
                 .ok()
                 .map(|o| (o.secret_share, o.cancel_share)),
             _ => None,
         };
         let with = |a: &Answer, reply: Reply| Message::Answer(Answer { reply, ..a.clone() });
+        if b == ByzantineReplica::Compromised {
+            return self.compromised(gi, ri, to, message, op);
+        }
         match (b, answer, shares) {
-            (ByzantineReplica::Silent, _, _) => {}
+            (ByzantineReplica::Silent, _, _) | (ByzantineReplica::Compromised, _, _) => {}
             (ByzantineReplica::Garbage, _, _) => {
                 let len = 1 + below(&mut self.rng, 200);
                 let mut junk = vec![0u8; len];
@@ -1056,6 +1263,44 @@ impl World {
         }
     }
 
+    /// A replica of a compromised group: every kind of everything.
+    fn compromised(&mut self, gi: usize, ri: usize, to: Peer, message: &Message, op: Option<&Operation>) {
+        let me = Peer::Replica { group: self.groups[gi].id, index: ri as u8 };
+        let group = self.groups[gi].id;
+        let Some(Operation::PrepareInstall(p)) = op else {
+            self.send(me, to, message);
+            return;
+        };
+        let key = &self.material.keys[gi][ri];
+        let mut crypto = Cached { material: &self.material, key };
+        match &p.header.custody {
+            Custody::Replicas => {
+                let Ok(o) = crypto.open(p, ri) else { return };
+                if let Message::Answer(a) = message {
+                    for reply in [Reply::Accepted(o.secret_share.clone()), Reply::Rejected(o.cancel_share.clone())] {
+                        self.send(me, to, &Message::Answer(Answer { reply, ..a.clone() }));
+                    }
+                }
+            }
+            Custody::Guardians { guardians, .. } => {
+                let Ok((_, token)) = crypto.open_token(p, ri) else { return };
+                let ids: Vec<u32> = guardians.iter().map(|g| g.guardian).collect();
+                let upgrade = p.header.upgrade;
+                if ri == 0 {
+                    self.forward_piece(gi, me, upgrade, None);
+                }
+                for kind in [ShareKind::Secret, ShareKind::Cancel] {
+                    for id in &ids {
+                        let request =
+                            Message::GuardianRequest { upgrade, group, replica: ri as u8, kind, token: token.clone() };
+                        self.send(me, Peer::Guardian(*id), &request);
+                    }
+                }
+                self.send(me, to, message);
+            }
+        }
+    }
+
     fn route_installer(&mut self, ii: usize, step: Step<InstallerEffect>) {
         self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
         let me = self.installers[ii].role.peer();
@@ -1080,9 +1325,6 @@ impl World {
             } else {
                 self.send(me, out.to, &out.message);
             }
-        }
-        if byz && self.faulty_network() {
-            self.byzantine_installer(ii);
         }
         self.schedule(Who::Installer(ii), step.deadline);
     }
@@ -1179,15 +1421,45 @@ impl World {
                     });
                     return;
                 }
-                // What an adversary can rebuild: shares released by correct
-                // replicas plus every share its Byzantine replicas hold.
-                let byz = g.replicas.iter().filter(|r| r.byz.is_some()).count();
-                let count = |kind: fn(&(bool, bool)) -> bool| {
-                    g.replicas.iter().filter(|r| r.byz.is_none() && r.released.get(&u).is_some_and(kind)).count() + byz
-                };
-                let k = usize::from(g.f) + 1;
-                tau_ok &= count(|x| x.0) >= k;
-                c_ok |= count(|x| x.1) >= k;
+                match &self.material.guardian_sets[*gi] {
+                    None => {
+                        // What an adversary can rebuild: shares released by
+                        // correct replicas plus every share its Byzantine
+                        // replicas hold.
+                        let byz = g.replicas.iter().filter(|r| r.byz.is_some()).count();
+                        let count = |kind: fn(&(bool, bool)) -> bool| {
+                            g.replicas
+                                .iter()
+                                .filter(|r| r.byz.is_none() && r.released.get(&u).is_some_and(kind))
+                                .count()
+                                + byz
+                        };
+                        let k = usize::from(g.f) + 1;
+                        tau_ok &= count(|x| x.0) >= k;
+                        c_ok |= count(|x| x.1) >= k;
+                    }
+                    Some(set) => {
+                        // Guardian custody: codes correct replicas released,
+                        // or guardian shares in Byzantine hands (leaked by
+                        // correct guardians, or held by Byzantine ones).
+                        let byz_guardians: BTreeSet<u8> = set
+                            .members
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, (id, _))| self.guardians[*id as usize - 1].byz.is_some())
+                            .map(|(i, _)| i as u8 + 1)
+                            .collect();
+                        let public = |secret: bool| {
+                            let mut s = byz_guardians.clone();
+                            if let Some(l) = self.leaked.get(&(u, g.id, secret)) {
+                                s.extend(l);
+                            }
+                            s.len() >= set.threshold()
+                        };
+                        tau_ok &= kinds.0 || public(true);
+                        c_ok |= kinds.1 || public(false);
+                    }
+                }
             }
             if !committed.is_empty() && !aborted.is_empty() {
                 self.violation = Some(Violation {

@@ -1,0 +1,347 @@
+//! The guardian role: holding a group's shares so that even a compromised
+//! group cannot rebuild both codes (paper section 5; PROTOCOL.md section 7).
+//!
+//! A group has `3F + 1` guardians and its codes have threshold `2F + 1`.
+//! A correct guardian releases, per group and upgrade, shares of **one kind
+//! only**; two quorums of `2F + 1` meet in a correct guardian, so no group,
+//! however compromised, gets both `s_g` and `c`.
+//!
+//! **Beyond the paper:** a guardian releases a kind only once `f + 1`
+//! distinct replicas of the group asked for it, each proving membership with
+//! the token only it can decrypt from the piece (the guardian holds the
+//! tokens' digests). One faulty replica of a correct group cannot force an
+//! abort by asking for `c` first.
+//!
+//! # What the embedder must do
+//! - Hand every piece the group's hosts forward to
+//!   [`handle_piece`](Guardian::handle_piece), and every message to
+//!   [`handle_message`](Guardian::handle_message).
+//! - On [`GuardianEffect::Persist`], write the guardian's state durably, then
+//!   call [`persisted`](Guardian::persisted): only then do the shares go out.
+//!   After a crash, restore the last state written.
+
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Binding, Digest, Domain, PublicKey, ReplicaSecretKey, Share, ShareKind};
+use crate::error::{CapacityError, MisuseError};
+use crate::step::{FaultKind, Instant, Peer, Step};
+use crate::wire::{
+    Custody, DeployerId, Diffused, GroupId, Message, Outcome, Piece, PieceCrypto, SmallOperation, Token, UpgradeId,
+    WithKey, MAX_REPLICAS,
+};
+
+/// The most groups one guardian guards.
+pub const MAX_GUARDED: usize = 16;
+/// The most deployers a guardian accepts pieces from.
+pub const MAX_GUARDIAN_DEPLOYERS: usize = 4;
+
+/// A group this guardian guards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardedGroup {
+    /// The group.
+    pub group: GroupId,
+    /// Digest of its membership ([`Membership::digest`](crate::wire::Membership::digest)).
+    pub members: Digest,
+}
+
+/// A guardian's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardianConfig {
+    /// The guardian's id (its address in pieces).
+    pub id: u32,
+    /// Deployers whose pieces it accepts.
+    pub deployers: Vec<(DeployerId, PublicKey), MAX_GUARDIAN_DEPLOYERS>,
+    /// The groups it guards.
+    pub groups: Vec<GuardedGroup, MAX_GUARDED>,
+}
+
+/// What a guardian step asks the host to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuardianEffect {
+    /// Write the guardian's state durably (it now records that `kind` was
+    /// released for this group and upgrade), then call
+    /// [`Guardian::persisted`]. Nothing of that kind leaves before.
+    Persist {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// The group.
+        group: GroupId,
+        /// The kind released.
+        kind: ShareKind,
+    },
+}
+
+/// One (upgrade, group) this guardian holds shares for.
+#[derive(Clone, Serialize, Deserialize)]
+struct Record {
+    upgrade: UpgradeId,
+    group: GroupId,
+    /// The group's `f`: `f + 1` replicas must ask.
+    f: u8,
+    trigger_digest: Digest,
+    cancel_digest: Digest,
+    /// Digests of the replicas' tokens, in replica order.
+    tokens: Vec<Digest, MAX_REPLICAS>,
+    secret_share: Share,
+    cancel_share: Share,
+    /// Replicas that asked, per kind (`[secret, cancel]`).
+    asked: [u64; 2],
+    /// The one kind this guardian released (or is about to), if any.
+    released: Option<ShareKind>,
+    /// Whether the host acknowledged writing `released`.
+    durable: bool,
+    /// Whether the outcome was learned and forwarded.
+    learned: bool,
+}
+
+impl Record {
+    fn share(&self, kind: ShareKind) -> &Share {
+        match kind {
+            ShareKind::Secret => &self.secret_share,
+            ShareKind::Cancel => &self.cancel_share,
+        }
+    }
+}
+
+fn slot(kind: ShareKind) -> usize {
+    match kind {
+        ShareKind::Secret => 0,
+        ShareKind::Cancel => 1,
+    }
+}
+
+/// A guardian holding shares for at most `R` (upgrade, group) pairs.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Guardian<const R: usize> {
+    config: GuardianConfig,
+    records: Vec<Record, R>,
+}
+
+impl<const R: usize> Guardian<R> {
+    /// A guardian with `config`.
+    pub fn new(config: GuardianConfig) -> Self {
+        Self { config, records: Vec::new() }
+    }
+
+    /// This guardian as a peer.
+    pub fn peer(&self) -> Peer {
+        Peer::Guardian(self.config.id)
+    }
+
+    /// The kind released for (`upgrade`, `group`), if any.
+    pub fn released(&self, upgrade: UpgradeId, group: GroupId) -> Option<ShareKind> {
+        self.record(upgrade, group).and_then(|r| r.released)
+    }
+
+    fn record(&self, upgrade: UpgradeId, group: GroupId) -> Option<&Record> {
+        self.records.iter().find(|r| r.upgrade == upgrade && r.group == group)
+    }
+
+    /// A piece forwarded by a replica's host: if it is authentic, for a
+    /// guarded group and lists this guardian, keep this guardian's shares.
+    ///
+    /// # Errors
+    /// [`CapacityError::Pieces`] when every slot holds an unfinished
+    /// record (the piece is not kept; the group's hosts send it again when
+    /// the guardian answers `GuardianNeedsPiece`).
+    pub fn handle_piece(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        piece: &Piece,
+        key: &ReplicaSecretKey,
+    ) -> Result<Step<GuardianEffect>, MisuseError> {
+        self.handle_piece_with(now, from, piece, &mut WithKey(key))
+    }
+
+    /// [`handle_piece`](Self::handle_piece) with the signature check and box
+    /// opening done by `crypto`.
+    ///
+    /// # Errors
+    /// As [`handle_piece`](Self::handle_piece).
+    pub fn handle_piece_with(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        piece: &Piece,
+        crypto: &mut impl PieceCrypto,
+    ) -> Result<Step<GuardianEffect>, MisuseError> {
+        let _ = now;
+        let mut step = Step::new();
+        let h = &piece.header;
+        if self.record(h.upgrade, h.group).is_some() {
+            return Ok(step);
+        }
+        let guarded = self.config.groups.iter().find(|g| g.group == h.group);
+        let signer = self.config.deployers.iter().find(|(id, _)| *id == h.deployer).map(|(_, k)| k);
+        let (Some(guarded), Some(signer)) = (guarded, signer) else {
+            step.fault(from, Some(h.upgrade), FaultKind::ForgedPiece);
+            return Ok(step);
+        };
+        if guarded.members != h.members || !crypto.verify(piece, signer) {
+            step.fault(from, Some(h.upgrade), FaultKind::ForgedPiece);
+            return Ok(step);
+        }
+        let Custody::Guardians { guardians, .. } = &h.custody else {
+            step.fault(from, Some(h.upgrade), FaultKind::Unsolicited);
+            return Ok(step);
+        };
+        let Some(index) = guardians.iter().position(|g| g.guardian == self.config.id) else {
+            step.fault(from, Some(h.upgrade), FaultKind::Unsolicited);
+            return Ok(step);
+        };
+        let Ok((secret_share, cancel_share)) = crypto.open_guardian(piece, index) else {
+            // A signed piece whose box for us is bad: the deployer's fault.
+            step.fault(from, Some(h.upgrade), FaultKind::BadBox);
+            return Ok(step);
+        };
+        let mut tokens = Vec::new();
+        for e in &h.replicas {
+            let _ = tokens.push(e.secret_share);
+        }
+        let record = Record {
+            upgrade: h.upgrade,
+            group: h.group,
+            f: h.f,
+            trigger_digest: h.trigger_digest,
+            cancel_digest: h.cancel_digest,
+            tokens,
+            secret_share,
+            cancel_share,
+            asked: [0; 2],
+            released: None,
+            durable: false,
+            learned: false,
+        };
+        if self.records.is_full() {
+            // Make room by forgetting a record that released nothing: if its
+            // piece comes again, starting afresh releases nothing new. A
+            // record that released a kind is kept until the host retires
+            // its upgrade (forgetting it could release the other kind).
+            match self.records.iter().position(|r| r.released.is_none()) {
+                Some(i) => {
+                    self.records.swap_remove(i);
+                }
+                None => return Err(CapacityError::Pieces.into()),
+            }
+        }
+        self.records.push(record).map_err(|_| CapacityError::Pieces)?;
+        Ok(step)
+    }
+
+    /// Forgets every record of `upgrade`. Call only once the upgrade has
+    /// finished at every group it covers (e.g. the deployer says so): then
+    /// no share of either kind can change any group's outcome.
+    pub fn retire(&mut self, upgrade: UpgradeId) {
+        self.records.retain(|r| r.upgrade != upgrade);
+    }
+
+    /// A message from a replica: a share request or a learned outcome.
+    pub fn handle_message(&mut self, now: Instant, from: Peer, message: &Message) -> Step<GuardianEffect> {
+        let _ = now;
+        let mut step = Step::new();
+        match message {
+            Message::GuardianRequest { upgrade, group, replica, kind, token } => {
+                self.request(&mut step, from, (*upgrade, *group, *replica), *kind, token);
+            }
+            Message::Learned { group, diffused } => self.learned(&mut step, from, *group, diffused),
+            _ => step.fault(from, None, FaultKind::Unsolicited),
+        }
+        step
+    }
+
+    /// The host wrote the release record of (`upgrade`, `group`): the
+    /// shares go out to every replica that asked for that kind.
+    pub fn persisted(&mut self, now: Instant, upgrade: UpgradeId, group: GroupId) -> Step<GuardianEffect> {
+        let _ = now;
+        let mut step = Step::new();
+        let Some(r) = self.records.iter_mut().find(|r| r.upgrade == upgrade && r.group == group) else {
+            return step;
+        };
+        let Some(kind) = r.released else { return step };
+        r.durable = true;
+        let askers = r.asked.get(slot(kind)).copied().unwrap_or(0);
+        let r = &*r;
+        for index in (0..64u8).filter(|i| askers & (1u64 << i) != 0) {
+            let share = r.share(kind).clone();
+            let _ = step.send(Peer::Replica { group, index }, Message::GuardianShare { upgrade, group, kind, share });
+        }
+        step
+    }
+
+    /// A replica asks for `kind`: count it; release once `f + 1` distinct
+    /// replicas asked and no other kind was released.
+    fn request(
+        &mut self,
+        step: &mut Step<GuardianEffect>,
+        from: Peer,
+        (upgrade, group, replica): (UpgradeId, GroupId, u8),
+        kind: ShareKind,
+        token: &Token,
+    ) {
+        if from != (Peer::Replica { group, index: replica }) {
+            step.fault(from, Some(upgrade), FaultKind::Unsolicited);
+            return;
+        }
+        let Some(r) = self.records.iter_mut().find(|r| r.upgrade == upgrade && r.group == group) else {
+            let _ = step.send(from, Message::GuardianNeedsPiece { upgrade, group });
+            return;
+        };
+        let x = u16::from(replica).saturating_add(1);
+        let binding = Binding::group(upgrade, group).at(x);
+        let genuine = r.tokens.get(usize::from(replica)).is_some_and(|d| token.digest(&binding) == *d);
+        if !genuine {
+            step.fault(from, Some(upgrade), FaultKind::ForgedShare);
+            return;
+        }
+        let bit = 1u64 << (replica % 64);
+        if let Some(asked) = r.asked.get_mut(slot(kind)) {
+            *asked |= bit;
+        }
+        match r.released {
+            // Never both kinds.
+            Some(k) if k != kind => {}
+            Some(_) if r.durable => {
+                let share = r.share(kind).clone();
+                let _ = step.send(from, Message::GuardianShare { upgrade, group, kind, share });
+            }
+            // Waiting for the host's write: the share goes out then.
+            Some(_) => {}
+            None => {
+                let count = r.asked.get(slot(kind)).map_or(0, |a| a.count_ones());
+                if count > u32::from(r.f) {
+                    r.released = Some(kind);
+                    r.durable = false;
+                    let _ = step.effect(GuardianEffect::Persist { upgrade, group, kind });
+                }
+            }
+        }
+    }
+
+    /// A replica tells the outcome: check it and forward it to the other
+    /// groups this guardian guards for the same upgrade (section 5).
+    fn learned(&mut self, step: &mut Step<GuardianEffect>, from: Peer, group: GroupId, d: &Diffused) {
+        let Some(r) = self.records.iter().find(|r| r.upgrade == d.upgrade && r.group == group) else {
+            return;
+        };
+        if r.learned {
+            return;
+        }
+        let (domain, expected) = match d.outcome {
+            Outcome::Committed => (Domain::Trigger, &r.trigger_digest),
+            Outcome::Aborted => (Domain::Cancel, &r.cancel_digest),
+        };
+        if d.code.check(domain, &Binding::upgrade(d.upgrade), expected).is_err() {
+            step.fault(from, Some(d.upgrade), FaultKind::WrongCode);
+            return;
+        }
+        for r in self.records.iter_mut().filter(|r| r.upgrade == d.upgrade) {
+            if !r.learned && r.group != group {
+                let op = SmallOperation::finish(d.upgrade, d.outcome, d.code.clone());
+                let _ = step.send(Peer::Group(r.group), Message::Submit(op));
+            }
+            r.learned = true;
+        }
+    }
+}
