@@ -79,6 +79,13 @@ impl Share {
     }
 }
 
+#[cfg(feature = "defmt")]
+impl defmt::Format for Share {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Share({}, <redacted>)", self.x)
+    }
+}
+
 impl ConstantTimeEq for Share {
     fn ct_eq(&self, other: &Self) -> Choice {
         self.x.ct_eq(&other.x) & self.y.ct_eq(&other.y)
