@@ -170,6 +170,17 @@ impl BoxSealer {
     }
 }
 
+/// P-256 ECDH: the x-coordinate of `key · public`, the input of every box
+/// key derivation.
+///
+/// # Errors
+/// [`CryptoError::InvalidPublicKey`] when `public` is not a point on P-256
+/// (off the curve, the identity, or not a valid encoding).
+pub fn shared_secret(key: &ReplicaSecretKey, public: &PublicKey) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    let shared = p256::ecdh::diffie_hellman(key.0, public.to_point()?.as_affine());
+    Ok(Zeroizing::new((*shared.raw_secret_bytes()).into()))
+}
+
 /// Opens a box sealed to `key` under `ephemeral` and `binding`.
 ///
 /// # Errors
@@ -182,8 +193,8 @@ pub fn open_box(
     binding: &Binding,
     sealed: &SealedBox,
 ) -> Result<BoxContents, CryptoError> {
-    let shared = p256::ecdh::diffie_hellman(key.0, ephemeral.to_point()?.as_affine());
-    let cipher = box_cipher(shared.raw_secret_bytes(), ephemeral, binding)?;
+    let shared = shared_secret(key, ephemeral)?;
+    let cipher = box_cipher(shared.as_slice(), ephemeral, binding)?;
     let mut buf = Zeroizing::new([0u8; 96]);
     for (dst, src) in buf.chunks_mut(32).zip(sealed.ct.iter()) {
         dst.copy_from_slice(src);

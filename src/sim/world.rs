@@ -26,7 +26,67 @@ use crate::wire::{
 use std::sync::Arc;
 
 /// The installer type the simulator runs (up to 256 groups per upgrade).
-pub type SimInstaller = Installer<256, 4096>;
+pub enum SimInstaller {
+    /// Up to 256 groups.
+    Small(Box<Installer<256, 4096>>),
+    /// Up to 16,384 groups (the scaling runs).
+    Large(Box<Installer<16384, 32768>>),
+}
+
+/// Calls the same method on either size.
+macro_rules! each {
+    ($self:expr, $i:ident => $e:expr) => {
+        match $self {
+            SimInstaller::Small($i) => $e,
+            SimInstaller::Large($i) => $e,
+        }
+    };
+}
+
+impl SimInstaller {
+    fn new(id: u32, header: UpgradeHeader, groups: &[(GroupId, u8)], finish_all: bool, retry_ms: u64) -> Self {
+        if groups.len() <= 256 {
+            Self::Small(Box::new(Installer::new(id, header, groups, finish_all, retry_ms).expect("installer")))
+        } else {
+            Self::Large(Box::new(Installer::new(id, header, groups, finish_all, retry_ms).expect("installer")))
+        }
+    }
+    fn peer(&self) -> Peer {
+        each!(self, i => i.peer())
+    }
+    fn start(&mut self, now: Instant) -> Step<InstallerEffect> {
+        each!(self, i => i.start(now))
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Step<InstallerEffect> {
+        each!(self, i => i.handle_timeout(now))
+    }
+    fn handle_answer(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        answer: &Answer,
+        piece: &Piece,
+    ) -> Result<Step<InstallerEffect>, crate::error::MisuseError> {
+        each!(self, i => i.handle_answer(now, from, answer, piece))
+    }
+    fn is_done(&self) -> bool {
+        each!(self, i => i.is_done())
+    }
+    fn decided(&self) -> Option<(Outcome, &Code)> {
+        each!(self, i => i.decided())
+    }
+    fn deadline(&self) -> Option<Instant> {
+        each!(self, i => i.deadline())
+    }
+    /// Serialize, drop, restore.
+    fn restore(&mut self) {
+        each!(self, i => {
+            let mut buf = vec![0u8; wire::encoded_len(&**i)];
+            let bytes = wire::encode(&**i, &mut buf).expect("sized").to_vec();
+            **i = wire::decode(&bytes).expect("own state decodes");
+        })
+    }
+}
 
 /// How a Byzantine replica misbehaves. It runs the real group code; the
 /// adversary rewrites what it sends.
@@ -302,7 +362,7 @@ struct Group {
 
 struct InstallerSlot {
     upgrade: usize,
-    role: Box<SimInstaller>,
+    role: SimInstaller,
     byzantine: bool,
     dead: bool,
     scheduled: Option<Instant>,
@@ -544,10 +604,7 @@ impl World {
             list.sort();
             list.dedup();
             for k in 0..cfg.installers + cfg.byzantine_installers {
-                let role = Box::new(
-                    SimInstaller::new(next_id, b.header.clone(), &list, cfg.finish_all, cfg.retry_ms)
-                        .expect("installer"),
-                );
+                let role = SimInstaller::new(next_id, b.header.clone(), &list, cfg.finish_all, cfg.retry_ms);
                 installers.push(InstallerSlot {
                     upgrade: ui,
                     role,
@@ -1048,9 +1105,7 @@ impl World {
                 if slot.dead {
                     return;
                 }
-                let mut buf = vec![0u8; wire::encoded_len(&*slot.role)];
-                let bytes = wire::encode(&*slot.role, &mut buf).expect("sized").to_vec();
-                *slot.role = wire::decode(&bytes).expect("own state decodes");
+                slot.role.restore();
                 slot.scheduled = None;
                 // A restarted installer carries on at its saved deadline.
                 let d = slot.role.deadline();
