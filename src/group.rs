@@ -33,6 +33,19 @@ use p256::elliptic_curve::ff::PrimeField;
 
 pub use crate::wire::{PieceCrypto, WithKey};
 
+#[cfg(feature = "planted-bugs")]
+use crate::planted::Planted;
+#[cfg(not(feature = "planted-bugs"))]
+use ShimPlanted as Planted;
+/// Without the feature, planted bugs are names only.
+#[cfg(not(feature = "planted-bugs"))]
+#[derive(Clone, Copy)]
+enum ShimPlanted {
+    SkipVersionCheck,
+    NoPostponement,
+    SkipTriggerCheck,
+}
+
 use crate::crypto::{
     reconstruct, Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share, ShareKind,
 };
@@ -283,6 +296,8 @@ pub struct GroupReplica {
     outbox: Vec<Attachment, MAX_NEIGHBORS>,
     // --- per replica ---
     diffusing: Vec<Diffusion, MAX_DIFFUSING>,
+    #[cfg(feature = "planted-bugs")]
+    planted: crate::planted::Planted,
 }
 
 impl GroupReplica {
@@ -318,7 +333,26 @@ impl GroupReplica {
             version: 0,
             outbox,
             diffusing: Vec::new(),
+            #[cfg(feature = "planted-bugs")]
+            planted: crate::planted::Planted::None,
         })
+    }
+
+    /// Plants a deliberate bug (tests of the checkers only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: crate::planted::Planted) {
+        self.planted = bug;
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn planted(&self, bug: crate::planted::Planted) -> bool {
+        self.planted == bug
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    #[inline(always)]
+    fn planted(&self, _: ShimPlanted) -> bool {
+        false
     }
 
     /// The group's id.
@@ -687,7 +721,7 @@ impl GroupReplica {
             return Err(Refusal::WrongMembership);
         }
         // Section 4.4: the previous version code must be the current one.
-        if self.chains.get(slot) == Some(&h.prev_version) {
+        if self.chains.get(slot) == Some(&h.prev_version) || self.planted(Planted::SkipVersionCheck) {
             return Ok(slot);
         }
         let ours = |f: &&Finished| f.deployer == h.deployer;
@@ -717,7 +751,8 @@ impl GroupReplica {
             return Reply::Refused(Refusal::Busy);
         };
         if d.status == Status::Withheld {
-            let blocked = self.held.iter().any(|x| x.status == Status::Released && x.conflicts(d));
+            let blocked = self.held.iter().any(|x| x.status == Status::Released && x.conflicts(d))
+                && !self.planted(Planted::NoPostponement);
             if blocked {
                 return Reply::Conflict;
             }
@@ -862,7 +897,8 @@ impl GroupReplica {
             // A code for a piece we do not hold is ignored (section 4.3).
             return Reply::Unknown;
         };
-        if !d.check(outcome, code) {
+        let skip = outcome == Outcome::Committed && self.planted(Planted::SkipTriggerCheck);
+        if !d.check(outcome, code) && !skip {
             step.fault(origin, Some(upgrade), FaultKind::WrongCode);
             return Reply::Unknown;
         }

@@ -103,6 +103,8 @@ pub struct Installer<const G: usize, const P: usize> {
     sweeps: u32,
     deadline: Instant,
     done: bool,
+    #[cfg(feature = "planted-bugs")]
+    planted: crate::planted::Planted,
 }
 
 /// An installer for up to 64 groups.
@@ -162,7 +164,15 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             sweeps: 0,
             deadline: Instant(0),
             done: false,
+            #[cfg(feature = "planted-bugs")]
+            planted: crate::planted::Planted::None,
         })
+    }
+
+    /// Plants a deliberate bug (tests of the checkers only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: crate::planted::Planted) {
+        self.planted = bug;
     }
 
     /// This installer as a peer.
@@ -461,6 +471,14 @@ impl<const G: usize, const P: usize> Installer<G, P> {
     fn fold(&mut self, step: &mut Step<InstallerEffect>, now: Instant, s_g: &Code) {
         self.trigger.xor_assign(s_g);
         self.accepted = self.accepted.saturating_add(1);
+        #[cfg(feature = "planted-bugs")]
+        if self.planted == crate::planted::Planted::CommitWithMissingGroup
+            && self.accepted.saturating_add(1) == self.header.groups
+        {
+            let tau = self.trigger.clone();
+            self.decide(step, now, Outcome::Committed, tau);
+            return;
+        }
         if self.accepted == self.header.groups {
             let tau = self.trigger.clone();
             let b = Binding::upgrade(self.header.upgrade);

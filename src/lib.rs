@@ -76,6 +76,8 @@ pub mod error;
 pub mod group;
 pub mod guardian;
 pub mod installer;
+#[cfg(any(feature = "std", feature = "planted-bugs"))]
+pub mod planted;
 #[cfg(feature = "std")]
 pub mod sim;
 pub mod step;

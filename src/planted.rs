@@ -1,0 +1,29 @@
+//! Deliberate bugs, compiled only with the `planted-bugs` feature, so tests
+//! can show that the simulator's checkers find each one.
+//!
+//! Never enable this feature in a build that runs a real deployment.
+
+use serde::{Deserialize, Serialize};
+
+/// A bug to plant in a role (or, for the last two, in the simulator's
+/// treatment of a role).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Planted {
+    /// No bug.
+    #[default]
+    None,
+    /// A replica that releases both kinds of share (simulator).
+    ReleasesBoth,
+    /// A group that commits on any code, skipping the check against `D(τ)`.
+    SkipTriggerCheck,
+    /// A group that accepts a piece whatever its previous version code.
+    SkipVersionCheck,
+    /// An installer that decides to commit with one group still missing.
+    CommitWithMissingGroup,
+    /// A guardian whose release record is never written, so a restart
+    /// forgets it (simulator).
+    GuardianForgets,
+    /// Figure 3 as printed: a postponed piece is released on retry even
+    /// while a conflicting piece is released.
+    NoPostponement,
+}
