@@ -18,6 +18,7 @@ use crate::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, N
 use crate::group::{GuardianIds, PieceCrypto};
 use crate::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
 use crate::installer::{Installer, InstallerEffect};
+use crate::planted::Planted;
 use crate::step::{Instant, Peer, Step};
 use crate::wire::Custody;
 use crate::wire::{
@@ -45,10 +46,12 @@ macro_rules! each {
 
 impl SimInstaller {
     fn new(id: u32, header: UpgradeHeader, groups: &[(GroupId, u8)], finish_all: bool, retry_ms: u64) -> Self {
+        // Each size is built in a frame of its own: a frame sized for the
+        // large one would overflow test threads' stacks.
         if groups.len() <= 256 {
-            Self::Small(Box::new(Installer::new(id, header, groups, finish_all, retry_ms).expect("installer")))
+            Self::Small(boxed(id, header, groups, finish_all, retry_ms))
         } else {
-            Self::Large(Box::new(Installer::new(id, header, groups, finish_all, retry_ms).expect("installer")))
+            Self::Large(boxed(id, header, groups, finish_all, retry_ms))
         }
     }
     fn peer(&self) -> Peer {
@@ -80,12 +83,26 @@ impl SimInstaller {
     }
     /// Serialize, drop, restore.
     fn restore(&mut self) {
-        each!(self, i => {
-            let mut buf = vec![0u8; wire::encoded_len(&**i)];
-            let bytes = wire::encode(&**i, &mut buf).expect("sized").to_vec();
-            **i = wire::decode(&bytes).expect("own state decodes");
-        })
+        each!(self, i => restore_boxed(i))
     }
+}
+
+#[inline(never)]
+fn boxed<const G: usize, const P: usize>(
+    id: u32,
+    header: UpgradeHeader,
+    groups: &[(GroupId, u8)],
+    finish_all: bool,
+    retry_ms: u64,
+) -> Box<Installer<G, P>> {
+    Box::new(Installer::new(id, header, groups, finish_all, retry_ms).expect("installer"))
+}
+
+#[inline(never)]
+fn restore_boxed<T: serde::Serialize + serde::de::DeserializeOwned>(role: &mut Box<T>) {
+    let mut buf = vec![0u8; wire::encoded_len(&**role)];
+    let bytes = wire::encode(&**role, &mut buf).expect("sized").to_vec();
+    **role = wire::decode(&bytes).expect("own state decodes");
 }
 
 /// How a Byzantine replica misbehaves. It runs the real group code; the
@@ -229,6 +246,9 @@ pub struct SimConfig {
     pub byzantine_guardians: Vec<(usize, ByzantineGuardian)>,
     /// Groups whose replicas are all Byzantine (compromised groups).
     pub compromised: Vec<usize>,
+    /// A deliberate bug, to show the checkers find it (the bugs inside the
+    /// roles need the `planted-bugs` feature).
+    pub planted: Planted,
     /// Seed of the keys and bundles. Material depends only on this and the
     /// shape (group sizes, upgrades), not on `seed`, so runs of one shape
     /// share it and the crypto stays out of each run's cost.
@@ -274,6 +294,7 @@ impl SimConfig {
             guardians: 0,
             byzantine_guardians: vec![],
             compromised: vec![],
+            planted: Planted::None,
         }
     }
 }
@@ -338,6 +359,9 @@ pub struct Report {
     pub metrics: Metrics,
     /// Digest of the run's trace (same seed, same digest).
     pub trace_digest: [u8; 32],
+    /// Faults injected: Byzantine replicas, installers and guardians,
+    /// compromised groups, crashes, dropped and duplicated messages.
+    pub faults_injected: u64,
     /// Number of replicas.
     pub replicas: usize,
 }
@@ -350,6 +374,15 @@ struct Replica {
     /// Per upgrade: the outcome this replica applied.
     finished: BTreeMap<UpgradeId, Outcome>,
     scheduled: Option<Instant>,
+    /// Planted bug: misbehaves, yet the checkers count it as correct.
+    counted_correct: bool,
+}
+
+impl Replica {
+    /// Whether the checkers hold this replica to the protocol.
+    fn correct(&self) -> bool {
+        self.byz.is_none() || self.counted_correct
+    }
 }
 
 struct Group {
@@ -556,6 +589,7 @@ impl World {
                     released: BTreeMap::new(),
                     finished: BTreeMap::new(),
                     scheduled: None,
+                    counted_correct: false,
                 })
                 .collect();
             built_groups.push(Group { id, f, replicas, neighbors: neighbors[gi].clone(), correct });
@@ -641,6 +675,7 @@ impl World {
             let at = below(&mut world.rng, world.cfg.client_interval_ms as usize + 1) as u64;
             world.push(at, Event::ClientCall { client, group });
         }
+        world.plant();
         for (ui, spec) in world.cfg.upgrades.clone().iter().enumerate() {
             world.push(spec.start_ms, Event::Start { upgrade: ui });
         }
@@ -666,6 +701,34 @@ impl World {
             }
         }
         world
+    }
+
+    /// Plants the configured bug.
+    fn plant(&mut self) {
+        let bug = self.cfg.planted;
+        match bug {
+            Planted::None | Planted::GuardianForgets => {}
+            Planted::ReleasesBoth => {
+                if let Some(r) = self.groups.first_mut().and_then(|g| g.replicas.last_mut()) {
+                    r.byz = Some(ByzantineReplica::BothKinds);
+                    r.counted_correct = true;
+                }
+            }
+            #[cfg(feature = "planted-bugs")]
+            Planted::SkipTriggerCheck | Planted::SkipVersionCheck | Planted::NoPostponement => {
+                for r in self.groups.iter_mut().flat_map(|g| g.replicas.iter_mut()) {
+                    r.role.plant(bug);
+                }
+            }
+            #[cfg(feature = "planted-bugs")]
+            Planted::CommitWithMissingGroup => {
+                for i in self.installers.iter_mut().filter(|i| !i.byzantine) {
+                    each!(&mut i.role, x => x.plant(bug));
+                }
+            }
+            #[cfg(not(feature = "planted-bugs"))]
+            _ => panic!("planting {bug:?} needs the `planted-bugs` feature"),
+        }
     }
 
     fn push(&mut self, at: u64, event: Event) {
@@ -857,8 +920,10 @@ impl World {
             Event::Persisted { guardian, upgrade, group } => {
                 // The write completed: this is the state a restart sees.
                 let slot = &mut self.guardians[guardian];
-                let mut buf = vec![0u8; wire::encoded_len(&slot.role)];
-                slot.durable = Some(wire::encode(&slot.role, &mut buf).expect("sized").to_vec());
+                if self.cfg.planted != Planted::GuardianForgets {
+                    let mut buf = vec![0u8; wire::encoded_len(&slot.role)];
+                    slot.durable = Some(wire::encode(&slot.role, &mut buf).expect("sized").to_vec());
+                }
                 let step = slot.role.persisted(Instant(self.now), upgrade, group);
                 self.route_guardian(guardian, step);
             }
@@ -1140,10 +1205,19 @@ impl World {
             if byz.is_none() {
                 if let Message::Answer(a) = &out.message {
                     let entry = self.groups[gi].replicas[ri].released.entry(a.upgrade).or_default();
-                    match a.reply {
-                        Reply::Accepted(_) | Reply::Code(ShareKind::Secret, _) => entry.0 = true,
-                        Reply::Rejected(_) | Reply::Code(ShareKind::Cancel, _) => entry.1 = true,
-                        _ => {}
+                    let releases = match a.reply {
+                        Reply::Accepted(_) | Reply::Code(ShareKind::Secret, _) => {
+                            entry.0 = true;
+                            true
+                        }
+                        Reply::Rejected(_) | Reply::Code(ShareKind::Cancel, _) => {
+                            entry.1 = true;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if releases {
+                        self.check_chain(gi, ri, a.upgrade);
                     }
                 }
             }
@@ -1290,6 +1364,9 @@ impl World {
                 self.send(me, to, &with(&a, reply));
             }
             (ByzantineReplica::BothKinds, Some(a), Some((s, c))) => {
+                if self.groups[gi].replicas[ri].counted_correct {
+                    self.groups[gi].replicas[ri].released.insert(a.upgrade, (true, true));
+                }
                 self.send(me, to, &with(&a, Reply::Accepted(s)));
                 self.send(me, to, &with(&a, Reply::Rejected(c)));
             }
@@ -1373,6 +1450,14 @@ impl World {
                 }
             }
         }
+        if !byz && step.effects.contains(&InstallerEffect::Decided(Outcome::Committed)) && !self.rebuildable(ui).0 {
+            // A correct installer commits only once every group released s_g.
+            let what = format!(
+                "installer {me:?} decided to commit {:?} before every group accepted",
+                self.upgrades[ui].header.upgrade
+            );
+            self.flag(what);
+        }
         for out in &step.messages {
             if let (Peer::Group(g), Message::Submit(op)) = (out.to, &out.message) {
                 let Some(gi) = self.group_index(g) else { continue };
@@ -1444,21 +1529,97 @@ impl World {
         (0..self.upgrades.len()).all(|ui| !self.upgrades[ui].valid || self.outcome_of(ui).is_some())
     }
 
+    /// No replay (section 4.4): a correct replica releases shares only for
+    /// a piece built on its deployer's current version code there.
+    fn check_chain(&mut self, gi: usize, ri: usize, upgrade: UpgradeId) {
+        let Some(piece) =
+            self.upgrades.iter().find(|b| b.header.upgrade == upgrade).and_then(|b| b.pieces.get(&self.groups[gi].id))
+        else {
+            return;
+        };
+        let h = &piece.header;
+        let current = self.groups[gi].replicas[ri].role.version_code(h.deployer);
+        if current != Some(&h.prev_version) {
+            let what = format!(
+                "replica {ri} of {:?} released shares of {upgrade:?}, built on a stale version",
+                self.groups[gi].id
+            );
+            self.flag(what);
+        }
+    }
+
+    /// What an adversary can rebuild of upgrade `ui`: (`τ`, `c`).
+    ///
+    /// Replica custody: shares correct replicas released, plus every share
+    /// Byzantine replicas hold. Guardian custody: codes correct replicas
+    /// released, or guardian shares in Byzantine hands (leaked by correct
+    /// guardians to Byzantine replicas, or held by Byzantine guardians).
+    fn rebuildable(&self, ui: usize) -> (bool, bool) {
+        let b = &self.upgrades[ui];
+        let u = b.header.upgrade;
+        let (mut tau, mut c) = (true, false);
+        for gi in &b.groups {
+            let g = &self.groups[*gi];
+            let released = |secret: bool| {
+                g.replicas
+                    .iter()
+                    .filter(|r| r.correct())
+                    .any(|r| r.released.get(&u).is_some_and(|k| if secret { k.0 } else { k.1 }))
+            };
+            match &self.material.guardian_sets[*gi] {
+                None => {
+                    let byz = g.replicas.iter().filter(|r| r.byz.is_some()).count();
+                    let count = |secret: bool| {
+                        g.replicas
+                            .iter()
+                            .filter(|r| r.byz.is_none())
+                            .filter(|r| r.released.get(&u).is_some_and(|k| if secret { k.0 } else { k.1 }))
+                            .count()
+                            + byz
+                    };
+                    let k = usize::from(g.f) + 1;
+                    tau &= count(true) >= k;
+                    c |= count(false) >= k;
+                }
+                Some(set) => {
+                    let byz_guardians = set
+                        .members
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (id, _))| self.guardians[*id as usize - 1].byz.is_some())
+                        .map(|(i, _)| i as u8 + 1);
+                    let public = |secret: bool| {
+                        let mut known: BTreeSet<u8> = byz_guardians.clone().collect();
+                        if let Some(l) = self.leaked.get(&(u, g.id, secret)) {
+                            known.extend(l);
+                        }
+                        known.len() >= set.threshold()
+                    };
+                    tau &= released(true) || public(true);
+                    c |= released(false) || public(false);
+                }
+            }
+        }
+        (tau, c)
+    }
+
+    fn flag(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation { at_ms: self.now, what });
+        }
+    }
+
     /// PROTOCOL.md section 2, after every event.
     fn check_safety(&mut self) {
-        for b in &self.upgrades {
+        for ui in 0..self.upgrades.len() {
+            let b = &self.upgrades[ui];
             let u = b.header.upgrade;
             let mut committed = Vec::new();
             let mut aborted = Vec::new();
-            let mut tau_ok = true;
-            let mut c_ok = false;
             for gi in &b.groups {
                 let g = &self.groups[*gi];
                 let mut kinds = (false, false);
-                for (ri, r) in g.replicas.iter().enumerate() {
-                    if r.byz.is_some() {
-                        continue;
-                    }
+                for (ri, r) in g.replicas.iter().enumerate().filter(|(_, r)| r.correct()) {
                     match r.finished.get(&u) {
                         Some(Outcome::Committed) if g.correct => committed.push((g.id, ri)),
                         Some(Outcome::Aborted) if g.correct => aborted.push((g.id, ri)),
@@ -1470,65 +1631,16 @@ impl World {
                     }
                 }
                 if g.correct && kinds.0 && kinds.1 {
-                    self.violation = Some(Violation {
-                        at_ms: self.now,
-                        what: format!("correct group {:?} released both kinds of share for {u:?}", g.id),
-                    });
-                    return;
-                }
-                match &self.material.guardian_sets[*gi] {
-                    None => {
-                        // What an adversary can rebuild: shares released by
-                        // correct replicas plus every share its Byzantine
-                        // replicas hold.
-                        let byz = g.replicas.iter().filter(|r| r.byz.is_some()).count();
-                        let count = |kind: fn(&(bool, bool)) -> bool| {
-                            g.replicas
-                                .iter()
-                                .filter(|r| r.byz.is_none() && r.released.get(&u).is_some_and(kind))
-                                .count()
-                                + byz
-                        };
-                        let k = usize::from(g.f) + 1;
-                        tau_ok &= count(|x| x.0) >= k;
-                        c_ok |= count(|x| x.1) >= k;
-                    }
-                    Some(set) => {
-                        // Guardian custody: codes correct replicas released,
-                        // or guardian shares in Byzantine hands (leaked by
-                        // correct guardians, or held by Byzantine ones).
-                        let byz_guardians: BTreeSet<u8> = set
-                            .members
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, (id, _))| self.guardians[*id as usize - 1].byz.is_some())
-                            .map(|(i, _)| i as u8 + 1)
-                            .collect();
-                        let public = |secret: bool| {
-                            let mut s = byz_guardians.clone();
-                            if let Some(l) = self.leaked.get(&(u, g.id, secret)) {
-                                s.extend(l);
-                            }
-                            s.len() >= set.threshold()
-                        };
-                        tau_ok &= kinds.0 || public(true);
-                        c_ok |= kinds.1 || public(false);
-                    }
+                    let what = format!("correct group {:?} released both kinds of share for {u:?}", g.id);
+                    return self.flag(what);
                 }
             }
-            if !committed.is_empty() && !aborted.is_empty() {
-                self.violation = Some(Violation {
-                    at_ms: self.now,
-                    what: format!("{u:?} committed at {:?} but aborted at {:?}", committed[0], aborted[0]),
-                });
-                return;
+            if let (Some(c), Some(a)) = (committed.first(), aborted.first()) {
+                let what = format!("{u:?} committed at {c:?} but aborted at {a:?}");
+                return self.flag(what);
             }
-            if tau_ok && c_ok {
-                self.violation = Some(Violation {
-                    at_ms: self.now,
-                    what: format!("both the trigger and the cancellation code of {u:?} can be rebuilt"),
-                });
-                return;
+            if self.rebuildable(ui) == (true, true) {
+                return self.flag(format!("both the trigger and the cancellation code of {u:?} can be rebuilt"));
             }
         }
     }
@@ -1594,7 +1706,15 @@ impl World {
             Some(pending.join("; "))
         };
         let _ = (&self.upgrades.first().map(|b| (&b.trigger, &b.cancel)), &self.txns);
+        let byz_replicas = self.groups.iter().flat_map(|g| &g.replicas).filter(|r| r.byz.is_some()).count();
+        let byz_installers = self.installers.iter().filter(|i| i.byzantine).count();
+        let byz_guardians = self.guardians.iter().filter(|g| g.byz.is_some()).count();
+        let faults_injected = (byz_replicas + byz_installers + byz_guardians) as u64
+            + self.metrics.restarts
+            + self.metrics.dropped
+            + self.metrics.duplicated;
         Report {
+            faults_injected,
             seed: self.cfg.seed,
             violation: self.violation,
             liveness,
