@@ -17,6 +17,7 @@
 #![allow(
     clippy::indexing_slicing,
     clippy::expect_used,
+    clippy::panic,
     clippy::arithmetic_side_effects,
     clippy::cast_possible_truncation
 )]
