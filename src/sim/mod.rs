@@ -23,8 +23,11 @@
 )]
 
 mod material;
+mod swarm;
+pub mod twopc;
 mod world;
 
+pub use swarm::{FaultMode, Swarm};
 pub use world::{
     ByzantineGuardian, ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation, World,
 };

@@ -359,6 +359,10 @@ pub struct Report {
     pub metrics: Metrics,
     /// Digest of the run's trace (same seed, same digest).
     pub trace_digest: [u8; 32],
+    /// Share of application transactions in the install window (first
+    /// start to full finish) that completed without being aborted; `None`
+    /// without application traffic in the window.
+    pub availability: Option<f64>,
     /// Faults injected: Byzantine replicas, installers and guardians,
     /// compromised groups, crashes, dropped and duplicated messages.
     pub faults_injected: u64,
@@ -489,6 +493,13 @@ pub struct World {
     clients: Vec<Client<64>>,
     material: Arc<Material>,
     guardians: Vec<GuardianSlot>,
+    /// Whether anything the checkers read changed since they last ran.
+    dirty: bool,
+    /// Per group: share indices of its Byzantine guardians.
+    byz_guardians: Vec<BTreeSet<u8>>,
+    /// Application transactions as they ended: (time, completed without
+    /// abort).
+    txn_log: Vec<(u64, bool)>,
     /// Guardian shares that reached Byzantine hands: (upgrade, group,
     /// kind) → guardian share indices.
     leaked: BTreeMap<(UpgradeId, GroupId, bool), BTreeSet<u8>>,
@@ -624,9 +635,26 @@ impl World {
                 rejected_by: spec.rejected_by.clone(),
                 trigger: b.trigger.clone(),
                 cancel: b.cancel.clone(),
-                valid: spec.chained,
+                // Liveness is owed only where every group is correct: a
+                // compromised group can withhold its secret forever.
+                valid: spec.chained && !spec.groups.iter().any(|g| cfg.compromised.contains(g)),
             })
             .collect();
+        // Nor to an upgrade that conflicts, at some group, with one that a
+        // compromised group can stall: it may wait behind it forever.
+        let stalled: Vec<usize> =
+            (0..upgrades.len()).filter(|u| !upgrades[*u].valid && cfg.upgrades[*u].chained).collect();
+        let mut upgrades = upgrades;
+        for (ui, built) in upgrades.iter_mut().enumerate() {
+            let blocked = stalled.iter().any(|s| {
+                *s != ui
+                    && cfg.upgrades[*s].groups.iter().any(|g| cfg.upgrades[ui].groups.contains(g))
+                    && cfg.upgrades[*s].resources.iter().any(|r| cfg.upgrades[ui].resources.contains(r))
+            });
+            if blocked {
+                built.valid = false;
+            }
+        }
 
         // Installers: correct ones first, then Byzantine ones.
         let mut installers = Vec::new();
@@ -668,6 +696,9 @@ impl World {
             material,
             guardians,
             leaked: BTreeMap::new(),
+            txn_log: Vec::new(),
+            dirty: true,
+            byz_guardians: Vec::new(),
             cfg,
         };
         for client in 0..world.clients.len() {
@@ -676,6 +707,18 @@ impl World {
             world.push(at, Event::ClientCall { client, group });
         }
         world.plant();
+        world.byz_guardians = world
+            .material
+            .guardian_sets
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .flat_map(|s| s.members.iter().enumerate())
+                    .filter(|(_, (id, _))| world.guardians[*id as usize - 1].byz.is_some())
+                    .map(|(i, _)| i as u8 + 1)
+                    .collect()
+            })
+            .collect();
         for (ui, spec) in world.cfg.upgrades.clone().iter().enumerate() {
             world.push(spec.start_ms, Event::Start { upgrade: ui });
         }
@@ -827,6 +870,10 @@ impl World {
             self.now = q.at;
             self.metrics.events += 1;
             self.handle(q.event);
+            if !self.dirty {
+                continue;
+            }
+            self.dirty = false;
             if self.violation.is_none() {
                 self.check_safety();
             }
@@ -836,11 +883,22 @@ impl World {
             if self.finished_at.is_none() && self.all_finished() {
                 self.finished_at = Some(self.now);
             }
-            if self.finished_at.is_some() && self.now >= self.cfg.fault_phase_ms && self.installers_idle() {
+            if self.finished_at.is_some()
+                && self.now >= self.cfg.fault_phase_ms
+                && self.settled()
+                && self.installers_idle()
+            {
                 break;
             }
         }
         self.report()
+    }
+
+    /// Whether every upgrade that can finish (not stale) has, at every
+    /// correct group: runs go on to their deadline while a compromised group
+    /// stalls one.
+    fn settled(&self) -> bool {
+        (0..self.upgrades.len()).all(|ui| !self.cfg.upgrades[ui].chained || self.outcome_of(ui).is_some())
     }
 
     fn installers_idle(&self) -> bool {
@@ -957,12 +1015,14 @@ impl World {
                 self.txns.remove(&txn);
                 if restarted {
                     self.metrics.txns_restarted += 1;
+                    self.txn_log.push((self.now, false));
                     // Figure 2: the transaction restarts on the new version.
                     let t = self.next_txn;
                     self.next_txn += 1;
                     self.push(self.now, Event::AppCall { caller, callee, txn: t });
                 } else {
                     self.metrics.txns_completed += 1;
+                    self.txn_log.push((self.now, true));
                     if let Some(every) = self.cfg.app_interval_ms {
                         if self.now < self.cfg.deadline_ms {
                             self.schedule_call(caller, every);
@@ -1181,6 +1241,7 @@ impl World {
 
     /// Carries out a replica's step, through the adversary if Byzantine.
     fn route_group(&mut self, gi: usize, ri: usize, step: Step<GroupEffect>, op: Option<&Operation>) {
+        self.dirty |= !step.effects.is_empty() || step.messages.iter().any(|m| matches!(m.message, Message::Answer(_)));
         self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
         let me = Peer::Replica { group: self.groups[gi].id, index: ri as u8 };
         let byz = self.groups[gi].replicas[ri].byz;
@@ -1279,6 +1340,7 @@ impl World {
         };
         let Some(gi) = self.group_index(group) else { return };
         if self.groups[gi].replicas.get(usize::from(index)).is_some_and(|r| r.byz.is_some()) {
+            self.dirty = true;
             let key = (*upgrade, group, *kind == ShareKind::Secret);
             self.leaked.entry(key).or_default().insert(share.index());
         }
@@ -1582,18 +1644,10 @@ impl World {
                     c |= count(false) >= k;
                 }
                 Some(set) => {
-                    let byz_guardians = set
-                        .members
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, (id, _))| self.guardians[*id as usize - 1].byz.is_some())
-                        .map(|(i, _)| i as u8 + 1);
+                    let byz = &self.byz_guardians[*gi];
                     let public = |secret: bool| {
-                        let mut known: BTreeSet<u8> = byz_guardians.clone().collect();
-                        if let Some(l) = self.leaked.get(&(u, g.id, secret)) {
-                            known.extend(l);
-                        }
-                        known.len() >= set.threshold()
+                        let leaked = self.leaked.get(&(u, g.id, secret)).map_or(0, |l| l.difference(byz).count());
+                        byz.len() + leaked >= set.threshold()
                     };
                     tau &= released(true) || public(true);
                     c |= released(false) || public(false);
@@ -1614,15 +1668,15 @@ impl World {
         for ui in 0..self.upgrades.len() {
             let b = &self.upgrades[ui];
             let u = b.header.upgrade;
-            let mut committed = Vec::new();
-            let mut aborted = Vec::new();
+            let mut committed = None;
+            let mut aborted = None;
             for gi in &b.groups {
                 let g = &self.groups[*gi];
                 let mut kinds = (false, false);
                 for (ri, r) in g.replicas.iter().enumerate().filter(|(_, r)| r.correct()) {
                     match r.finished.get(&u) {
-                        Some(Outcome::Committed) if g.correct => committed.push((g.id, ri)),
-                        Some(Outcome::Aborted) if g.correct => aborted.push((g.id, ri)),
+                        Some(Outcome::Committed) if g.correct => committed = Some((g.id, ri)),
+                        Some(Outcome::Aborted) if g.correct => aborted = Some((g.id, ri)),
                         _ => {}
                     }
                     if let Some((s, c)) = r.released.get(&u) {
@@ -1635,7 +1689,7 @@ impl World {
                     return self.flag(what);
                 }
             }
-            if let (Some(c), Some(a)) = (committed.first(), aborted.first()) {
+            if let (Some(c), Some(a)) = (committed, aborted) {
                 let what = format!("{u:?} committed at {c:?} but aborted at {a:?}");
                 return self.flag(what);
             }
@@ -1713,7 +1767,14 @@ impl World {
             + self.metrics.restarts
             + self.metrics.dropped
             + self.metrics.duplicated;
+        let start = self.cfg.upgrades.iter().map(|u| u.start_ms).min().unwrap_or(0);
+        let end = self.finished_at.unwrap_or(self.now);
+        let window: Vec<bool> =
+            self.txn_log.iter().filter(|(t, _)| (start..=end).contains(t)).map(|(_, ok)| *ok).collect();
+        let availability =
+            (!window.is_empty()).then(|| window.iter().filter(|ok| **ok).count() as f64 / window.len() as f64);
         Report {
+            availability,
             faults_injected,
             seed: self.cfg.seed,
             violation: self.violation,
