@@ -363,6 +363,8 @@ pub struct Report {
     /// start to full finish) that completed without being aborted; `None`
     /// without application traffic in the window.
     pub availability: Option<f64>,
+    /// Encoded size of the first upgrade's first piece, bytes.
+    pub piece_bytes: u64,
     /// Faults injected: Byzantine replicas, installers and guardians,
     /// compromised groups, crashes, dropped and duplicated messages.
     pub faults_injected: u64,
@@ -1773,7 +1775,10 @@ impl World {
             self.txn_log.iter().filter(|(t, _)| (start..=end).contains(t)).map(|(_, ok)| *ok).collect();
         let availability =
             (!window.is_empty()).then(|| window.iter().filter(|ok| **ok).count() as f64 / window.len() as f64);
+        let piece_bytes =
+            self.upgrades.first().and_then(|b| b.pieces.values().next()).map_or(0, wire::encoded_len) as u64;
         Report {
+            piece_bytes,
             availability,
             faults_injected,
             seed: self.cfg.seed,

@@ -1,0 +1,359 @@
+//! Whole deployments under Byzantine faults, in-process, seed by seed.
+//!
+//! `cargo run --release --example simulate` runs the built-in deployment
+//! (12 groups of 4 replicas, 4 guardians each, 3 installers, every fault on)
+//! over a few hundred seeds, checks safety after every event and liveness at
+//! the end of each run, runs the paper's two-phase-commit baseline beside
+//! it, and prints a summary. `--seed S --trace` replays one run.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bft_upgrade::sim::{twopc, FaultMode, Report, Swarm, World};
+use bft_upgrade::wire::Outcome;
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Faults {
+    None,
+    Network,
+    Byzantine,
+    Compromised,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    Diffusing,
+    #[value(name = "2pc")]
+    TwoPc,
+    Both,
+}
+
+/// Simulate bft-upgrade deployments under Byzantine faults.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Replay this one seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// First seed of a batch.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    /// Number of runs (seeds first..first+runs).
+    #[arg(long, default_value_t = 300)]
+    runs: u64,
+    /// Groups.
+    #[arg(long, default_value_t = 12)]
+    groups: usize,
+    /// Replicas per group.
+    #[arg(long, default_value_t = 4)]
+    replicas: usize,
+    /// Guardians per group (0: off).
+    #[arg(long, default_value_t = 4)]
+    guardians: usize,
+    /// Correct installers per upgrade.
+    #[arg(long, default_value_t = 3)]
+    installers: usize,
+    /// Which faults the seeds may enable.
+    #[arg(long, value_enum, default_value_t = Faults::All)]
+    faults: Faults,
+    /// Which protocols to run.
+    #[arg(long, value_enum, default_value_t = Protocol::Both)]
+    protocol: Protocol,
+    /// Runs of the side-by-side comparison with two-phase commit (the first
+    /// upgrade of the workload alone, on the first seeds of the batch).
+    #[arg(long, default_value_t = 50)]
+    compare: u64,
+    /// Print every event of a replayed seed.
+    #[arg(long)]
+    trace: bool,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: the machine's cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl Args {
+    fn swarm(&self) -> Swarm {
+        let faults = match self.faults {
+            Faults::None => FaultMode::None,
+            Faults::Network => FaultMode::Network,
+            Faults::Byzantine => FaultMode::Byzantine,
+            Faults::Compromised => FaultMode::Compromised,
+            Faults::All => FaultMode::All,
+        };
+        Swarm {
+            groups: self.groups,
+            replicas: self.replicas,
+            guardians: self.guardians,
+            installers: self.installers,
+            faults,
+        }
+    }
+
+    fn replay(&self, seed: u64) -> String {
+        format!(
+            "cargo run --release --example simulate -- --seed {seed} --groups {} --replicas {} --guardians {} \
+             --installers {} --faults {} --trace",
+            self.groups,
+            self.replicas,
+            self.guardians,
+            self.installers,
+            self.faults.to_possible_value().map_or("all".into(), |v| v.get_name().to_string()),
+        )
+    }
+}
+
+/// Per-protocol averages.
+#[derive(Default, Debug)]
+struct Side {
+    runs: u64,
+    messages_per_replica: f64,
+    bytes_per_replica: f64,
+    time_to_install_ms: f64,
+    installed: u64,
+    availability: f64,
+    availability_runs: u64,
+    lock_window_ms: f64,
+}
+
+impl Side {
+    fn add(&mut self, messages: f64, bytes: f64, time: Option<u64>, availability: Option<f64>, lock: u64) {
+        self.runs += 1;
+        self.messages_per_replica += messages;
+        self.bytes_per_replica += bytes;
+        if let Some(t) = time {
+            self.time_to_install_ms += t as f64;
+            self.installed += 1;
+        }
+        if let Some(a) = availability {
+            self.availability += a;
+            self.availability_runs += 1;
+        }
+        self.lock_window_ms += lock as f64;
+    }
+
+    fn mean(&self, total: f64) -> f64 {
+        if self.runs == 0 {
+            0.0
+        } else {
+            total / self.runs as f64
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "runs": self.runs,
+            "messages_per_replica": self.mean(self.messages_per_replica),
+            "bytes_per_replica": self.mean(self.bytes_per_replica),
+            "virtual_time_to_install": if self.installed == 0 { 0.0 } else { self.time_to_install_ms / self.installed as f64 },
+            "availability": if self.availability_runs == 0 { 1.0 } else { self.availability / self.availability_runs as f64 },
+            "lock_window_ms": self.mean(self.lock_window_ms),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    runs: u64,
+    violations: Vec<(u64, String)>,
+    liveness: Vec<(u64, String)>,
+    committed: u64,
+    aborted: u64,
+    faults: u64,
+    diffusing: Side,
+    two_pc: Side,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let swarm = args.swarm();
+    if let Some(seed) = args.seed {
+        return replay(&args, swarm, seed);
+    }
+    let started = Instant::now();
+    let totals = Mutex::new(Totals::default());
+    let next = AtomicU64::new(args.first);
+    let end = args.first.saturating_add(args.runs);
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let progress = (!args.json && std::io::stderr().is_terminal() && args.runs > 20).then(|| {
+        let bar = indicatif::ProgressBar::new(args.runs);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs ({per_sec})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                let cfg = swarm.config(seed);
+                let diffusing = (args.protocol != Protocol::TwoPc).then(|| World::new(cfg.clone()).run());
+                // Side by side: the first upgrade alone, both protocols.
+                let compare = (seed < args.first.saturating_add(args.compare)).then(|| {
+                    let mut one = cfg.clone();
+                    one.upgrades.truncate(1);
+                    // One correct installer, as 2PC has one coordinator.
+                    one.installers = 1;
+                    one.byzantine_installers = 0;
+                    one.compromised.clear();
+                    one.byzantine_guardians.clear();
+                    let ours = (args.protocol != Protocol::TwoPc).then(|| World::new(one.clone()).run());
+                    let piece = ours.as_ref().map_or(12_000, |r| r.piece_bytes);
+                    let theirs = (args.protocol != Protocol::Diffusing).then(|| twopc::run(&one, piece));
+                    (ours, theirs)
+                });
+                let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+                t.runs += 1;
+                if let Some(r) = &diffusing {
+                    record(&mut t, seed, r);
+                }
+                if let Some((ours, theirs)) = compare {
+                    if let Some(r) = ours {
+                        let start = 0;
+                        t.diffusing.add(
+                            (r.metrics.replica_messages + r.metrics.installer_messages) as f64 / r.replicas as f64,
+                            (r.metrics.replica_bytes + r.metrics.installer_bytes) as f64 / r.replicas as f64,
+                            r.finished_at_ms.map(|f| f.saturating_sub(start)),
+                            r.availability,
+                            0,
+                        );
+                    }
+                    if let Some(b) = theirs {
+                        t.two_pc.add(
+                            b.messages_per_replica,
+                            b.bytes_per_replica,
+                            b.time_to_install_ms,
+                            b.availability,
+                            b.lock_window_ms,
+                        );
+                    }
+                }
+                drop(t);
+                if let Some(bar) = &progress {
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let t = totals.into_inner().unwrap_or_else(|e| e.into_inner());
+    let elapsed = started.elapsed();
+    if args.json {
+        let json = serde_json::json!({
+            "runs": t.runs,
+            "seed_first": args.first,
+            "safety_violations": t.violations.len(),
+            "liveness_failures": t.liveness.len(),
+            "upgrades_committed": t.committed,
+            "upgrades_aborted": t.aborted,
+            "faults_injected": t.faults,
+            "diffusing": t.diffusing.json(),
+            "2pc": t.two_pc.json(),
+            "seconds": elapsed.as_secs_f64(),
+            "failing_seeds": t.violations.iter().chain(&t.liveness).map(|(s, _)| *s).collect::<Vec<_>>(),
+        });
+        println!("{json}");
+    } else {
+        print_table(&args, &t, elapsed.as_secs_f64());
+    }
+    let failures = t.violations.iter().chain(&t.liveness);
+    let mut failed = false;
+    for (seed, what) in failures.take(5) {
+        failed = true;
+        eprintln!("seed {seed}: {what}\n  replay: {}", args.replay(*seed));
+    }
+    if failed || !t.violations.is_empty() || !t.liveness.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn record(t: &mut Totals, seed: u64, r: &Report) {
+    t.faults += r.faults_injected;
+    for o in r.outcomes.iter().flatten() {
+        match o {
+            Outcome::Committed => t.committed += 1,
+            Outcome::Aborted => t.aborted += 1,
+        }
+    }
+    if let Some(v) = &r.violation {
+        t.violations.push((seed, format!("safety violation at {} ms: {}", v.at_ms, v.what)));
+    }
+    if let Some(l) = &r.liveness {
+        t.liveness.push((seed, format!("liveness failure: {l}")));
+    }
+}
+
+fn replay(args: &Args, swarm: Swarm, seed: u64) -> ExitCode {
+    let mut cfg = swarm.config(seed);
+    cfg.print_trace = args.trace;
+    println!("seed {seed}: {} groups of {} replicas, {} guardians each", args.groups, args.replicas, args.guardians);
+    println!("  byzantine replicas {:?}", cfg.byzantine);
+    println!("  byzantine guardians {:?}, compromised groups {:?}", cfg.byzantine_guardians, cfg.compromised);
+    println!("  network {:?}, crashes {}, byzantine installers {}", cfg.network, cfg.crashes, cfg.byzantine_installers);
+    let r = World::new(cfg).run();
+    println!("outcomes {:?}", r.outcomes);
+    println!("finished at {:?} ms; {:?}", r.finished_at_ms, r.metrics);
+    println!("trace digest {}", r.trace_digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    match (&r.violation, &r.liveness) {
+        (None, None) => {
+            println!("ok: no safety violation, every owed upgrade finished");
+            ExitCode::SUCCESS
+        }
+        (v, l) => {
+            if let Some(v) = v {
+                println!("SAFETY VIOLATION at {} ms: {}", v.at_ms, v.what);
+            }
+            if let Some(l) = l {
+                println!("LIVENESS FAILURE: {l}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_table(args: &Args, t: &Totals, seconds: f64) {
+    let d = t.diffusing.json();
+    let p = t.two_pc.json();
+    println!(
+        "bft-upgrade simulation: {} groups × {} replicas, {} guardians/group, {} installers, faults {:?}",
+        args.groups, args.replicas, args.guardians, args.installers, args.faults
+    );
+    println!();
+    println!(
+        "  runs                      {:>10}   (seeds {}..{}, {seconds:.1} s)",
+        t.runs,
+        args.first,
+        args.first + t.runs
+    );
+    println!("  upgrades committed        {:>10}", t.committed);
+    println!("  upgrades aborted          {:>10}", t.aborted);
+    println!("  faults injected           {:>10}", t.faults);
+    println!("  safety violations         {:>10}", t.violations.len());
+    println!("  liveness failures         {:>10}", t.liveness.len());
+    println!();
+    println!("  one upgrade, side by side ({} runs)   diffusing        2PC", t.diffusing.runs.max(t.two_pc.runs));
+    let row = |name: &str, key: &str, unit: &str| {
+        let f = |v: &serde_json::Value| v[key].as_f64().unwrap_or(0.0);
+        println!("  {name:<34} {:>10.2}{unit} {:>10.2}{unit}", f(&d), f(&p));
+    };
+    row("messages per replica", "messages_per_replica", "  ");
+    row("bytes per replica", "bytes_per_replica", "  ");
+    row("virtual time to install (ms)", "virtual_time_to_install", "  ");
+    row("application availability (0..1)", "availability", "  ");
+    row("longest lock window (ms)", "lock_window_ms", "  ");
+}
