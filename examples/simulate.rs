@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use bft_upgrade::planted::Planted;
 use bft_upgrade::sim::{twopc, FaultMode, Report, Swarm, World};
 use bft_upgrade::wire::Outcome;
 use clap::{Parser, ValueEnum};
@@ -77,6 +78,38 @@ struct Args {
     /// Worker threads (default: the machine's cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Plant a deliberate bug to watch the checkers find it (the bugs inside
+    /// roles need `--features planted-bugs`).
+    #[arg(long, value_enum)]
+    plant: Option<Plant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Plant {
+    ReleasesBoth,
+    SkipTriggerCheck,
+    SkipVersionCheck,
+    CommitWithMissingGroup,
+    GuardianForgets,
+    NoPostponement,
+}
+
+impl Plant {
+    fn bug(self) -> Planted {
+        match self {
+            Plant::ReleasesBoth => Planted::ReleasesBoth,
+            Plant::SkipTriggerCheck => Planted::SkipTriggerCheck,
+            Plant::SkipVersionCheck => Planted::SkipVersionCheck,
+            Plant::CommitWithMissingGroup => Planted::CommitWithMissingGroup,
+            Plant::GuardianForgets => Planted::GuardianForgets,
+            Plant::NoPostponement => Planted::NoPostponement,
+        }
+    }
+
+    /// Whether the bug lives inside a role (and so needs the feature).
+    fn in_role(self) -> bool {
+        !matches!(self, Plant::ReleasesBoth | Plant::GuardianForgets)
+    }
 }
 
 impl Args {
@@ -97,10 +130,25 @@ impl Args {
         }
     }
 
+    fn config(&self, seed: u64) -> bft_upgrade::sim::SimConfig {
+        let mut cfg = self.swarm().config(seed);
+        if let Some(p) = self.plant {
+            cfg.planted = p.bug();
+        }
+        cfg
+    }
+
     fn replay(&self, seed: u64) -> String {
+        let (features, plant) = match self.plant {
+            Some(p) => (
+                if p.in_role() { " --features planted-bugs" } else { "" },
+                format!(" --plant {}", p.to_possible_value().map_or(String::new(), |v| v.get_name().to_string())),
+            ),
+            None => ("", String::new()),
+        };
         format!(
-            "cargo run --release --example simulate -- --seed {seed} --groups {} --replicas {} --guardians {} \
-             --installers {} --faults {} --trace",
+            "cargo run --release{features} --example simulate -- --seed {seed} --groups {} --replicas {} --guardians {} \
+             --installers {} --faults {}{plant} --trace",
             self.groups,
             self.replicas,
             self.guardians,
@@ -174,6 +222,10 @@ struct Totals {
 fn main() -> ExitCode {
     let args = Args::parse();
     let swarm = args.swarm();
+    if args.plant.is_some_and(Plant::in_role) && !cfg!(feature = "planted-bugs") {
+        eprintln!("this planted bug lives inside a role: add --features planted-bugs");
+        return ExitCode::from(2);
+    }
     if let Some(seed) = args.seed {
         return replay(&args, swarm, seed);
     }
@@ -197,7 +249,7 @@ fn main() -> ExitCode {
                 if seed >= end {
                     break;
                 }
-                let cfg = swarm.config(seed);
+                let cfg = args.config(seed);
                 let diffusing = (args.protocol != Protocol::TwoPc).then(|| World::new(cfg.clone()).run());
                 // Side by side: the first upgrade alone, both protocols.
                 let compare = (seed < args.first.saturating_add(args.compare)).then(|| {
@@ -249,7 +301,9 @@ fn main() -> ExitCode {
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let t = totals.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut t = totals.into_inner().unwrap_or_else(|e| e.into_inner());
+    t.violations.sort();
+    t.liveness.sort();
     let elapsed = started.elapsed();
     if args.json {
         let json = serde_json::json!({
@@ -298,8 +352,8 @@ fn record(t: &mut Totals, seed: u64, r: &Report) {
     }
 }
 
-fn replay(args: &Args, swarm: Swarm, seed: u64) -> ExitCode {
-    let mut cfg = swarm.config(seed);
+fn replay(args: &Args, _swarm: Swarm, seed: u64) -> ExitCode {
+    let mut cfg = args.config(seed);
     cfg.print_trace = args.trace;
     println!("seed {seed}: {} groups of {} replicas, {} guardians each", args.groups, args.replicas, args.guardians);
     println!("  byzantine replicas {:?}", cfg.byzantine);
