@@ -89,7 +89,10 @@ struct Record {
     asked: [u64; 2],
     /// The one kind this guardian released (or is about to), if any.
     released: Option<ShareKind>,
-    /// Whether the host acknowledged writing `released`.
+    /// Whether the host acknowledged writing `released`. Not stored: the
+    /// host writes the state on [`GuardianEffect::Persist`], so a state read
+    /// back from storage holds only releases that were written.
+    #[serde(skip, default = "written")]
     durable: bool,
     /// Whether the outcome was learned and forwarded.
     learned: bool,
@@ -102,6 +105,10 @@ impl Record {
             ShareKind::Cancel => &self.cancel_share,
         }
     }
+}
+
+fn written() -> bool {
+    true
 }
 
 fn slot(kind: ShareKind) -> usize {

@@ -131,3 +131,152 @@ fn guardians_forward_codes() {
         assert_eq!(r.outcomes, vec![Some(Outcome::Committed)], "seed {seed}");
     }
 }
+
+mod guardian_role {
+    use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, ReplicaSecretKey, ShareKind};
+    use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+    use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
+    use bft_upgrade::step::{Instant, Peer};
+    use bft_upgrade::wire::{self, DeployerId, GroupId, GuardianSet, Membership, Message, Piece};
+    use chacha20::ChaCha20Rng;
+    use rand_core::{Rng, SeedableRng};
+
+    type G = Guardian<8>;
+
+    struct Setup {
+        piece: Piece,
+        replica_keys: Vec<ReplicaSecretKey>,
+        guardian_key: ReplicaSecretKey,
+        config: GuardianConfig,
+    }
+
+    fn setup() -> Setup {
+        let mut rng = ChaCha20Rng::from_seed([5; 32]);
+        let replica_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
+        let pks: Vec<_> = replica_keys.iter().map(|k| k.public_key()).collect();
+        let membership = Membership::new(GroupId(1), &pks).unwrap();
+        let guardian_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
+        let members: Vec<(u32, _)> =
+            guardian_keys.iter().enumerate().map(|(i, k)| (i as u32 + 1, k.public_key())).collect();
+        let set = GuardianSet::new(&members).unwrap();
+        let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+        let plan = UpgradePlan::new(&mut rng, 1, &[GroupId(1)]).unwrap();
+        let genesis = Code::default();
+        let target = GroupTarget {
+            membership: &membership,
+            resources: &[],
+            prev_version: &genesis,
+            guardians: Some(&set),
+            payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
+        };
+        let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+        let mut groups = heapless::Vec::new();
+        groups.push(GuardedGroup { group: GroupId(1), members: membership.digest() }).unwrap();
+        let mut deployers = heapless::Vec::new();
+        deployers.push((deployer.id(), deployer.public_key())).unwrap();
+        let config = GuardianConfig { id: 1, deployers, groups };
+        Setup { piece, replica_keys, guardian_key: guardian_keys[0].clone(), config }
+    }
+
+    fn request(s: &Setup, replica: u8, kind: ShareKind) -> Message {
+        let (_, token) = s.piece.open_token(usize::from(replica), &s.replica_keys[usize::from(replica)]).unwrap();
+        Message::GuardianRequest { upgrade: s.piece.header.upgrade, group: GroupId(1), replica, kind, token }
+    }
+
+    fn from(replica: u8) -> Peer {
+        Peer::Replica { group: GroupId(1), index: replica }
+    }
+
+    /// One faulty replica asking for c first does not get it released; f + 1
+    /// asking for s_g do, after the durable write and not before.
+    #[test]
+    fn f_plus_one_tokens_and_durable_release() {
+        let s = setup();
+        let mut g = G::new(s.config.clone());
+        let (u, grp) = (s.piece.header.upgrade, GroupId(1));
+        let step = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).unwrap();
+        assert!(step.is_empty());
+        let step = g.handle_message(Instant(1), from(0), &request(&s, 0, ShareKind::Cancel));
+        assert!(step.is_empty() && g.released(u, grp).is_none(), "one replica must not be enough");
+        let step = g.handle_message(Instant(2), from(1), &request(&s, 1, ShareKind::Secret));
+        assert!(step.is_empty());
+        let step = g.handle_message(Instant(3), from(2), &request(&s, 2, ShareKind::Secret));
+        assert_eq!(
+            step.effects.as_slice(),
+            &[GuardianEffect::Persist { upgrade: u, group: grp, kind: ShareKind::Secret }]
+        );
+        assert!(step.messages.is_empty(), "no share before the write is acknowledged");
+        let step = g.persisted(Instant(4), u, grp);
+        assert_eq!(step.messages.len(), 2);
+        // The faulty replica's c request, now joined by another: never.
+        let step = g.handle_message(Instant(5), from(3), &request(&s, 3, ShareKind::Cancel));
+        assert!(step.messages.is_empty() && step.effects.is_empty());
+        // A forged token is a fault.
+        let mut forged = request(&s, 3, ShareKind::Secret);
+        if let Message::GuardianRequest { token, .. } = &mut forged {
+            token.0[0] ^= 1;
+        }
+        let step = g.handle_message(Instant(6), from(3), &forged);
+        assert_eq!(step.faults.len(), 1);
+    }
+
+    /// Random request orders with crashes at every step, restarting from the
+    /// last state written at a `Persist`: across the whole history the
+    /// guardian never sends shares of both kinds, and never a share before
+    /// its release was written.
+    #[test]
+    fn crashes_at_every_step_never_both_kinds() {
+        let s = setup();
+        let (u, grp) = (s.piece.header.upgrade, GroupId(1));
+        for seed in 0..100u64 {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let mut g = G::new(s.config.clone());
+            let mut stored: Option<Vec<u8>> = None;
+            let mut pending_ack = false;
+            let mut sent = [false; 2];
+            for _ in 0..40 {
+                match rng.next_u32() % 5 {
+                    0 => {
+                        // Crash: back to what was written (or nothing).
+                        g = match &stored {
+                            Some(b) => wire::decode(b).unwrap(),
+                            None => G::new(s.config.clone()),
+                        };
+                        pending_ack = false;
+                    }
+                    1 if pending_ack => {
+                        let step = g.persisted(Instant(0), u, grp);
+                        pending_ack = false;
+                        for m in &step.messages {
+                            if let Message::GuardianShare { kind, .. } = m.message {
+                                sent[(kind == ShareKind::Cancel) as usize] = true;
+                            }
+                        }
+                    }
+                    2 => {
+                        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).unwrap();
+                    }
+                    _ => {
+                        let r = (rng.next_u32() % 4) as u8;
+                        let kind = if rng.next_u32() % 2 == 0 { ShareKind::Secret } else { ShareKind::Cancel };
+                        let step = g.handle_message(Instant(0), from(r), &request(&s, r, kind));
+                        for e in &step.effects {
+                            let GuardianEffect::Persist { .. } = e;
+                            // The host writes the state now, then acks later.
+                            let mut buf = vec![0u8; wire::encoded_len(&g)];
+                            stored = Some(wire::encode(&g, &mut buf).unwrap().to_vec());
+                            pending_ack = true;
+                        }
+                        for m in &step.messages {
+                            if let Message::GuardianShare { kind, .. } = m.message {
+                                assert!(stored.is_some(), "seed {seed}: a share left before any write");
+                                sent[(kind == ShareKind::Cancel) as usize] = true;
+                            }
+                        }
+                    }
+                }
+                assert!(!(sent[0] && sent[1]), "seed {seed}: both kinds released");
+            }
+        }
+    }
+}
