@@ -280,3 +280,50 @@ mod guardian_role {
         }
     }
 }
+
+/// Measured: bytes per guardian entry in the piece, and messages per
+/// upgrade with and without guardians (same world, no faults).
+#[test]
+fn guardian_costs() {
+    use bft_upgrade::wire::{encoded_len, Custody};
+    let per_upgrade = |guardians: usize| {
+        let mut cfg = guarded(3, 12, guardians);
+        cfg.guardians = guardians;
+        let r = run(cfg);
+        let m = &r.metrics;
+        (m.replica_messages + m.installer_messages, m.replica_bytes + m.installer_bytes, r.piece_bytes)
+    };
+    let (m0, b0, p0) = per_upgrade(0);
+    let (m4, b4, p4) = per_upgrade(4);
+    let (m7, b7, p7) = per_upgrade(7);
+    println!("| guardians per group | messages per upgrade | bytes per upgrade | piece bytes |");
+    println!("|---|---|---|---|");
+    println!("| 0 | {m0} | {b0} | {p0} |");
+    println!("| 4 | {m4} | {b4} | {p4} |");
+    println!("| 7 | {m7} | {b7} | {p7} |");
+    // Bytes one guardian adds to a piece: the entry's encoding.
+    let s = guardian_role_setup_piece();
+    let Custody::Guardians { guardians, .. } = &s.header.custody else { panic!("guardian custody") };
+    let entry = encoded_len(&guardians[0]);
+    println!("bytes per guardian entry: {entry} (piece growth per guardian: {})", (p7 - p4) / 3);
+    assert!(entry <= 200, "{entry}");
+}
+
+fn guardian_role_setup_piece() -> bft_upgrade::wire::Piece {
+    use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, ReplicaSecretKey};
+    use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+    use bft_upgrade::wire::{DeployerId, GroupId, GuardianSet, Membership};
+    use chacha20::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    let mut rng = ChaCha20Rng::from_seed([8; 32]);
+    let keys: Vec<_> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng).public_key()).collect();
+    let m = Membership::new(GroupId(1), &keys).unwrap();
+    let gs: Vec<(u32, _)> = (0..4).map(|i| (i + 1, ReplicaSecretKey::random(&mut rng).public_key())).collect();
+    let set = GuardianSet::new(&gs).unwrap();
+    let d = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+    let plan = UpgradePlan::new(&mut rng, 1, &[GroupId(1)]).unwrap();
+    let genesis = Code::default();
+    let payload = PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() };
+    let t = GroupTarget { membership: &m, resources: &[], prev_version: &genesis, guardians: Some(&set), payload };
+    plan.piece(&d, &mut rng, &t).unwrap()
+}
