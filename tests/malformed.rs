@@ -149,3 +149,115 @@ fn impossible_payload_layouts_are_refused_by_the_opener() {
         );
     }
 }
+
+/// role_installer (fuzz): an answer the installer throws out as unsolicited
+/// (from a peer that is not the replica it names) came back as a step with
+/// no deadline, while the installer still had one. A host that re-arms its
+/// timer from every step's deadline (the `Step` contract: "when to call
+/// `handle_timeout` next, if ever") would never call it again: one spoofed
+/// answer stalls the installer. The same holds for an answer naming a group
+/// the upgrade does not cover.
+#[test]
+#[ignore = "BUG: Installer::handle_answer's early returns (Unsolicited) leave Step::deadline at None"]
+fn fuzz_role_installer_unsolicited_answer_keeps_the_deadline() {
+    use bft_upgrade::installer::DefaultInstaller;
+    use bft_upgrade::step::{FaultKind, Instant, Peer};
+    use bft_upgrade::wire::{Answer, GroupId, Reply};
+
+    let header = samples::upgrade_header();
+    let groups = [(samples::GROUP, 1), (GroupId(samples::GROUP.0 + 1), 1)];
+    let mut installer = DefaultInstaller::new(7, header.clone(), &groups, true, 100).expect("installer");
+    let _ = installer.start(Instant(1_000));
+    assert!(installer.deadline().is_some());
+    let piece = samples::piece();
+    for (from, group) in [
+        // In replica 0's name, from someone else.
+        (Peer::Installer(99), samples::GROUP),
+        // From the replica it names, of a group outside the upgrade.
+        (Peer::Replica { group: GroupId(77), index: 0 }, GroupId(77)),
+    ] {
+        let answer = Answer { upgrade: header.upgrade, group, replica: 0, reply: Reply::Unknown };
+        let mut piece = piece.clone();
+        piece.header.group = group;
+        let step = installer.handle_answer(Instant(1_010), from, &answer, &piece).expect("the right piece");
+        assert_eq!(step.faults.first().map(|f| f.kind), Some(FaultKind::Unsolicited));
+        assert_eq!(step.deadline, installer.deadline(), "the step dropped the installer's deadline");
+    }
+}
+
+/// role_group (fuzz target's invariants: "version = number of `Apply`
+/// effects", "a transaction aborted is restarted"): a response whose codes
+/// commit many held pieces overflows the step. `on_response` pushes
+/// `AbortTransaction`, one `Apply` per committed piece, then
+/// `RestartTransaction`, into a step of `MAX_STEP_EFFECTS` (8) effects while
+/// an attachment carries up to `MAX_ATTACHED` (8) codes, and ignores the
+/// failed pushes: with 7 commits the restart is lost (the transaction stays
+/// aborted), with 8 an `Apply` is lost too (the replica counts the upgrade
+/// as committed and advances its version and chain, but the host is never
+/// told to install the payload).
+#[test]
+#[ignore = "BUG: GroupReplica::on_response drops effects beyond MAX_STEP_EFFECTS (RestartTransaction, then Apply)"]
+fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {
+    use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadSealer, ReplicaSecretKey, CHUNK_TAG_LEN};
+    use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+    use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
+    use bft_upgrade::step::{Instant, Peer};
+    use bft_upgrade::wire::{
+        Attachment, DeployerId, Diffused, GroupId, Membership, Operation, Outcome, Reply, ResourceId, MAX_ATTACHED,
+    };
+    use rand_core::SeedableRng;
+
+    let mut rng = chacha20::ChaCha20Rng::from_seed([8; 32]);
+    let keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
+    let pks: Vec<_> = keys.iter().map(ReplicaSecretKey::public_key).collect();
+    let (me, neighbor) = (GroupId(1), GroupId(2));
+    let membership = Membership::new(me, &pks).expect("membership");
+    let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+    let genesis = Code::from_bytes([0xA0; 32]);
+    let authorized = AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() };
+    let config = GroupConfig {
+        membership: membership.clone(),
+        deployers: heapless::Vec::from_slice(&[authorized]).expect("one"),
+        neighbors: heapless::Vec::from_slice(&[Neighbor { group: neighbor, f: 1 }]).expect("one"),
+        retry_ms: 100,
+        proactive: false,
+        guardians: None,
+    };
+    let mut replica = GroupReplica::new(config, 0).expect("replica");
+
+    // MAX_ATTACHED upgrades on unrelated resources, all accepted here.
+    let mut codes = Attachment::new();
+    let groups = [me, neighbor];
+    for i in 0..MAX_ATTACHED as u32 {
+        let plan = UpgradePlan::new(&mut rng, u64::from(i) + 1, &groups).expect("plan");
+        let upgrade = plan.header().upgrade;
+        let key = plan.group_key(me).expect("in plan");
+        let mut sealer = PayloadSealer::new(&key, &Binding::group(upgrade, me), 64).expect("chunk size");
+        let mut buf = [0u8; 64 + CHUNK_TAG_LEN];
+        sealer.seal_chunk(&mut buf, 8, true).expect("seal");
+        let payload = sealer.finish().expect("sealed");
+        let resources = [ResourceId(i)];
+        let target = GroupTarget {
+            membership: &membership,
+            resources: &resources,
+            prev_version: &genesis,
+            guardians: None,
+            payload,
+        };
+        let op = Operation::PrepareInstall(plan.piece(&deployer, &mut rng, &target).expect("piece"));
+        let step = replica.handle_ordered(Instant(1), Peer::Installer(1), &op, &keys[0], |_| Verdict::Accept);
+        assert!(step.messages.iter().any(|m| matches!(&m.message, bft_upgrade::wire::Message::Answer(a)
+            if matches!(a.reply, Reply::Accepted(_)))));
+        codes.push(Diffused { upgrade, outcome: Outcome::Committed, code: plan.trigger_code().clone() }).expect("room");
+    }
+
+    // The response to a transaction's call carries all their trigger codes.
+    let step = replica.on_response(Instant(2), TxnId(5), neighbor, &codes);
+    let applies = step.effects.iter().filter(|e| matches!(e, GroupEffect::Apply { .. })).count();
+    assert_eq!(replica.version(), MAX_ATTACHED as u64, "every piece committed");
+    assert_eq!(applies, MAX_ATTACHED, "{} commits, but the host is told to apply {applies}", MAX_ATTACHED);
+    assert!(
+        step.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(TxnId(5)))),
+        "the transaction is aborted and never restarted"
+    );
+}
