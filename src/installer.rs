@@ -281,6 +281,8 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         let genuine = from == Peer::Replica { group: answer.group, index: answer.replica }
             && answer.upgrade == self.header.upgrade
             && usize::from(answer.replica) < h.replicas.len();
+        // Every step carries the installer's deadline, whatever it says.
+        step.deadline = self.deadline();
         let Some(si) = self.slots.iter().position(|s| s.group == answer.group) else {
             step.fault(from, Some(answer.upgrade), FaultKind::Unsolicited);
             return Ok(step);

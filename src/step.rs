@@ -86,8 +86,10 @@ pub enum FaultKind {
 
 /// Upper bound on the messages one step may carry.
 pub const MAX_STEP_MESSAGES: usize = 32;
-/// Upper bound on the effects one step may carry.
-pub const MAX_STEP_EFFECTS: usize = 8;
+/// Upper bound on the effects one step may carry: enough for the largest
+/// step, a response that finishes [`MAX_ATTACHED`](crate::wire::MAX_ATTACHED)
+/// pieces between aborting and restarting its transaction.
+pub const MAX_STEP_EFFECTS: usize = crate::wire::MAX_ATTACHED + 2;
 /// Upper bound on the faults one step may carry (further ones are counted).
 pub const MAX_STEP_FAULTS: usize = 8;
 

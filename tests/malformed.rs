@@ -158,7 +158,6 @@ fn impossible_payload_layouts_are_refused_by_the_opener() {
 /// answer stalls the installer. The same holds for an answer naming a group
 /// the upgrade does not cover.
 #[test]
-#[ignore = "BUG: Installer::handle_answer's early returns (Unsolicited) leave Step::deadline at None"]
 fn fuzz_role_installer_unsolicited_answer_keeps_the_deadline() {
     use bft_upgrade::installer::DefaultInstaller;
     use bft_upgrade::step::{FaultKind, Instant, Peer};
@@ -196,7 +195,6 @@ fn fuzz_role_installer_unsolicited_answer_keeps_the_deadline() {
 /// as committed and advances its version and chain, but the host is never
 /// told to install the payload).
 #[test]
-#[ignore = "BUG: GroupReplica::on_response drops effects beyond MAX_STEP_EFFECTS (RestartTransaction, then Apply)"]
 fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {
     use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadSealer, ReplicaSecretKey, CHUNK_TAG_LEN};
     use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
