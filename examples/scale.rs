@@ -390,9 +390,10 @@ fn simulate(groups: usize, mode: Mode, prev: Option<&SimRun>, budget_ms: u64, dr
         if ms > budget_ms as f64 {
             let p = prev.expect("predicted from a run");
             let reason = format!(
-                "not run: predicted {:.1} h of CPU time (the {} groups run took {:.1} s; events grow as G{} and the \
+                "not run: predicted {:.0} min of CPU time, over the budget of {:.0} min (the {} groups run took {:.1} s; events grow as G{} and the \
                  simulator's per-event safety and completion checks as G)",
-                ms / 3.6e6,
+                ms / 6e4,
+                budget_ms as f64 / 6e4,
                 p.groups,
                 p.run.as_secs_f64(),
                 if matches!(mode, Mode::Piggyback | Mode::Both) { "²" } else { "" },
