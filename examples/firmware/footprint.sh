@@ -200,6 +200,28 @@ for size in [4, 16]:
     w(f"| n = {size}: the same / (crate `Signature::verify` + `shared_secret`, with point decompression) | "
       f"{prc:,} / {crate:,} = {prc / crate:.3f}x | | {'meets' if prc <= 1.2 * crate else 'MISSES'} 1.2x |")
 w("")
+
+def sz(key):
+    return int(gv.get(f"size.{key}", 0))
+
+
+w("")
+w("Where the group role misses (read from the numbers below):")
+w("")
+w(f"- Static RAM is the role's values at the crate's fixed capacities, whatever the group's size: "
+  f"`GroupReplica` {sz('GroupReplica'):,} bytes (up to 16 held pieces, each with room for 16 guardians' "
+  f"digests and fetched shares; 32 finished outcomes; 16 neighbors' outboxes; the 64-replica membership) "
+  f"and the `Operation` holding the piece, {sz('Operation'):,} bytes (64 replica entries and 16 guardian "
+  f"entries). No value is smaller for a group of 4 or 16.")
+w(f"- Peak stack is set by values returned by value: `wire::decode::<Piece>` "
+  f"({n('stack.n4.decode_piece'):,} bytes: serde builds the 64-entry vector and the header on the stack "
+  f"and moves them up through each level) and `GroupReplica::new` ({n('stack.n4.new'):,} bytes: the "
+  f"`Result<GroupReplica, _>`). The protocol steps themselves take {n('stack.n4.prepare'):,} (prepare) "
+  f"and {n('stack.n4.commit'):,} (commit) bytes, each with a `Step<GroupEffect>` of "
+  f"{sz('Step<GroupEffect>'):,} bytes.")
+w(f"- Flash: P-256 arithmetic, ECDSA, SHA-256, HKDF, ChaCha20-Poly1305 and the serde decoders dominate "
+  f"(see the tables at the end); the harness alone (`none`) is {k(none['flash'])} KiB.")
+w("")
 w("Instructions are counted, not estimated: QEMU does not emulate the DWT cycle counter "
   f"(`dwt.cyccnt` = {gv.get('dwt.cyccnt')}), so the SysTick (core clock) is read, and with `-icount shift=0` one "
   f"tick is {int(gv.get('meter.instr_per_tick_x1024', 0)) / 1024:.1f} instructions (calibrated at start on a loop "
@@ -268,7 +290,9 @@ try:
         by_crate[crate] = by_crate.get(crate, 0) + size
     w("By crate (sum of the sizes of its code and read-only data symbols; generic code is "
       "counted where it was instantiated, e.g. `serde_core` holds the crate's derived decoders, "
-      "and `<T as Trait>` names count under `T`'s crate):")
+      "and `<T as Trait>` names count under `T`'s crate; with LTO, library code inlined into the "
+      "firmware's phase functions, e.g. `handle_ordered` into `group::prepare`, counts under "
+      "`bft_upgrade_firmware`; `?` is unnamed data such as the test bundle):")
     w("")
     w("| bytes | crate |")
     w("|---:|---|")
