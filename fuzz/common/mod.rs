@@ -425,20 +425,36 @@ impl SharePick {
     }
 }
 
-/// Codes to piggyback or carry.
+/// A code to piggyback or carry.
 #[derive(Arbitrary, Debug, Clone)]
-pub struct DiffusedPick {
-    pub upgrade: UpgradePick,
-    pub committed: bool,
-    pub code: CodePick,
+pub enum DiffusedPick {
+    /// A fixture upgrade's genuine outcome: its id with its `τ` or `c`.
+    Genuine { upgrade: u8, committed: bool },
+    /// Any combination.
+    Any { upgrade: UpgradePick, committed: bool, code: CodePick },
+}
+
+impl DiffusedPick {
+    pub fn diffused(&self, fx: &Fixture) -> Diffused {
+        let outcome = |committed: bool| if committed { Outcome::Committed } else { Outcome::Aborted };
+        match self {
+            Self::Genuine { upgrade, committed } => {
+                let u = fx.upgrade(*upgrade);
+                let code = if *committed { u.trigger.clone() } else { u.cancel.clone() };
+                Diffused { upgrade: u.id(), outcome: outcome(*committed), code }
+            }
+            Self::Any { upgrade, committed, code } => {
+                Diffused { upgrade: upgrade.id(fx), outcome: outcome(*committed), code: code.code(fx) }
+            }
+        }
+    }
 }
 
 /// At most [`wire::MAX_ATTACHED`] of `picks`, as an attachment.
 pub fn attachment(fx: &Fixture, picks: &[DiffusedPick]) -> wire::Attachment {
     let mut out = wire::Attachment::new();
     for p in picks.iter().take(wire::MAX_ATTACHED) {
-        let outcome = if p.committed { Outcome::Committed } else { Outcome::Aborted };
-        let _ = out.push(Diffused { upgrade: p.upgrade.id(fx), outcome, code: p.code.code(fx) });
+        let _ = out.push(p.diffused(fx));
     }
     out
 }
