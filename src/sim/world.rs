@@ -803,8 +803,8 @@ impl World {
         self.send_bytes(from, to, bytes);
     }
 
-    fn send_bytes(&mut self, from: Peer, to: Peer, bytes: Vec<u8>) {
-        let len = bytes.len() as u64;
+    /// Counts one message of `len` bytes sent by `from`.
+    fn count(&mut self, from: Peer, len: u64) {
         match from {
             Peer::Replica { .. } => {
                 self.metrics.replica_messages += 1;
@@ -815,6 +815,10 @@ impl World {
                 self.metrics.installer_bytes += len;
             }
         }
+    }
+
+    fn send_bytes(&mut self, from: Peer, to: Peer, bytes: Vec<u8>) {
+        self.count(from, bytes.len() as u64);
         let faulty = self.faulty_network();
         let net = self.cfg.network;
         if faulty && unit(&mut self.rng) < net.drop {
@@ -837,17 +841,7 @@ impl World {
 
     /// Submits an operation to a group's ordering, over the network.
     fn submit(&mut self, origin: Peer, group: usize, op: Operation) {
-        let len = wire::encoded_len(&op) as u64;
-        match origin {
-            Peer::Replica { .. } => {
-                self.metrics.replica_messages += 1;
-                self.metrics.replica_bytes += len;
-            }
-            _ => {
-                self.metrics.installer_messages += 1;
-                self.metrics.installer_bytes += len;
-            }
-        }
+        self.count(origin, wire::encoded_len(&op) as u64);
         let faulty = self.faulty_network();
         if faulty && unit(&mut self.rng) < self.cfg.network.drop {
             self.metrics.dropped += 1;
@@ -1303,8 +1297,7 @@ impl World {
         let Some(set) = self.material.guardian_sets[gi].clone() else { return };
         let size = self.upgrades[ui].pieces.get(&group).map_or(0, wire::encoded_len) as u64;
         for (id, _) in set.members.iter().filter(|(id, _)| only.is_none_or(|o| o == *id)) {
-            self.metrics.replica_messages += 1;
-            self.metrics.replica_bytes += size;
+            self.count(from, size);
             if self.faulty_network() && unit(&mut self.rng) < self.cfg.network.drop {
                 self.metrics.dropped += 1;
                 continue;
