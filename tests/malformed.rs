@@ -186,13 +186,13 @@ fn fuzz_role_installer_unsolicited_answer_keeps_the_deadline() {
 
 /// role_group (fuzz target's invariants: "version = number of `Apply`
 /// effects", "a transaction aborted is restarted"): a response whose codes
-/// commit many held pieces overflows the step. `on_response` pushes
+/// commit many held pieces overflowed the step. `on_response` pushes
 /// `AbortTransaction`, one `Apply` per committed piece, then
-/// `RestartTransaction`, into a step of `MAX_STEP_EFFECTS` (8) effects while
-/// an attachment carries up to `MAX_ATTACHED` (8) codes, and ignores the
-/// failed pushes: with 7 commits the restart is lost (the transaction stays
-/// aborted), with 8 an `Apply` is lost too (the replica counts the upgrade
-/// as committed and advances its version and chain, but the host is never
+/// `RestartTransaction`, into a step of `MAX_STEP_EFFECTS` effects (then 8)
+/// while an attachment carries up to `MAX_ATTACHED` (8) codes, and ignored
+/// the failed pushes: with 7 commits the restart was lost (the transaction
+/// stayed aborted), with 8 an `Apply` too (the replica counted the upgrade
+/// as committed and advanced its version and chain, but the host was never
 /// told to install the payload).
 #[test]
 fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {

@@ -148,8 +148,6 @@ struct Run {
     /// Outcome applied per upgrade.
     finished: HashMap<UpgradeId, Outcome>,
     applies: u64,
-    /// The last step was a response whose effects filled the step.
-    overflowed: bool,
 }
 
 impl Run {
@@ -185,14 +183,6 @@ impl Run {
             }
             let prev = self.finished.insert(upgrade, outcome);
             assert!(prev.is_none(), "{upgrade:?} finished twice: {prev:?} then {outcome:?}");
-        }
-        // Known bug (tests/malformed.rs,
-        // `fuzz_role_group_response_committing_eight_pieces_keeps_every_effect`):
-        // a response that commits eight held pieces loses an `Apply` from its
-        // full step. Only there is the count resynchronized.
-        if self.overflowed {
-            self.overflowed = false;
-            self.applies = self.replica.version();
         }
         assert_eq!(self.replica.version(), self.applies, "version is not the number of commits");
         // A finished upgrade that left the history is forgotten by the
@@ -319,11 +309,7 @@ impl Run {
                 let step = self.replica.on_response(now, TxnId(u64::from(*txn)), from.id(), &codes);
                 let restart = step.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
                 let abort = step.effects.iter().any(|e| matches!(e, GroupEffect::AbortTransaction(_)));
-                // Known bug (see `overflowed`): a full step loses the restart.
-                self.overflowed = step.effects.is_full();
-                if !self.overflowed {
-                    assert_eq!(restart, abort, "a transaction aborted without restart, or the reverse");
-                }
+                assert_eq!(restart, abort, "a transaction aborted without restart, or the reverse");
                 step
             }
             Op::ClientCall { client, seen, codes } => {
@@ -375,7 +361,6 @@ fuzz_target!(|s: Scenario| {
         released: HashMap::new(),
         finished: HashMap::new(),
         applies: 0,
-        overflowed: false,
     };
     for op in s.ops.iter().take(MAX_INPUTS) {
         run.op(op);

@@ -113,12 +113,7 @@ impl Run {
     fn observe(&mut self, step: &Step<InstallerEffect>) {
         assert!(step.messages.len() <= MAX_STEP_MESSAGES);
         assert!(step.effects.len() <= MAX_STEP_EFFECTS);
-        // Known bug (tests/malformed.rs, `installer_unsolicited_answer_keeps_the_deadline`): an
-        // answer refused as unsolicited returns a step with no deadline at all.
-        let refused_only = step.messages.is_empty() && step.effects.is_empty() && !step.faults.is_empty();
-        if !(refused_only && step.deadline.is_none()) {
-            assert_eq!(step.deadline, self.installer.deadline(), "the step's deadline is not the installer's");
-        }
+        assert_eq!(step.deadline, self.installer.deadline(), "the step's deadline is not the installer's");
         let header = &self.fx.upgrades[self.upgrade].header;
         for e in &step.effects {
             match e {
