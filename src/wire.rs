@@ -342,6 +342,9 @@ pub struct Opened {
     pub cancel_share: Share,
 }
 
+// Every field (`GroupKey`, `Share`) zeroizes itself on drop.
+impl zeroize::ZeroizeOnDrop for Opened {}
+
 impl Piece {
     /// Opens replica `index`'s (0-based) box with its key and checks both
     /// shares against the piece's digest map.

@@ -188,8 +188,6 @@ fn the_probe_tells_zeroize_on_drop_apart() {
 }
 
 #[test]
-#[ignore = "BUG: DeployerKey and Opened do not implement ZeroizeOnDrop (their parts wipe themselves, but the \
-            types do not say so, so `assert_zod::<DeployerKey>()` does not compile)"]
 fn deployer_key_and_opened_are_zeroize_on_drop() {
     assert!(zod!(DeployerKey), "DeployerKey: no ZeroizeOnDrop");
     assert!(zod!(Opened), "Opened: no ZeroizeOnDrop");

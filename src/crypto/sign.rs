@@ -102,6 +102,9 @@ impl DeployerKey {
     }
 }
 
+// The inner `SigningKey` zeroizes itself on drop.
+impl zeroize::ZeroizeOnDrop for DeployerKey {}
+
 impl core::fmt::Debug for DeployerKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("DeployerKey(<redacted>)")
