@@ -431,9 +431,9 @@ enum Event {
     /// A group's transaction calls a neighbor.
     AppCall { caller: usize, callee: usize, txn: u64 },
     /// The call arrives at the callee.
-    AppRequest { caller: usize, callee: usize, txn: u64, codes: Attachment },
+    AppRequest { caller: usize, callee: usize, txn: u64, codes: Box<Attachment> },
     /// The response arrives at the caller.
-    AppResponse { caller: usize, callee: usize, txn: u64, codes: Attachment },
+    AppResponse { caller: usize, callee: usize, txn: u64, codes: Box<Attachment> },
     /// A role crashes and restarts from its serialized state.
     Restart { who: Who },
     /// An external client calls a group.
@@ -449,6 +449,23 @@ enum Who {
     Replica(usize, usize),
     Installer(usize),
     Guardian(usize),
+}
+
+/// A trace line being formatted: hashed piece by piece, kept only when
+/// it is to be printed.
+struct TraceLine<'a> {
+    hash: &'a mut sha2::Sha256,
+    text: Option<String>,
+}
+
+impl core::fmt::Write for TraceLine<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        sha2::Digest::update(self.hash, s.as_bytes());
+        if let Some(t) = &mut self.text {
+            t.push_str(s);
+        }
+        Ok(())
+    }
 }
 
 struct Queued {
@@ -497,6 +514,11 @@ pub struct World {
     guardians: Vec<GuardianSlot>,
     /// Whether anything the checkers read changed since they last ran.
     dirty: bool,
+    /// Upgrades (indices) whose safety state changed since the checkers
+    /// last ran: safety is per upgrade, so only these are checked again.
+    to_check: BTreeSet<usize>,
+    /// Upgrades seen finished at every correct replica (this stays true).
+    done: Vec<bool>,
     /// Per group: share indices of its Byzantine guardians.
     byz_guardians: Vec<BTreeSet<u8>>,
     /// Application transactions as they ended: (time, completed without
@@ -680,6 +702,7 @@ impl World {
             }
         }
 
+        let n_upgrades = upgrades.len();
         let mut world = World {
             rng,
             now: 0,
@@ -700,6 +723,8 @@ impl World {
             leaked: BTreeMap::new(),
             txn_log: Vec::new(),
             dirty: true,
+            to_check: (0..n_upgrades).collect(),
+            done: vec![false; n_upgrades],
             byz_guardians: Vec::new(),
             cfg,
         };
@@ -799,8 +824,9 @@ impl World {
     /// Sends a message over the (possibly faulty) network.
     fn send(&mut self, from: Peer, to: Peer, message: &Message) {
         let mut buf = vec![0u8; wire::encoded_len(message)];
-        let bytes = wire::encode(message, &mut buf).expect("sized buffer").to_vec();
-        self.send_bytes(from, to, bytes);
+        let n = wire::encode(message, &mut buf).expect("sized buffer").len();
+        buf.truncate(n);
+        self.send_bytes(from, to, buf);
     }
 
     /// Counts one message of `len` bytes sent by `from`.
@@ -871,7 +897,10 @@ impl World {
             }
             self.dirty = false;
             if self.violation.is_none() {
-                self.check_safety();
+                let to_check = core::mem::take(&mut self.to_check);
+                for ui in to_check {
+                    self.check_safety(ui);
+                }
             }
             if self.violation.is_some() {
                 break;
@@ -916,7 +945,7 @@ impl World {
                 }
             }
         }
-        let touched = self.touched(&event);
+        let touched = if self.cfg.restart_every_event { self.touched(&event) } else { Vec::new() };
         self.dispatch(event);
         if self.cfg.restart_every_event {
             for who in touched {
@@ -986,7 +1015,7 @@ impl World {
                 let codes = self.take_attachment(caller, callee);
                 self.txns.insert(txn, (caller, callee));
                 let delay = self.cfg.latency_ms;
-                self.push(self.now + delay, Event::AppRequest { caller, callee, txn, codes });
+                self.push(self.now + delay, Event::AppRequest { caller, callee, txn, codes: Box::new(codes) });
             }
             Event::AppRequest { caller, callee, txn, codes } => {
                 // ReceiveRequest at the callee, in its ordered execution.
@@ -997,7 +1026,7 @@ impl World {
                 }
                 let back = self.take_attachment(callee, caller);
                 let delay = self.cfg.latency_ms;
-                self.push(self.now + delay, Event::AppResponse { caller, callee, txn, codes: back });
+                self.push(self.now + delay, Event::AppResponse { caller, callee, txn, codes: Box::new(back) });
             }
             Event::AppResponse { caller, callee, txn, codes } => {
                 let from = self.groups[callee].id;
@@ -1127,8 +1156,8 @@ impl World {
                 };
                 let ui = self.installers[ii].upgrade;
                 let Some(piece) = self.upgrades[ui].pieces.get(&answer.group) else { return };
-                let piece = piece.clone();
-                if let Ok(step) = self.installers[ii].role.handle_answer(Instant(self.now), from, &answer, &piece) {
+                let step = self.installers[ii].role.handle_answer(Instant(self.now), from, &answer, piece);
+                if let Ok(step) = step {
                     self.route_installer(ii, step);
                 }
             }
@@ -1246,9 +1275,11 @@ impl World {
             match e {
                 GroupEffect::Apply { upgrade, .. } => {
                     r.finished.insert(*upgrade, Outcome::Committed);
+                    self.touch(*upgrade);
                 }
                 GroupEffect::Discard { upgrade } => {
                     r.finished.insert(*upgrade, Outcome::Aborted);
+                    self.touch(*upgrade);
                 }
                 _ => {}
             }
@@ -1261,6 +1292,7 @@ impl World {
         for out in &step.messages {
             if byz.is_none() {
                 if let Message::Answer(a) = &out.message {
+                    self.touch(a.upgrade);
                     let entry = self.groups[gi].replicas[ri].released.entry(a.upgrade).or_default();
                     let releases = match a.reply {
                         Reply::Accepted(_) | Reply::Code(ShareKind::Secret, _) => {
@@ -1336,6 +1368,7 @@ impl World {
         let Some(gi) = self.group_index(group) else { return };
         if self.groups[gi].replicas.get(usize::from(index)).is_some_and(|r| r.byz.is_some()) {
             self.dirty = true;
+            self.touch(*upgrade);
             let key = (*upgrade, group, *kind == ShareKind::Secret);
             self.leaked.entry(key).or_default().insert(share.index());
         }
@@ -1423,6 +1456,8 @@ impl World {
             (ByzantineReplica::BothKinds, Some(a), Some((s, c))) => {
                 if self.groups[gi].replicas[ri].counted_correct {
                     self.groups[gi].replicas[ri].released.insert(a.upgrade, (true, true));
+                    self.dirty = true;
+                    self.touch(a.upgrade);
                 }
                 self.send(me, to, &with(&a, Reply::Accepted(s)));
                 self.send(me, to, &with(&a, Reply::Rejected(c)));
@@ -1582,8 +1617,20 @@ impl World {
         out
     }
 
-    fn all_finished(&self) -> bool {
-        (0..self.upgrades.len()).all(|ui| !self.upgrades[ui].valid || self.outcome_of(ui).is_some())
+    fn all_finished(&mut self) -> bool {
+        for ui in 0..self.upgrades.len() {
+            if !self.done[ui] {
+                self.done[ui] = self.outcome_of(ui).is_some();
+            }
+        }
+        (0..self.upgrades.len()).all(|ui| !self.upgrades[ui].valid || self.done[ui])
+    }
+
+    /// Marks upgrade `u` for the safety checkers.
+    fn touch(&mut self, u: UpgradeId) {
+        if let Some(ui) = self.upgrades.iter().position(|b| b.header.upgrade == u) {
+            self.to_check.insert(ui);
+        }
     }
 
     /// No replay (section 4.4): a correct replica releases shares only for
@@ -1658,76 +1705,78 @@ impl World {
         }
     }
 
-    /// PROTOCOL.md section 2, after every event.
-    fn check_safety(&mut self) {
-        for ui in 0..self.upgrades.len() {
-            let b = &self.upgrades[ui];
-            let u = b.header.upgrade;
-            let mut committed = None;
-            let mut aborted = None;
-            for gi in &b.groups {
-                let g = &self.groups[*gi];
-                let mut kinds = (false, false);
-                for (ri, r) in g.replicas.iter().enumerate().filter(|(_, r)| r.correct()) {
-                    match r.finished.get(&u) {
-                        Some(Outcome::Committed) if g.correct => committed = Some((g.id, ri)),
-                        Some(Outcome::Aborted) if g.correct => aborted = Some((g.id, ri)),
-                        _ => {}
-                    }
-                    if let Some((s, c)) = r.released.get(&u) {
-                        kinds.0 |= *s;
-                        kinds.1 |= *c;
-                    }
+    /// PROTOCOL.md section 2 for upgrade `ui`, after every event that
+    /// changed what it reads.
+    fn check_safety(&mut self, ui: usize) {
+        let b = &self.upgrades[ui];
+        let u = b.header.upgrade;
+        let mut committed = None;
+        let mut aborted = None;
+        for gi in &b.groups {
+            let g = &self.groups[*gi];
+            let mut kinds = (false, false);
+            for (ri, r) in g.replicas.iter().enumerate().filter(|(_, r)| r.correct()) {
+                match r.finished.get(&u) {
+                    Some(Outcome::Committed) if g.correct => committed = Some((g.id, ri)),
+                    Some(Outcome::Aborted) if g.correct => aborted = Some((g.id, ri)),
+                    _ => {}
                 }
-                if g.correct && kinds.0 && kinds.1 {
-                    let what = format!("correct group {:?} released both kinds of share for {u:?}", g.id);
-                    return self.flag(what);
+                if let Some((s, c)) = r.released.get(&u) {
+                    kinds.0 |= *s;
+                    kinds.1 |= *c;
                 }
             }
-            if let (Some(c), Some(a)) = (committed, aborted) {
-                let what = format!("{u:?} committed at {c:?} but aborted at {a:?}");
+            if g.correct && kinds.0 && kinds.1 {
+                let what = format!("correct group {:?} released both kinds of share for {u:?}", g.id);
                 return self.flag(what);
             }
-            if self.rebuildable(ui) == (true, true) {
-                return self.flag(format!("both the trigger and the cancellation code of {u:?} can be rebuilt"));
-            }
+        }
+        if let (Some(c), Some(a)) = (committed, aborted) {
+            let what = format!("{u:?} committed at {c:?} but aborted at {a:?}");
+            return self.flag(what);
+        }
+        if self.rebuildable(ui) == (true, true) {
+            self.flag(format!("both the trigger and the cancellation code of {u:?} can be rebuilt"));
         }
     }
 
     /// Folds the event into the trace digest; with `--trace`-style
-    /// printing on, also returns a one-line description.
+    /// printing on, also prints a one-line description.
     fn trace_event(&mut self, event: &Event) {
+        use core::fmt::Write as _;
         use sha2::Digest as _;
         self.trace.update(self.now.to_le_bytes());
-        let line = match event {
-            // Message bytes are hashed as they are; pieces by their digest.
+        // The line is hashed as it is formatted; a String only when printed.
+        let mut out = TraceLine { hash: &mut self.trace, text: self.cfg.print_trace.then(String::new) };
+        let _ = match event {
+            // Message bytes are hashed as they are; pieces by their
+            // signature (hashing whole headers here cost a tenth of a run).
             Event::Net { from, to, bytes } => {
-                self.trace.update(bytes);
-                format!("net {from:?} -> {to:?} ({} bytes)", bytes.len())
+                out.hash.update(bytes);
+                write!(out, "net {from:?} -> {to:?} ({} bytes)", bytes.len())
             }
             Event::Submit { group, origin, op } => match &**op {
                 Operation::PrepareInstall(p) => {
-                    self.trace.update(p.header.digest().0);
-                    format!("order g{group} prepare {:?} from {origin:?}", p.header.upgrade)
+                    out.hash.update(p.signature.to_bytes());
+                    write!(out, "order g{group} prepare {:?} from {origin:?}", p.header.upgrade)
                 }
                 Operation::CommitInstall { upgrade, code } | Operation::AbortInstall { upgrade, code } => {
-                    self.trace.update(code.expose());
+                    out.hash.update(code.expose());
                     let kind = if matches!(**op, Operation::CommitInstall { .. }) { "commit" } else { "abort" };
-                    format!("order g{group} {kind} {upgrade:?} from {origin:?}")
+                    write!(out, "order g{group} {kind} {upgrade:?} from {origin:?}")
                 }
             },
             Event::AppRequest { caller, callee, txn, codes } | Event::AppResponse { caller, callee, txn, codes } => {
-                format!("app txn {txn} g{caller}<->g{callee} codes {}", codes.len())
+                write!(out, "app txn {txn} g{caller}<->g{callee} codes {}", codes.len())
             }
-            other => format!("{other:?}"),
+            other => write!(out, "{other:?}"),
         };
-        self.trace.update(line.as_bytes());
-        if self.cfg.print_trace {
+        if let Some(line) = out.text {
             std::println!("{:>8} ms  {line}", self.now);
         }
     }
 
-    fn report(self) -> Report {
+    fn report(mut self) -> Report {
         use sha2::Digest as _;
         let outcomes: Vec<Option<Outcome>> = (0..self.upgrades.len()).map(|ui| self.outcome_of(ui)).collect();
         let liveness = if self.violation.is_some() || self.all_finished() {
