@@ -407,6 +407,54 @@ struct InstallerSlot {
     scheduled: Option<Instant>,
 }
 
+/// What the checkers know of one upgrade, kept up to date event by event
+/// so that a check costs one group's replicas, not the whole system's.
+struct Tally {
+    /// Per group index: whether the upgrade has a piece there.
+    member: Vec<bool>,
+    /// How many groups it has.
+    groups: usize,
+    /// A correct replica of a correct group that committed / aborted.
+    committed: Option<(GroupId, usize)>,
+    aborted: Option<(GroupId, usize)>,
+    /// Groups where the adversary can rebuild `s_g` / `c`.
+    tau_at: BTreeSet<usize>,
+    c_at: BTreeSet<usize>,
+    /// Replicas (correct, in correct groups) that have not finished it.
+    unfinished: usize,
+    /// Whether there are any such replicas at all.
+    watched: bool,
+}
+
+impl Tally {
+    fn new(b: &Built, groups: &[Group]) -> Self {
+        let mut member = vec![false; groups.len()];
+        let mut unfinished = 0;
+        for gi in &b.groups {
+            member[*gi] = true;
+            let g = &groups[*gi];
+            if g.correct {
+                unfinished += g.replicas.iter().filter(|r| r.byz.is_none()).count();
+            }
+        }
+        Self {
+            member,
+            groups: b.groups.len(),
+            committed: None,
+            aborted: None,
+            tau_at: BTreeSet::new(),
+            c_at: BTreeSet::new(),
+            unfinished,
+            watched: unfinished > 0,
+        }
+    }
+
+    /// Every correct replica of every correct group finished it.
+    fn finished(&self) -> bool {
+        self.watched && self.unfinished == 0
+    }
+}
+
 struct Built {
     header: UpgradeHeader,
     pieces: BTreeMap<GroupId, Piece>,
@@ -514,11 +562,11 @@ pub struct World {
     guardians: Vec<GuardianSlot>,
     /// Whether anything the checkers read changed since they last ran.
     dirty: bool,
-    /// Upgrades (indices) whose safety state changed since the checkers
-    /// last ran: safety is per upgrade, so only these are checked again.
-    to_check: BTreeSet<usize>,
-    /// Upgrades seen finished at every correct replica (this stays true).
-    done: Vec<bool>,
+    /// (upgrade, group) pairs whose safety state changed since the
+    /// checkers last ran: only these are looked at again.
+    to_check: BTreeSet<(usize, usize)>,
+    /// Per upgrade: what the checkers have seen so far.
+    tallies: Vec<Tally>,
     /// Per group: share indices of its Byzantine guardians.
     byz_guardians: Vec<BTreeSet<u8>>,
     /// Application transactions as they ended: (time, completed without
@@ -702,7 +750,9 @@ impl World {
             }
         }
 
-        let n_upgrades = upgrades.len();
+        let to_check =
+            upgrades.iter().enumerate().flat_map(|(ui, b)| b.groups.iter().map(move |gi| (ui, *gi))).collect();
+        let tallies = upgrades.iter().map(|b| Tally::new(b, &built_groups)).collect();
         let mut world = World {
             rng,
             now: 0,
@@ -723,8 +773,8 @@ impl World {
             leaked: BTreeMap::new(),
             txn_log: Vec::new(),
             dirty: true,
-            to_check: (0..n_upgrades).collect(),
-            done: vec![false; n_upgrades],
+            to_check,
+            tallies,
             byz_guardians: Vec::new(),
             cfg,
         };
@@ -898,8 +948,11 @@ impl World {
             self.dirty = false;
             if self.violation.is_none() {
                 let to_check = core::mem::take(&mut self.to_check);
-                for ui in to_check {
-                    self.check_safety(ui);
+                for (ui, gi) in to_check {
+                    self.check_safety(ui, gi);
+                    if self.violation.is_some() {
+                        break;
+                    }
                 }
             }
             if self.violation.is_some() {
@@ -923,7 +976,7 @@ impl World {
     /// correct group: runs go on to their deadline while a compromised group
     /// stalls one.
     fn settled(&self) -> bool {
-        (0..self.upgrades.len()).all(|ui| !self.cfg.upgrades[ui].chained || self.outcome_of(ui).is_some())
+        (0..self.upgrades.len()).all(|ui| !self.cfg.upgrades[ui].chained || self.tallies[ui].finished())
     }
 
     fn installers_idle(&self) -> bool {
@@ -931,7 +984,7 @@ impl World {
             .iter()
             .filter(|i| !i.byzantine && !i.dead)
             .all(|i| i.role.is_done() || i.role.decided().is_none())
-            && self.upgrades.iter().enumerate().all(|(ui, _)| self.outcome_of(ui).is_some() || !self.upgrades[ui].valid)
+            && self.upgrades.iter().enumerate().all(|(ui, _)| self.tallies[ui].finished() || !self.upgrades[ui].valid)
     }
 
     fn handle(&mut self, event: Event) {
@@ -1271,16 +1324,9 @@ impl World {
         let me = Peer::Replica { group: self.groups[gi].id, index: ri as u8 };
         let byz = self.groups[gi].replicas[ri].byz;
         for e in &step.effects {
-            let r = &mut self.groups[gi].replicas[ri];
             match e {
-                GroupEffect::Apply { upgrade, .. } => {
-                    r.finished.insert(*upgrade, Outcome::Committed);
-                    self.touch(*upgrade);
-                }
-                GroupEffect::Discard { upgrade } => {
-                    r.finished.insert(*upgrade, Outcome::Aborted);
-                    self.touch(*upgrade);
-                }
+                GroupEffect::Apply { upgrade, .. } => self.note_finished(gi, ri, *upgrade, Outcome::Committed),
+                GroupEffect::Discard { upgrade } => self.note_finished(gi, ri, *upgrade, Outcome::Aborted),
                 _ => {}
             }
         }
@@ -1292,7 +1338,7 @@ impl World {
         for out in &step.messages {
             if byz.is_none() {
                 if let Message::Answer(a) = &out.message {
-                    self.touch(a.upgrade);
+                    self.touch(a.upgrade, gi);
                     let entry = self.groups[gi].replicas[ri].released.entry(a.upgrade).or_default();
                     let releases = match a.reply {
                         Reply::Accepted(_) | Reply::Code(ShareKind::Secret, _) => {
@@ -1368,7 +1414,7 @@ impl World {
         let Some(gi) = self.group_index(group) else { return };
         if self.groups[gi].replicas.get(usize::from(index)).is_some_and(|r| r.byz.is_some()) {
             self.dirty = true;
-            self.touch(*upgrade);
+            self.touch(*upgrade, gi);
             let key = (*upgrade, group, *kind == ShareKind::Secret);
             self.leaked.entry(key).or_default().insert(share.index());
         }
@@ -1457,7 +1503,7 @@ impl World {
                 if self.groups[gi].replicas[ri].counted_correct {
                     self.groups[gi].replicas[ri].released.insert(a.upgrade, (true, true));
                     self.dirty = true;
-                    self.touch(a.upgrade);
+                    self.touch(a.upgrade, gi);
                 }
                 self.send(me, to, &with(&a, Reply::Accepted(s)));
                 self.send(me, to, &with(&a, Reply::Rejected(c)));
@@ -1542,7 +1588,10 @@ impl World {
                 }
             }
         }
-        if !byz && step.effects.contains(&InstallerEffect::Decided(Outcome::Committed)) && !self.rebuildable(ui).0 {
+        if !byz
+            && step.effects.contains(&InstallerEffect::Decided(Outcome::Committed))
+            && !self.upgrades[ui].groups.iter().all(|gi| self.rebuildable(ui, *gi).0)
+        {
             // A correct installer commits only once every group released s_g.
             let what = format!(
                 "installer {me:?} decided to commit {:?} before every group accepted",
@@ -1617,20 +1666,31 @@ impl World {
         out
     }
 
-    fn all_finished(&mut self) -> bool {
-        for ui in 0..self.upgrades.len() {
-            if !self.done[ui] {
-                self.done[ui] = self.outcome_of(ui).is_some();
-            }
-        }
-        (0..self.upgrades.len()).all(|ui| !self.upgrades[ui].valid || self.done[ui])
+    fn all_finished(&self) -> bool {
+        (0..self.upgrades.len()).all(|ui| !self.upgrades[ui].valid || self.tallies[ui].finished())
     }
 
-    /// Marks upgrade `u` for the safety checkers.
-    fn touch(&mut self, u: UpgradeId) {
+    /// Marks upgrade `u` at group `gi` for the safety checkers.
+    fn touch(&mut self, u: UpgradeId, gi: usize) {
         if let Some(ui) = self.upgrades.iter().position(|b| b.header.upgrade == u) {
-            self.to_check.insert(ui);
+            if self.tallies[ui].member.get(gi).copied().unwrap_or(false) {
+                self.to_check.insert((ui, gi));
+            }
         }
+    }
+
+    /// Records that replica `ri` of group `gi` finished `u` with `outcome`.
+    fn note_finished(&mut self, gi: usize, ri: usize, u: UpgradeId, outcome: Outcome) {
+        let r = &mut self.groups[gi].replicas[ri];
+        let first = r.finished.insert(u, outcome).is_none();
+        let counted = first && r.byz.is_none() && self.groups[gi].correct;
+        if let Some(ui) = self.upgrades.iter().position(|b| b.header.upgrade == u) {
+            let t = &mut self.tallies[ui];
+            if counted && t.member.get(gi).copied().unwrap_or(false) {
+                t.unfinished -= 1;
+            }
+        }
+        self.touch(u, gi);
     }
 
     /// No replay (section 4.4): a correct replica releases shares only for
@@ -1652,51 +1712,46 @@ impl World {
         }
     }
 
-    /// What an adversary can rebuild of upgrade `ui`: (`τ`, `c`).
+    /// What an adversary can rebuild at group `gi` of upgrade `ui`: (its
+    /// `s_g`, hence its part of `τ`; `c`).
     ///
     /// Replica custody: shares correct replicas released, plus every share
     /// Byzantine replicas hold. Guardian custody: codes correct replicas
     /// released, or guardian shares in Byzantine hands (leaked by correct
     /// guardians to Byzantine replicas, or held by Byzantine guardians).
-    fn rebuildable(&self, ui: usize) -> (bool, bool) {
-        let b = &self.upgrades[ui];
-        let u = b.header.upgrade;
-        let (mut tau, mut c) = (true, false);
-        for gi in &b.groups {
-            let g = &self.groups[*gi];
-            let released = |secret: bool| {
-                g.replicas
-                    .iter()
-                    .filter(|r| r.correct())
-                    .any(|r| r.released.get(&u).is_some_and(|k| if secret { k.0 } else { k.1 }))
-            };
-            match &self.material.guardian_sets[*gi] {
-                None => {
-                    let byz = g.replicas.iter().filter(|r| r.byz.is_some()).count();
-                    let count = |secret: bool| {
-                        g.replicas
-                            .iter()
-                            .filter(|r| r.byz.is_none())
-                            .filter(|r| r.released.get(&u).is_some_and(|k| if secret { k.0 } else { k.1 }))
-                            .count()
-                            + byz
-                    };
-                    let k = usize::from(g.f) + 1;
-                    tau &= count(true) >= k;
-                    c |= count(false) >= k;
-                }
-                Some(set) => {
-                    let byz = &self.byz_guardians[*gi];
-                    let public = |secret: bool| {
-                        let leaked = self.leaked.get(&(u, g.id, secret)).map_or(0, |l| l.difference(byz).count());
-                        byz.len() + leaked >= set.threshold()
-                    };
-                    tau &= released(true) || public(true);
-                    c |= released(false) || public(false);
-                }
+    /// Both only grow, so a group once found rebuildable stays so.
+    fn rebuildable(&self, ui: usize, gi: usize) -> (bool, bool) {
+        let u = self.upgrades[ui].header.upgrade;
+        let g = &self.groups[gi];
+        let released = |secret: bool| {
+            g.replicas
+                .iter()
+                .filter(|r| r.correct())
+                .any(|r| r.released.get(&u).is_some_and(|k| if secret { k.0 } else { k.1 }))
+        };
+        match &self.material.guardian_sets[gi] {
+            None => {
+                let byz = g.replicas.iter().filter(|r| r.byz.is_some()).count();
+                let count = |secret: bool| {
+                    g.replicas
+                        .iter()
+                        .filter(|r| r.byz.is_none())
+                        .filter(|r| r.released.get(&u).is_some_and(|k| if secret { k.0 } else { k.1 }))
+                        .count()
+                        + byz
+                };
+                let k = usize::from(g.f) + 1;
+                (count(true) >= k, count(false) >= k)
+            }
+            Some(set) => {
+                let byz = &self.byz_guardians[gi];
+                let public = |secret: bool| {
+                    let leaked = self.leaked.get(&(u, g.id, secret)).map_or(0, |l| l.difference(byz).count());
+                    byz.len() + leaked >= set.threshold()
+                };
+                (released(true) || public(true), released(false) || public(false))
             }
         }
-        (tau, c)
     }
 
     fn flag(&mut self, what: String) {
@@ -1706,36 +1761,41 @@ impl World {
     }
 
     /// PROTOCOL.md section 2 for upgrade `ui`, after every event that
-    /// changed what it reads.
-    fn check_safety(&mut self, ui: usize) {
-        let b = &self.upgrades[ui];
-        let u = b.header.upgrade;
-        let mut committed = None;
-        let mut aborted = None;
-        for gi in &b.groups {
-            let g = &self.groups[*gi];
-            let mut kinds = (false, false);
-            for (ri, r) in g.replicas.iter().enumerate().filter(|(_, r)| r.correct()) {
-                match r.finished.get(&u) {
-                    Some(Outcome::Committed) if g.correct => committed = Some((g.id, ri)),
-                    Some(Outcome::Aborted) if g.correct => aborted = Some((g.id, ri)),
-                    _ => {}
-                }
-                if let Some((s, c)) = r.released.get(&u) {
-                    kinds.0 |= *s;
-                    kinds.1 |= *c;
-                }
+    /// changed what it reads at group `gi`: the group's own state, then the
+    /// upgrade's tallies over all groups.
+    fn check_safety(&mut self, ui: usize, gi: usize) {
+        let u = self.upgrades[ui].header.upgrade;
+        let g = &self.groups[gi];
+        let t = &mut self.tallies[ui];
+        let mut kinds = (false, false);
+        for (ri, r) in g.replicas.iter().enumerate().filter(|(_, r)| r.correct()) {
+            match r.finished.get(&u) {
+                Some(Outcome::Committed) if g.correct => t.committed = t.committed.or(Some((g.id, ri))),
+                Some(Outcome::Aborted) if g.correct => t.aborted = t.aborted.or(Some((g.id, ri))),
+                _ => {}
             }
-            if g.correct && kinds.0 && kinds.1 {
-                let what = format!("correct group {:?} released both kinds of share for {u:?}", g.id);
-                return self.flag(what);
+            if let Some((s, c)) = r.released.get(&u) {
+                kinds.0 |= *s;
+                kinds.1 |= *c;
             }
         }
-        if let (Some(c), Some(a)) = (committed, aborted) {
+        if g.correct && kinds.0 && kinds.1 {
+            let what = format!("correct group {:?} released both kinds of share for {u:?}", g.id);
+            return self.flag(what);
+        }
+        if let (Some(c), Some(a)) = (t.committed, t.aborted) {
             let what = format!("{u:?} committed at {c:?} but aborted at {a:?}");
             return self.flag(what);
         }
-        if self.rebuildable(ui) == (true, true) {
+        let (tau, c) = self.rebuildable(ui, gi);
+        let t = &mut self.tallies[ui];
+        if tau {
+            t.tau_at.insert(gi);
+        }
+        if c {
+            t.c_at.insert(gi);
+        }
+        if t.tau_at.len() == t.groups && !t.c_at.is_empty() {
             self.flag(format!("both the trigger and the cancellation code of {u:?} can be rebuilt"));
         }
     }
@@ -1776,7 +1836,7 @@ impl World {
         }
     }
 
-    fn report(mut self) -> Report {
+    fn report(self) -> Report {
         use sha2::Digest as _;
         let outcomes: Vec<Option<Outcome>> = (0..self.upgrades.len()).map(|ui| self.outcome_of(ui)).collect();
         let liveness = if self.violation.is_some() || self.all_finished() {
