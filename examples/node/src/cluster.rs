@@ -1,0 +1,456 @@
+//! The local launcher (`node cluster up|down|status|check|scenario`): starts
+//! every replica and guardian of a cluster as its own process on loopback,
+//! stops them, asks replicas for their status, checks the databases after a
+//! run, and runs the kill/restart scenario.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bft_upgrade::crypto::Code;
+use bft_upgrade::step::Peer;
+use bft_upgrade::wire::{GroupId, Outcome, UpgradeId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::{hex, key_path, Cluster, Secrets};
+use crate::frame::{Frame, Status};
+use crate::store::Store;
+use crate::transport::{Net, Policy};
+
+/// A process's configuration file (`node replica --config`, `node guardian
+/// --config`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessConfig {
+    /// The cluster directory.
+    pub cluster: PathBuf,
+    /// The group (replicas).
+    pub group: Option<u32>,
+    /// The replica index or the guardian id.
+    pub id: u32,
+}
+
+impl ProcessConfig {
+    /// Reads a process configuration.
+    ///
+    /// # Errors
+    /// When the file is missing or malformed.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// A process of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proc {
+    /// Replica (group, index).
+    Replica(u32, u8),
+    /// Guardian id.
+    Guardian(u32),
+    /// Installer id.
+    Installer(u32),
+}
+
+impl Proc {
+    /// Its name in file names.
+    pub fn name(&self) -> String {
+        match self {
+            Proc::Replica(g, i) => format!("replica-{g}-{i}"),
+            Proc::Guardian(k) => format!("guardian-{k}"),
+            Proc::Installer(k) => format!("installer-{k}"),
+        }
+    }
+}
+
+fn exe() -> Result<PathBuf> {
+    Ok(std::env::current_exe()?)
+}
+
+/// Every long-running process of the cluster.
+pub fn processes(cluster: &Cluster) -> Vec<Proc> {
+    let mut out = Vec::new();
+    for g in &cluster.groups {
+        for i in 0..g.replicas.len() {
+            out.push(Proc::Replica(g.id, i as u8));
+        }
+    }
+    for g in &cluster.guardians {
+        out.push(Proc::Guardian(g.id));
+    }
+    out
+}
+
+/// Starts one process, detached in its own process group, logging to
+/// `dir/logs/<name>.log`, its pid in `dir/pids/<name>.pid`.
+///
+/// # Errors
+/// When the process cannot be started.
+pub fn start(dir: &Path, p: Proc, extra: &[String]) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let dir = dir.canonicalize()?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    std::fs::create_dir_all(dir.join("pids"))?;
+    let mut cmd = Command::new(exe()?);
+    match p {
+        Proc::Replica(g, i) => {
+            let cfg = dir.join(format!("{}.json", p.name()));
+            let pc = ProcessConfig { cluster: dir.clone(), group: Some(g), id: u32::from(i) };
+            std::fs::write(&cfg, serde_json::to_string_pretty(&pc)?)?;
+            cmd.arg("replica").arg("--config").arg(cfg);
+        }
+        Proc::Guardian(k) => {
+            let cfg = dir.join(format!("{}.json", p.name()));
+            let pc = ProcessConfig { cluster: dir.clone(), group: None, id: k };
+            std::fs::write(&cfg, serde_json::to_string_pretty(&pc)?)?;
+            cmd.arg("guardian").arg("--config").arg(cfg);
+        }
+        Proc::Installer(k) => {
+            cmd.arg("install").arg("--dir").arg(&dir).arg("--id").arg(k.to_string());
+        }
+    }
+    cmd.args(extra);
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("logs").join(format!("{}.log", p.name())))?;
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+    let child = cmd.spawn().with_context(|| format!("starting {}", p.name()))?;
+    std::fs::write(dir.join("pids").join(format!("{}.pid", p.name())), child.id().to_string())?;
+    Ok(child)
+}
+
+/// SIGKILLs one process of this cluster by its pid file (only if that pid
+/// still runs this cluster's binary on this cluster's directory).
+pub fn kill(dir: &Path, p: Proc) -> bool {
+    let pidfile = dir.join("pids").join(format!("{}.pid", p.name()));
+    let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(&pidfile);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).contains(&*dir.canonicalize().unwrap_or_default().to_string_lossy());
+    if !ours {
+        return false;
+    }
+    Command::new("kill").arg("-9").arg(pid.to_string()).status().is_ok_and(|s| s.success())
+}
+
+/// Asks every replica for its status (as operator client 1), waiting up to
+/// `wait` for the answers.
+///
+/// # Errors
+/// When the client's key is missing.
+pub async fn query(dir: &Path, wait: Duration) -> Result<Vec<Status>> {
+    let cluster = Arc::new(Cluster::load(dir)?);
+    let me = Peer::Client(1);
+    let secrets = Secrets::load(&key_path(dir, me))?;
+    let policy: Policy = Arc::new(|peer, frame| match (peer, frame) {
+        (Peer::Replica { .. }, Frame::Status(_)) => Ok(()),
+        _ => Err("a client takes only status answers from replicas".into()),
+    });
+    let (tx, mut rx) = mpsc::channel(1024);
+    let net = Net::new(me, secrets.sign_key, cluster.clone(), tx, policy);
+    let mut expected = 0;
+    for g in &cluster.groups {
+        for peer in cluster.replicas_of(GroupId(g.id)) {
+            net.send(peer, &Frame::StatusRequest);
+            expected += 1;
+        }
+    }
+    let mut out: BTreeMap<(u32, u8), Status> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while out.len() < expected {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((_, Frame::Status(s)))) => {
+                out.insert((s.group.0, s.index), s);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+/// Each group's current version code, where `f + 1` replicas agree.
+pub fn version_codes(cluster: &Cluster, statuses: &[Status]) -> Vec<(GroupId, Code)> {
+    let mut out = Vec::new();
+    for g in &cluster.groups {
+        let f = (g.replicas.len() - 1) / 3;
+        let codes: Vec<&Code> = statuses.iter().filter(|s| s.group.0 == g.id).filter_map(|s| s.version_code.as_ref()).collect();
+        if let Some(c) = codes.iter().find(|c| codes.iter().filter(|d| d.expose() == c.expose()).count() > f) {
+            out.push((GroupId(g.id), (*c).clone()));
+        }
+    }
+    out
+}
+
+/// One line per group: replicas answering, version, the latest upgrade's
+/// state, the installed payload.
+pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
+    println!("{:<6} {:>8} {:>8}  {:<28} payload", "group", "replicas", "version", "latest upgrade");
+    for g in &cluster.groups {
+        let mine: Vec<&Status> = statuses.iter().filter(|s| s.group.0 == g.id).collect();
+        let version = mine.iter().map(|s| s.version).max().unwrap_or(0);
+        let latest = mine.iter().filter_map(|s| s.upgrades.last()).max_by_key(|u| u.outcome.is_some());
+        let state = match latest {
+            None => "-".to_string(),
+            Some(u) => {
+                let count = mine.iter().filter(|s| s.upgrades.iter().any(|x| x.upgrade == u.upgrade && x.outcome == u.outcome)).count();
+                let what = match u.outcome {
+                    Some(Outcome::Committed) => "committed",
+                    Some(Outcome::Aborted) => "aborted",
+                    None => "in progress",
+                };
+                format!("{} {what} at {count}/{}", short(u.upgrade), g.replicas.len())
+            }
+        };
+        let payload = mine.iter().find(|s| s.version == version).map_or("", |s| s.payload.as_str());
+        println!("{:<6} {:>5}/{:<2} {:>8}  {:<28} {}", g.id, mine.len(), g.replicas.len(), version, state, payload);
+    }
+}
+
+/// An upgrade id, short.
+pub fn short(u: UpgradeId) -> String {
+    hex(&u.0[..4])
+}
+
+/// When each group committed `upgrade` (wall-clock ms): the time its
+/// `(f + 1)`-th replica did, so at least one correct replica had.
+pub fn commit_times(cluster: &Cluster, statuses: &[Status], upgrade: UpgradeId) -> Vec<(u32, Option<u64>)> {
+    cluster
+        .groups
+        .iter()
+        .map(|g| {
+            let f = (g.replicas.len() - 1) / 3;
+            let mut times: Vec<u64> = statuses
+                .iter()
+                .filter(|s| s.group.0 == g.id)
+                .filter_map(|s| s.upgrades.iter().find(|u| u.upgrade == upgrade && u.outcome == Some(Outcome::Committed)))
+                .map(|u| u.finished_at_ms)
+                .collect();
+            times.sort();
+            (g.id, times.get(f).copied())
+        })
+        .collect()
+}
+
+/// Starts every replica and guardian, and waits until every replica
+/// answers.
+///
+/// # Errors
+/// When a process cannot be started or the cluster is not up in time.
+pub async fn up(dir: &Path, wait: Duration) -> Result<()> {
+    let cluster = Cluster::load(dir)?;
+    for p in processes(&cluster) {
+        start(dir, p, &[])?;
+    }
+    let total: usize = cluster.groups.iter().map(|g| g.replicas.len()).sum();
+    let started = Instant::now();
+    loop {
+        let s = query(dir, Duration::from_millis(800)).await?;
+        if s.len() == total {
+            return Ok(());
+        }
+        if started.elapsed() > wait {
+            bail!("only {} of {total} replicas answer after {wait:?}", s.len());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Stops every process of the cluster.
+pub fn down(dir: &Path) -> usize {
+    let Ok(cluster) = Cluster::load(dir) else { return 0 };
+    let mut n = 0;
+    for p in processes(&cluster).into_iter().chain((1..=3).map(Proc::Installer)) {
+        n += usize::from(kill(dir, p));
+    }
+    n
+}
+
+/// What the databases say after a run.
+#[derive(Debug, Default)]
+pub struct Check {
+    /// Problems found; empty means the run was correct.
+    pub violations: Vec<String>,
+    /// Per group: (replicas committed, replicas) for the checked upgrade.
+    pub groups: Vec<(u32, usize, usize)>,
+    /// Release-log rows read from the guardians.
+    pub releases: usize,
+}
+
+/// Reads every replica's and guardian's database (the processes must be
+/// stopped): every replica of every group must have committed `upgrade`
+/// (when given), no group may have committed an upgrade another aborted,
+/// no guardian may have released both kinds for one group and upgrade, and
+/// no group may have had `2F + 1` releases of both kinds.
+///
+/// # Errors
+/// When a database cannot be read.
+pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
+    let cluster = Cluster::load(dir)?;
+    let mut out = Check::default();
+    let mut outcomes: BTreeMap<UpgradeId, Vec<(u32, Outcome)>> = BTreeMap::new();
+    for g in &cluster.groups {
+        let mut committed = 0;
+        for i in 0..g.replicas.len() {
+            let state = crate::replica::read_state(dir, g.id, i as u8)?;
+            let Some((_, ups)) = state else {
+                out.violations.push(format!("replica {}/{i} has no state", g.id));
+                continue;
+            };
+            for (u, o) in &ups {
+                if let Some(o) = o {
+                    outcomes.entry(*u).or_default().push((g.id, *o));
+                }
+            }
+            if upgrade.is_some_and(|want| ups.iter().any(|(u, o)| *u == want && *o == Some(Outcome::Committed))) {
+                committed += 1;
+            }
+        }
+        if let Some(want) = upgrade {
+            if committed < g.replicas.len() {
+                out.violations.push(format!("group {}: {committed}/{} replicas committed {}", g.id, g.replicas.len(), short(want)));
+            }
+        }
+        out.groups.push((g.id, committed, g.replicas.len()));
+    }
+    for (u, list) in &outcomes {
+        let c = list.iter().any(|(_, o)| *o == Outcome::Committed);
+        let a = list.iter().any(|(_, o)| *o == Outcome::Aborted);
+        if c && a {
+            out.violations.push(format!("upgrade {} committed at one group and aborted at another", short(*u)));
+        }
+    }
+    // Guardians: (upgrade, group) → kinds released, per guardian.
+    let mut per_group: BTreeMap<([u8; 16], u32), [usize; 2]> = BTreeMap::new();
+    for gd in &cluster.guardians {
+        let path = dir.join("data").join(format!("guardian-{}", gd.id)).join("state.redb");
+        if !path.exists() {
+            continue;
+        }
+        let store = Store::open(&path)?;
+        let mut mine: BTreeMap<([u8; 16], u32), [bool; 2]> = BTreeMap::new();
+        for (u, g, kind, _) in store.releases()? {
+            out.releases += 1;
+            if let Some(slot) = mine.entry((u, g)).or_default().get_mut(usize::from(kind.min(1))) {
+                *slot = true;
+            }
+        }
+        for ((u, g), kinds) in mine {
+            if kinds[0] && kinds[1] {
+                out.violations.push(format!("guardian {} released both kinds for upgrade {} at group {g}", gd.id, hex(&u[..4])));
+            }
+            let counts = per_group.entry((u, g)).or_default();
+            counts[0] += usize::from(kinds[0]);
+            counts[1] += usize::from(kinds[1]);
+        }
+    }
+    for ((u, g), counts) in per_group {
+        let k = cluster.group(g).map_or(0, |x| x.guardians.len());
+        let threshold = 2 * ((k.max(1) - 1) / 3) + 1;
+        if counts[0] >= threshold && counts[1] >= threshold {
+            out.violations.push(format!("group {g}: both codes of upgrade {} could be rebuilt", hex(&u[..4])));
+        }
+    }
+    Ok(out)
+}
+
+/// The scenario's knobs.
+pub struct Scenario {
+    /// Kill one replica per group and the installer mid-way.
+    pub kills: bool,
+    /// How long after the installer starts to kill.
+    pub kill_after: Duration,
+    /// How long the killed processes stay down.
+    pub down_for: Duration,
+    /// The whole run's bound.
+    pub timeout: Duration,
+}
+
+/// Deploys an upgrade on the running cluster in `dir`, installs it with
+/// installer 1 (killing one replica per group and the installer mid-way,
+/// then restarting them), waits until every replica committed, and prints
+/// each group's version and status. Returns the upgrade and the time from
+/// starting the installer to the last group's commit.
+///
+/// # Errors
+/// When a step fails or the run exceeds its bound.
+pub async fn scenario(dir: &Path, s: &Scenario) -> Result<(UpgradeId, Duration)> {
+    let cluster = Cluster::load(dir)?;
+    let statuses = query(dir, Duration::from_secs(2)).await?;
+    let prev = version_codes(&cluster, &statuses);
+    let bundle_path = crate::deployer::deploy(dir, "application v2", &prev)?;
+    let bundle = crate::deployer::Bundle::load(&bundle_path)?;
+    let upgrade = bundle.header.upgrade;
+    println!("deployed upgrade {} over {} groups: {}", short(upgrade), bundle.groups.len(), bundle_path.display());
+    let t0 = crate::now_ms();
+    let started = Instant::now();
+    let installer_args = [bundle_path.to_string_lossy().into_owned()];
+    let mut installer = start(dir, Proc::Installer(1), &installer_args)?;
+    if s.kills {
+        tokio::time::sleep(s.kill_after).await;
+        let mut killed = vec![Proc::Installer(1)];
+        for g in &cluster.groups {
+            killed.push(Proc::Replica(g.id, (g.id as usize % g.replicas.len()) as u8));
+        }
+        for p in &killed {
+            let ok = kill(dir, *p);
+            println!("SIGKILL {} ({})", p.name(), if ok { "killed" } else { "was not running" });
+        }
+        let _ = installer.wait();
+        tokio::time::sleep(s.down_for).await;
+        for p in &killed {
+            let child = start(dir, *p, if matches!(p, Proc::Installer(_)) { &installer_args } else { &[] })?;
+            if matches!(p, Proc::Installer(_)) {
+                installer = child;
+            }
+            println!("restarted {}", p.name());
+        }
+    }
+    let total: usize = cluster.groups.iter().map(|g| g.replicas.len()).sum();
+    let last = loop {
+        let statuses = query(dir, Duration::from_millis(1500)).await?;
+        let done = statuses
+            .iter()
+            .filter(|st| st.upgrades.iter().any(|u| u.upgrade == upgrade && u.outcome == Some(Outcome::Committed)))
+            .count();
+        if done == total {
+            print_status(&cluster, &statuses);
+            let times = commit_times(&cluster, &statuses, upgrade);
+            let last = times.iter().filter_map(|(_, t)| *t).max().unwrap_or(t0);
+            for st in statuses.iter().filter(|st| st.index == 0) {
+                if let Some(u) = st.upgrades.iter().find(|u| u.upgrade == upgrade) {
+                    println!("group {} replica 0 committed via {}", st.group.0, u.via);
+                }
+            }
+            break last;
+        }
+        if started.elapsed() > s.timeout {
+            print_status(&cluster, &statuses);
+            bail!("only {done}/{total} replicas committed after {:?}", s.timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The installer finishes on its own once a group acknowledged.
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if installer.try_wait()?.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = kill(dir, Proc::Installer(1));
+    let _ = installer.wait();
+    Ok((upgrade, Duration::from_millis(last.saturating_sub(t0))))
+}
+
+/// Parses an upgrade id (32 hex digits).
+///
+/// # Errors
+/// For bad hex.
+pub fn parse_upgrade(s: &str) -> Result<UpgradeId> {
+    let b: [u8; 16] = crate::config::unhex(s)?.try_into().map_err(|_| anyhow!("an upgrade id is 16 bytes"))?;
+    Ok(UpgradeId(b))
+}

@@ -1,0 +1,231 @@
+//! The deployer's side: `node init` writes a cluster (topology, keys) and
+//! `node deploy` builds an upgrade: a bundle file (the public header and
+//! every group's signed piece) and one sealed payload file per group.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadSealer, CHUNK_TAG_LEN};
+use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+use bft_upgrade::wire::{DeployerId, GroupId, Piece, ResourceId, UpgradeHeader, UpgradeId};
+use chacha20::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{hex, key_path, unhex, write_private, Cluster, DialerInfo, GroupInfo, GuardianInfo, ReplicaInfo, Secrets};
+use bft_upgrade::step::Peer;
+
+/// A CSPRNG seeded from the operating system.
+pub fn os_rng() -> ChaCha20Rng {
+    let mut seed = [0u8; 32];
+    // getrandom fails only on platforms without an entropy source.
+    if getrandom::fill(&mut seed).is_err() {
+        tracing::error!("no entropy source");
+        std::process::abort();
+    }
+    ChaCha20Rng::from_seed(seed)
+}
+
+/// An upgrade as installers get it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Bundle {
+    /// The public header.
+    pub header: UpgradeHeader,
+    /// The groups and their `f`.
+    pub groups: Vec<(GroupId, u8)>,
+    /// One signed piece per group, in `groups` order.
+    pub pieces: Vec<Piece>,
+}
+
+impl Bundle {
+    /// Reads a bundle file.
+    ///
+    /// # Errors
+    /// When the file is missing or does not decode.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        crate::frame::decode(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The piece for `group`.
+    pub fn piece(&self, group: GroupId) -> Option<&Piece> {
+        self.pieces.iter().find(|p| p.header.group == group)
+    }
+}
+
+/// Where the payload of `upgrade` for `group` lives.
+pub fn payload_path(dir: &Path, upgrade: UpgradeId, group: GroupId) -> PathBuf {
+    dir.join("payloads").join(hex(&upgrade.0)).join(format!("g{}.bin", group.0))
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+/// What `node init` builds.
+pub struct Shape {
+    /// Groups.
+    pub groups: usize,
+    /// Replicas per group.
+    pub replicas: usize,
+    /// Guardians per group (0: replica custody).
+    pub guardians: usize,
+    /// AlephBFT unit delay.
+    pub unit_delay_ms: u64,
+    /// Application call interval (0: no application traffic).
+    pub app_interval_ms: u64,
+    /// Proactive diffusion.
+    pub proactive: bool,
+}
+
+/// Writes a fresh cluster into `dir`: `cluster.json`, every party's keys,
+/// loopback addresses on free ports.
+///
+/// # Errors
+/// On I/O errors.
+pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
+    if dir.join("cluster.json").exists() {
+        bail!("{} already holds a cluster", dir.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut groups = Vec::new();
+    let pool = if shape.guardians == 0 { 0 } else { shape.groups + shape.guardians - 1 };
+    for gi in 0..shape.groups {
+        let id = gi as u32 + 1;
+        let mut replicas = Vec::new();
+        for ri in 0..shape.replicas {
+            let s = Secrets::random();
+            s.save(&key_path(dir, Peer::Replica { group: GroupId(id), index: ri as u8 }))?;
+            replicas.push(ReplicaInfo {
+                addr: free_port()?,
+                box_key: hex(&s.box_key.public_key().to_compressed()),
+                sign_key: hex(&s.sign_key.public_key().to_compressed()),
+            });
+        }
+        // A ring: each group calls the next and is called by the previous.
+        let mut neighbors = Vec::new();
+        if shape.groups > 1 {
+            neighbors.push(((gi + 1) % shape.groups) as u32 + 1);
+            let prev = ((gi + shape.groups - 1) % shape.groups) as u32 + 1;
+            if !neighbors.contains(&prev) {
+                neighbors.push(prev);
+            }
+        }
+        // Guardians: group i takes i..i + K of the pool, so neighboring
+        // groups share guardians (and forwarding has paths).
+        let guardians = if shape.guardians == 0 { vec![] } else { (gi..gi + shape.guardians).map(|k| k as u32 + 1).collect() };
+        groups.push(GroupInfo { id, replicas, neighbors, guardians });
+    }
+    let mut guardians = Vec::new();
+    for k in 0..pool {
+        let id = k as u32 + 1;
+        let s = Secrets::random();
+        s.save(&key_path(dir, Peer::Guardian(id)))?;
+        guardians.push(GuardianInfo {
+            id,
+            addr: free_port()?,
+            box_key: hex(&s.box_key.public_key().to_compressed()),
+            sign_key: hex(&s.sign_key.public_key().to_compressed()),
+        });
+    }
+    let dialers = |make: fn(u32) -> Peer| -> Result<Vec<DialerInfo>> {
+        (1..=3)
+            .map(|id| {
+                let s = Secrets::random();
+                s.save(&key_path(dir, make(id)))?;
+                Ok(DialerInfo { id, sign_key: hex(&s.sign_key.public_key().to_compressed()) })
+            })
+            .collect()
+    };
+    let installers = dialers(Peer::Installer)?;
+    let clients = dialers(Peer::Client)?;
+    let mut rng = os_rng();
+    let deployer = DeployerKey::random(&mut rng);
+    write_private(&dir.join("keys").join("deployer.key"), hex(deployer.to_bytes().as_slice()).as_bytes())?;
+    let mut genesis = [0u8; 32];
+    rand_core::Rng::fill_bytes(&mut rng, &mut genesis);
+    let cluster = Cluster {
+        groups,
+        guardians,
+        installers,
+        clients,
+        deployer_id: 1,
+        deployer_key: hex(&deployer.public_key().to_compressed()),
+        genesis: hex(&genesis),
+        unit_delay_ms: shape.unit_delay_ms,
+        retry_ms: 500,
+        proactive: shape.proactive,
+        app_interval_ms: shape.app_interval_ms,
+    };
+    cluster.save(dir)?;
+    Ok(cluster)
+}
+
+fn seal(plan: &UpgradePlan<'_>, group: GroupId, text: &[u8]) -> Result<(bft_upgrade::crypto::PayloadRef, Vec<u8>)> {
+    const CHUNK: usize = 4096;
+    let key = plan.group_key(group).map_err(|e| anyhow!("{e:?}"))?;
+    let binding = Binding::group(plan.header().upgrade, group);
+    let mut sealer = PayloadSealer::new(&key, &binding, CHUNK as u32).map_err(|e| anyhow!("{e:?}"))?;
+    let mut out = Vec::new();
+    let chunks: Vec<&[u8]> = if text.is_empty() { vec![&[]] } else { text.chunks(CHUNK).collect() };
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut buf = vec![0u8; CHUNK + CHUNK_TAG_LEN];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let sealed = sealer.seal_chunk(&mut buf, chunk.len(), i + 1 == chunks.len()).map_err(|e| anyhow!("{e:?}"))?;
+        out.extend_from_slice(sealed);
+    }
+    Ok((sealer.finish().map_err(|e| anyhow!("{e:?}"))?, out))
+}
+
+/// Builds an upgrade over every group of the cluster in `dir`: writes the
+/// payload files and the bundle, and returns the bundle's path.
+/// `prev` gives each group's current version code (the deployer's chain);
+/// a group missing from it is at genesis.
+///
+/// # Errors
+/// On I/O or crypto errors.
+pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBuf> {
+    let cluster = Cluster::load(dir)?;
+    let key_hex = std::fs::read_to_string(dir.join("keys").join("deployer.key"))?;
+    let key_bytes: [u8; 32] = unhex(key_hex.trim())?.try_into().map_err(|_| anyhow!("deployer key is 32 bytes"))?;
+    let deployer = Deployer::new(DeployerId(cluster.deployer_id), DeployerKey::from_bytes(&key_bytes).map_err(|e| anyhow!("{e:?}"))?);
+    let seq_path = dir.join("deployer").join("seq");
+    let seq: u64 = std::fs::read_to_string(&seq_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0) + 1;
+    write_private(&seq_path, seq.to_string().as_bytes())?;
+    let ids: Vec<GroupId> = cluster.groups.iter().map(|g| GroupId(g.id)).collect();
+    let mut rng = os_rng();
+    let plan = UpgradePlan::new(&mut rng, seq, &ids).map_err(|e| anyhow!("plan: {e:?}"))?;
+    let upgrade = plan.header().upgrade;
+    let genesis = cluster.genesis_code()?;
+    let mut pieces = Vec::new();
+    let mut groups = Vec::new();
+    for g in &ids {
+        let membership = cluster.membership(g.0)?;
+        let guardians = cluster.guardian_set(g.0)?;
+        let body = format!("{text} (upgrade {seq}, group {})", g.0);
+        let (payload, ciphertext) = seal(&plan, *g, body.as_bytes())?;
+        let path = payload_path(dir, upgrade, *g);
+        write_private(&path, &ciphertext)?;
+        let prev_version = prev.iter().find(|(x, _)| x == g).map_or(&genesis, |(_, c)| c);
+        let target = GroupTarget {
+            membership: &membership,
+            resources: &[ResourceId(1)],
+            prev_version,
+            guardians: guardians.as_ref(),
+            payload,
+        };
+        pieces.push(plan.piece(&deployer, &mut rng, &target).map_err(|e| anyhow!("piece: {e:?}"))?);
+        groups.push((*g, membership.f));
+    }
+    let bundle = Bundle { header: plan.header().clone(), groups, pieces };
+    let path = dir.join("bundles").join(format!("{}.bundle", hex(&upgrade.0)));
+    write_private(&path, &crate::frame::encode(&bundle))?;
+    // The deployer keeps both codes: `c` lets it abort an upgrade that a
+    // compromised group stalls.
+    let mut codes = plan.trigger_code().expose().to_vec();
+    codes.extend_from_slice(plan.cancel_code().expose());
+    write_private(&dir.join("deployer").join(format!("{}.codes", hex(&upgrade.0))), hex(&codes).as_bytes())?;
+    Ok(path)
+}

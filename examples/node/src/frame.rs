@@ -1,0 +1,154 @@
+//! What travels inside an authenticated frame. Everything is encoded with
+//! the core's `wire::encode` and decoded with `wire::decode`, which checks
+//! every length and rejects trailing or non-canonical bytes; the core's
+//! messages, operations and pieces travel as they are.
+
+use bft_upgrade::crypto::Code;
+use bft_upgrade::step::Peer;
+use bft_upgrade::wire::{self, Attachment, GroupId, Message, Operation, Outcome, Piece, UpgradeId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// One frame's content.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+// Frames are built and dropped one at a time.
+#[allow(clippy::large_enum_variant)]
+pub enum Frame {
+    /// AlephBFT traffic between replicas of one group (SCALE-encoded
+    /// `NetworkData`, opaque here).
+    Consensus(Vec<u8>),
+    /// A point-to-point protocol message (answers, guardian traffic).
+    Msg(Message),
+    /// Something for the receiving replica's group to order. The origin is
+    /// the authenticated sender of the connection, never a claim inside.
+    Submit {
+        /// Chosen by the sender, fresh per submission: the same submission
+        /// reaches every replica and is ordered up to `n` times, and is
+        /// executed once.
+        nonce: u64,
+        /// What to order.
+        body: Body,
+    },
+    /// A piece a replica forwards to a guardian (`GroupEffect::ForwardPiece`).
+    Piece(Piece),
+    /// An operator asks a replica for its status.
+    StatusRequest,
+    /// A replica's status.
+    Status(Status),
+}
+
+/// An operation of a group's replicated state machine.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Body {
+    /// An upgrade operation (PrepareInstall, CommitInstall, AbortInstall).
+    Op(Operation),
+    /// The application: this group starts transaction `txn`, a call to a
+    /// neighbor.
+    Tick {
+        /// The transaction.
+        txn: u64,
+    },
+    /// The application: group `from`'s transaction `txn` calls this group,
+    /// with the codes piggybacked on the request (Figure 2).
+    Request {
+        /// The calling group.
+        from: GroupId,
+        /// The caller's transaction.
+        txn: u64,
+        /// Codes piggybacked on the request.
+        codes: Attachment,
+    },
+    /// The application: the response to this group's transaction `txn`
+    /// from group `from`, with the codes piggybacked on it.
+    Response {
+        /// The called group.
+        from: GroupId,
+        /// This group's transaction.
+        txn: u64,
+        /// Codes piggybacked on the response.
+        codes: Attachment,
+    },
+}
+
+/// A submission as the group orders it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Envelope {
+    /// The authenticated submitter.
+    pub origin: Peer,
+    /// The submitter's nonce.
+    pub nonce: u64,
+    /// The operation.
+    pub body: Body,
+}
+
+impl Envelope {
+    /// The request id operations are deduplicated by: the digest of the
+    /// envelope's canonical encoding.
+    pub fn id(&self) -> [u8; 32] {
+        Sha256::digest(encode(self)).into()
+    }
+}
+
+/// One upgrade as a replica sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpgradeStatus {
+    /// The upgrade.
+    pub upgrade: UpgradeId,
+    /// Its outcome here, once finished.
+    pub outcome: Option<Outcome>,
+    /// Held and unfinished: in `A` (`true`) or `C` (`false`).
+    pub held: Option<bool>,
+    /// When it finished here (wall-clock ms).
+    pub finished_at_ms: u64,
+    /// Which call finished it: "ordered" (a CommitInstall/AbortInstall
+    /// operation) or "piggyback" (codes on an application request or
+    /// response).
+    pub via: String,
+}
+
+/// A replica's status.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// The group.
+    pub group: GroupId,
+    /// The replica.
+    pub index: u8,
+    /// The group version (commits so far).
+    pub version: u64,
+    /// The deployer's current version code here.
+    pub version_code: Option<Code>,
+    /// Ordered operations executed (after deduplication).
+    pub executed: u64,
+    /// Application calls completed.
+    pub app_calls: u64,
+    /// The installed payload (the application's "code"), as text.
+    pub payload: String,
+    /// Upgrades seen.
+    pub upgrades: Vec<UpgradeStatus>,
+}
+
+/// Encodes with the core's wire format.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut buf = vec![0u8; wire::encoded_len(value)];
+    match wire::encode(value, &mut buf) {
+        Ok(bytes) => bytes.to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Decodes with the core's wire format (strict).
+///
+/// # Errors
+/// The core's decode error.
+pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, bft_upgrade::error::DecodeError> {
+    wire::decode(bytes)
+}
+
+/// A fresh random u64 (nonces).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}

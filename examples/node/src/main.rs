@@ -1,0 +1,274 @@
+//! `node`: the command line of the bft-upgrade real host.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use bft_upgrade_node::cluster::{self, Scenario};
+use bft_upgrade_node::config::Cluster;
+use bft_upgrade_node::deployer::{self, Shape};
+use bft_upgrade_node::{guardian, installer, replica};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "node", about = "bft-upgrade over AlephBFT, TCP and redb: replicas, guardians, installers, deployer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct ShapeArgs {
+    /// Groups.
+    #[arg(long, default_value_t = 3)]
+    groups: usize,
+    /// Replicas per group.
+    #[arg(long, default_value_t = 4)]
+    replicas: usize,
+    /// Guardians per group (0: shares in replica custody).
+    #[arg(long, default_value_t = 4)]
+    guardians: usize,
+    /// AlephBFT unit creation delay.
+    #[arg(long, default_value_t = 100)]
+    unit_delay_ms: u64,
+    /// How often each group's application calls a neighbor (0: never).
+    #[arg(long, default_value_t = 500)]
+    app_interval_ms: u64,
+    /// Turn proactive diffusion off (codes then spread by piggybacking on
+    /// application calls and through guardians only).
+    #[arg(long)]
+    no_proactive: bool,
+}
+
+impl ShapeArgs {
+    fn shape(&self) -> Shape {
+        Shape {
+            groups: self.groups,
+            replicas: self.replicas,
+            guardians: self.guardians,
+            unit_delay_ms: self.unit_delay_ms,
+            app_interval_ms: self.app_interval_ms,
+            proactive: !self.no_proactive,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a new cluster (topology and keys) into a directory.
+    Init {
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        shape: ShapeArgs,
+    },
+    /// Run one replica.
+    Replica {
+        /// Its configuration file (written by `node cluster up`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run one guardian.
+    Guardian {
+        /// Its configuration file (written by `node cluster up`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Build an upgrade over every group: prints the bundle's path.
+    Deploy {
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The new payload's text.
+        #[arg(long, default_value = "application v2")]
+        text: String,
+    },
+    /// Install an upgrade from its bundle; exits once decided and
+    /// acknowledged.
+    Install {
+        /// The bundle file (from `node deploy`).
+        bundle: PathBuf,
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The installer's id (1..=3).
+        #[arg(long, default_value_t = 1)]
+        id: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_s: u64,
+    },
+    /// Run a local cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Start every replica and guardian (writing the cluster first if the
+    /// directory has none).
+    Up {
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        shape: ShapeArgs,
+    },
+    /// Stop every process of the cluster.
+    Down {
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Each group's version and latest upgrade.
+    Status {
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Read the databases of a stopped cluster and check the run.
+    Check {
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Every replica must have committed this upgrade (hex id).
+        #[arg(long)]
+        upgrade: Option<String>,
+    },
+    /// Up, deploy, install while killing one replica per group and the
+    /// installer, restart them, print every group's state, down, check.
+    Scenario {
+        /// The cluster directory (a fresh one is written if empty).
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// Do not kill anything (timing runs).
+        #[arg(long)]
+        no_kills: bool,
+        /// Milliseconds after the installer starts to kill.
+        #[arg(long, default_value_t = 700)]
+        kill_after_ms: u64,
+        /// Bound on the whole run.
+        #[arg(long, default_value_t = 240)]
+        timeout_s: u64,
+        /// Leave the cluster running afterwards (no check).
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+fn ensure_cluster(dir: &std::path::Path, shape: &ShapeArgs) -> Result<()> {
+    if !dir.join("cluster.json").exists() {
+        deployer::init(dir, &shape.shape())?;
+        println!("wrote a cluster of {} groups x {} replicas into {}", shape.groups, shape.replicas, dir.display());
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Init { dir, shape } => {
+            deployer::init(&dir, &shape.shape())?;
+            println!("{}", dir.join("cluster.json").display());
+        }
+        Cmd::Replica { config } => {
+            bft_upgrade_node::init_logging("info,AlephBFT=warn,AlephBFT-creator=error");
+            let c = cluster::ProcessConfig::load(&config)?;
+            let Some(group) = c.group else { bail!("a replica's configuration names its group") };
+            runtime()?.block_on(replica::run(&c.cluster, group, u8::try_from(c.id)?))?;
+        }
+        Cmd::Guardian { config } => {
+            bft_upgrade_node::init_logging("info");
+            let c = cluster::ProcessConfig::load(&config)?;
+            runtime()?.block_on(guardian::run(&c.cluster, c.id))?;
+        }
+        Cmd::Deploy { dir, text } => {
+            bft_upgrade_node::init_logging("warn");
+            let cluster = Cluster::load(&dir)?;
+            let statuses = runtime()?.block_on(cluster::query(&dir, Duration::from_secs(2)))?;
+            let prev = cluster::version_codes(&cluster, &statuses);
+            if statuses.is_empty() {
+                eprintln!("no replica answered: pieces chain from genesis");
+            }
+            println!("{}", deployer::deploy(&dir, &text, &prev)?.display());
+        }
+        Cmd::Install { bundle, dir, id, timeout_s } => {
+            bft_upgrade_node::init_logging("info");
+            let started = std::time::Instant::now();
+            let outcome = runtime()?.block_on(installer::run(&dir, id, &bundle, Duration::from_secs(timeout_s)))?;
+            println!("{outcome:?} in {} ms", started.elapsed().as_millis());
+        }
+        Cmd::Cluster { command } => cluster_cmd(command)?,
+    }
+    Ok(())
+}
+
+fn cluster_cmd(command: ClusterCmd) -> Result<()> {
+    bft_upgrade_node::init_logging("warn");
+    match command {
+        ClusterCmd::Up { dir, shape } => {
+            ensure_cluster(&dir, &shape)?;
+            runtime()?.block_on(cluster::up(&dir, Duration::from_secs(60)))?;
+            println!("cluster up in {} (logs in {})", dir.display(), dir.join("logs").display());
+        }
+        ClusterCmd::Down { dir } => println!("stopped {} processes", cluster::down(&dir)),
+        ClusterCmd::Status { dir } => {
+            let cluster = Cluster::load(&dir)?;
+            let statuses = runtime()?.block_on(cluster::query(&dir, Duration::from_secs(2)))?;
+            cluster::print_status(&cluster, &statuses);
+        }
+        ClusterCmd::Check { dir, upgrade } => {
+            let upgrade = upgrade.map(|u| cluster::parse_upgrade(&u)).transpose()?;
+            report(&cluster::check(&dir, upgrade)?)?;
+        }
+        ClusterCmd::Scenario { dir, shape, no_kills, kill_after_ms, timeout_s, keep } => {
+            ensure_cluster(&dir, &shape)?;
+            let rt = runtime()?;
+            let s = Scenario {
+                kills: !no_kills,
+                kill_after: Duration::from_millis(kill_after_ms),
+                down_for: Duration::from_millis(1500),
+                timeout: Duration::from_secs(timeout_s),
+            };
+            let result = rt.block_on(async {
+                cluster::up(&dir, Duration::from_secs(90)).await?;
+                cluster::scenario(&dir, &s).await
+            });
+            if keep && result.is_ok() {
+                return result.map(|(_, t)| println!("install to last group's commit: {} ms", t.as_millis()));
+            }
+            let stopped = cluster::down(&dir);
+            let (upgrade, elapsed) = result?;
+            println!("install to last group's commit: {} ms", elapsed.as_millis());
+            println!("stopped {stopped} processes; checking the databases");
+            // Give the killed processes' file locks a moment to go.
+            std::thread::sleep(Duration::from_millis(300));
+            report(&cluster::check(&dir, Some(upgrade))?)?;
+        }
+    }
+    Ok(())
+}
+
+fn report(c: &cluster::Check) -> Result<()> {
+    for (g, committed, n) in &c.groups {
+        println!("database check: group {g}: {committed}/{n} replicas committed");
+    }
+    println!("database check: {} guardian release records read", c.releases);
+    for v in &c.violations {
+        println!("VIOLATION: {v}");
+    }
+    if !c.violations.is_empty() {
+        bail!("{} violations", c.violations.len());
+    }
+    println!("database check: every group committed, no guardian released both kinds");
+    Ok(())
+}

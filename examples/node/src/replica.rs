@@ -1,0 +1,533 @@
+//! `node replica`: one replica of one group.
+//!
+//! Submissions (from installers, other groups' replicas, guardians and this
+//! group's own application) go into AlephBFT's data provider; ordered
+//! batches come back from its finalization handler, are deduplicated by
+//! request id and executed on the core's `GroupReplica` and the
+//! application. After each step the role, the application and the executed
+//! ids are committed to redb in one transaction, and only then do the
+//! step's messages go out.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use bft_upgrade::crypto::{Binding, PayloadOpener, ReplicaSecretKey};
+use bft_upgrade::group::{
+    AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Neighbor, TxnId, Verdict,
+};
+use bft_upgrade::step::{Peer, Step};
+use bft_upgrade::wire::{DeployerId, GroupId, Message, Operation, Outcome, Piece, UpgradeId};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::{key_path, public_key, Cluster, Secrets};
+use crate::frame::{self, Body, Envelope, Frame, Status, UpgradeStatus};
+use crate::ordering::{self, Backup, Finalized, GroupNetwork, Keys, Provider, Queue, Spawner};
+use crate::store::Store;
+use crate::transport::{Net, Policy};
+
+/// The replicated application: a ring of groups calling each other, and
+/// the installed payload. Deterministic: every correct replica holds the
+/// same after the same ordered operations.
+#[derive(Default, Serialize, Deserialize)]
+struct App {
+    executed: u64,
+    calls: u64,
+    payload: String,
+    upgrades: Vec<UpgradeStatus>,
+    /// Requests and responses from other groups wait for `f + 1` matching
+    /// copies from distinct replicas: (group, txn, is response) → (digest
+    /// of the body, replicas that sent it).
+    votes: BTreeMap<(u32, u64, bool), Vec<([u8; 32], u64)>>,
+    done: BTreeSet<(u32, u64, bool)>,
+    /// This group's calls in flight: txn → callee.
+    pending: BTreeMap<u64, u32>,
+}
+
+/// What a step sends, after the write.
+#[derive(Default)]
+struct Out {
+    frames: Vec<(Peer, Frame)>,
+    ids: Vec<[u8; 32]>,
+    pieces: Vec<(UpgradeId, Piece)>,
+    dirty: bool,
+}
+
+struct Host {
+    dir: PathBuf,
+    me: Peer,
+    group: GroupId,
+    index: u8,
+    deployer: DeployerId,
+    role: GroupReplica,
+    app: App,
+    seen: HashSet<[u8; 32]>,
+    key: ReplicaSecretKey,
+    store: Store,
+    net: Arc<Net>,
+    cluster: Arc<Cluster>,
+    queue: Queue,
+}
+
+fn group_config(cluster: &Cluster, group: u32) -> Result<GroupConfig> {
+    let g = cluster.group(group)?;
+    let mut deployers = heapless::Vec::new();
+    let _ = deployers.push(AuthorizedDeployer {
+        id: DeployerId(cluster.deployer_id),
+        key: public_key(&cluster.deployer_key)?,
+        genesis: cluster.genesis_code()?,
+    });
+    let mut neighbors = heapless::Vec::new();
+    for n in &g.neighbors {
+        let f = ((cluster.group(*n)?.replicas.len() - 1) / 3) as u8;
+        neighbors.push(Neighbor { group: GroupId(*n), f }).map_err(|_| anyhow!("too many neighbors"))?;
+    }
+    let guardians = if g.guardians.is_empty() {
+        None
+    } else {
+        let ids = heapless::Vec::from_slice(&g.guardians).map_err(|_| anyhow!("too many guardians"))?;
+        Some(GuardianIds { f: ((g.guardians.len() - 1) / 3) as u8, ids })
+    };
+    Ok(GroupConfig {
+        membership: cluster.membership(group)?,
+        deployers,
+        neighbors,
+        retry_ms: cluster.retry_ms,
+        proactive: cluster.proactive,
+        guardians,
+    })
+}
+
+/// Runs replica `index` of `group` of the cluster in `dir` until killed.
+///
+/// # Errors
+/// On configuration, storage or listening errors.
+pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
+    let cluster = Arc::new(Cluster::load(dir)?);
+    let gid = GroupId(group);
+    let me = Peer::Replica { group: gid, index };
+    let secrets = Secrets::load(&key_path(dir, me))?;
+    let info = cluster.group(group)?.clone();
+    let n = info.replicas.len();
+    let addr = info.replicas.get(usize::from(index)).ok_or_else(|| anyhow!("no replica {index}"))?.addr;
+    let data = dir.join("data").join(format!("replica-{group}-{index}"));
+    let store = Store::open(&data.join("state.redb"))?;
+    let role: GroupReplica = match store.get("role")? {
+        Some(b) => postcard::from_bytes(&b).context("stored role state")?,
+        None => GroupReplica::new(group_config(&cluster, group)?, index).map_err(|e| anyhow!("{e:?}"))?,
+    };
+    let app: App = match store.get("app")? {
+        Some(b) => postcard::from_bytes(&b).context("stored application state")?,
+        None => App::default(),
+    };
+    let seen: HashSet<[u8; 32]> = store.seen()?.into_iter().collect();
+    info!(group, index, version = role.version(), executed = app.executed, "replica starting from its database");
+
+    // The transport: who may send what.
+    let policy: Policy = Arc::new(move |peer, frame| match frame {
+        Frame::Consensus(bytes) => match peer {
+            Peer::Replica { group: g, index: i } if g == gid && i != index && usize::from(i) < n => {
+                if ordering::is_consensus_data(bytes) {
+                    Ok(())
+                } else {
+                    Err("undecodable consensus data".into())
+                }
+            }
+            _ => Err(format!("consensus traffic from {peer:?}, not a replica of this group")),
+        },
+        Frame::Msg(_) | Frame::Submit { .. } => Ok(()),
+        Frame::StatusRequest if matches!(peer, Peer::Client(_)) => Ok(()),
+        other => Err(format!("{} frames are not taken by a replica from {peer:?}", kind(other))),
+    });
+    let (in_tx, mut in_rx) = mpsc::channel(8192);
+    let net = Net::new(me, secrets.sign_key.clone(), cluster.clone(), in_tx, policy);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    net.listen(listener);
+
+    // AlephBFT.
+    let (cons_tx, cons_rx) = mpsc::channel(8192);
+    let (main_tx, mut main_rx) = mpsc::channel(8192);
+    tokio::spawn(async move {
+        while let Some((peer, frame)) = in_rx.recv().await {
+            match frame {
+                Frame::Consensus(bytes) => {
+                    let _ = cons_tx.try_send(bytes);
+                }
+                other => {
+                    let _ = main_tx.try_send((peer, other));
+                }
+            }
+        }
+    });
+    let members = info.replicas.iter().map(|r| public_key(&r.sign_key)).collect::<Result<Vec<_>>>()?;
+    let keys = Keys::new(usize::from(index), secrets.sign_key.clone(), members);
+    let queue = Queue::default();
+    let (fin_tx, mut fin_rx) = mpsc::unbounded_channel();
+    let (backup, saved) = Backup::open(&data.join("units.bin"))?;
+    let io = aleph_bft::LocalIO::new(Provider(queue.clone()), Finalized(fin_tx), backup, saved);
+    let network = GroupNetwork::new(net.clone(), gid, index, n as u8, cons_rx);
+    let (_exit_tx, exit_rx) = futures::channel::oneshot::channel();
+    let terminator = aleph_bft::Terminator::create_root(exit_rx, "AlephBFT-member");
+    let config = ordering::config(n, usize::from(index), u64::from(group), cluster.unit_delay_ms)?;
+    tokio::spawn(aleph_bft::run_session(config, io, network, keys, Spawner, terminator));
+
+    let mut host = Host {
+        dir: dir.to_path_buf(),
+        me,
+        group: gid,
+        index,
+        deployer: DeployerId(cluster.deployer_id),
+        role,
+        app,
+        seen,
+        key: secrets.box_key,
+        store,
+        net,
+        cluster: cluster.clone(),
+        queue,
+    };
+    let interval = Duration::from_millis(cluster.app_interval_ms.max(1));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let deadline = host.role.deadline();
+        let sleep = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep(Duration::from_millis(d.0.saturating_sub(crate::now_ms()))).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(batch) = fin_rx.recv() => host.on_batch(&batch)?,
+            Some((peer, frame)) = main_rx.recv() => host.on_frame(peer, frame)?,
+            () = sleep => {
+                let step = host.role.handle_timeout(crate::now());
+                let mut out = Out::default();
+                host.carry(step, "timeout", &mut out);
+                host.finish(out)?;
+            }
+            _ = tick.tick(), if cluster.app_interval_ms > 0 => host.on_tick(),
+        }
+    }
+}
+
+fn kind(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Consensus(_) => "consensus",
+        Frame::Msg(_) => "message",
+        Frame::Submit { .. } => "submit",
+        Frame::Piece(_) => "piece",
+        Frame::StatusRequest => "status request",
+        Frame::Status(_) => "status",
+    }
+}
+
+fn f_of(cluster: &Cluster, group: GroupId) -> u8 {
+    cluster.group(group.0).map_or(0, |g| ((g.replicas.len().max(1) - 1) / 3) as u8)
+}
+
+impl Host {
+    /// An ordered batch: execute each new envelope once, in order.
+    fn on_batch(&mut self, batch: &[u8]) -> Result<()> {
+        // Every correct replica skips the same bytes.
+        let items: Vec<Vec<u8>> = match frame::decode(batch) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!("an ordered unit's data does not decode ({e}): skipped");
+                return Ok(());
+            }
+        };
+        let mut out = Out::default();
+        for item in items {
+            let env: Envelope = match frame::decode(&item) {
+                Ok(env) => env,
+                Err(e) => {
+                    warn!("an ordered submission does not decode ({e}): skipped");
+                    continue;
+                }
+            };
+            let id = env.id();
+            if !self.seen.insert(id) {
+                continue;
+            }
+            out.ids.push(id);
+            self.app.executed += 1;
+            self.execute(env, &mut out);
+        }
+        self.finish(out)
+    }
+
+    fn execute(&mut self, env: Envelope, out: &mut Out) {
+        let now = crate::now();
+        match env.body {
+            Body::Op(op) => {
+                if let Operation::PrepareInstall(piece) = &op {
+                    let u = piece.header.upgrade;
+                    if piece.header.group == self.group && !self.app.upgrades.iter().any(|s| s.upgrade == u) {
+                        self.app.upgrades.push(UpgradeStatus {
+                            upgrade: u,
+                            outcome: None,
+                            held: None,
+                            finished_at_ms: 0,
+                            via: String::new(),
+                        });
+                        out.pieces.push((u, piece.clone()));
+                    }
+                }
+                let step = self.role.handle_ordered(now, env.origin, &op, &self.key, |_| Verdict::Accept);
+                let via = format!("ordered operation from {:?}", env.origin);
+                self.carry(step, &via, out);
+            }
+            Body::Tick { txn } => {
+                if matches!(env.origin, Peer::Replica { group, .. } if group == self.group) {
+                    self.call(txn, out);
+                }
+            }
+            Body::Request { from, txn, codes } => {
+                if !self.vote(env.origin, from, txn, false, &codes) {
+                    return;
+                }
+                let step = self.role.on_request(now, from, &codes);
+                self.carry(step, "piggyback on a request", out);
+                let back = self.role.take_attachment(from);
+                let body = Body::Response { from: self.group, txn, codes: back };
+                for peer in self.cluster.replicas_of(from) {
+                    out.frames.push((peer, Frame::Submit { nonce: txn, body: body.clone() }));
+                }
+            }
+            Body::Response { from, txn, codes } => {
+                if !self.vote(env.origin, from, txn, true, &codes) || self.app.pending.get(&txn) != Some(&from.0) {
+                    return;
+                }
+                self.app.pending.remove(&txn);
+                let step = self.role.on_response(now, TxnId(txn), from, &codes);
+                let restart = step.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
+                self.carry(step, "piggyback on a response", out);
+                if restart {
+                    // Figure 2: the transaction runs again on the new version.
+                    self.call(txn.wrapping_add(1 << 40), out);
+                } else {
+                    self.app.calls += 1;
+                }
+            }
+        }
+    }
+
+    /// `f + 1` matching copies from distinct replicas of `from` decide.
+    fn vote(&mut self, origin: Peer, from: GroupId, txn: u64, response: bool, codes: &bft_upgrade::wire::Attachment) -> bool {
+        let Peer::Replica { group, index } = origin else { return false };
+        if group != from || index >= 64 {
+            return false;
+        }
+        let key = (from.0, txn, response);
+        if self.app.done.contains(&key) {
+            return false;
+        }
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(frame::encode(codes)).into();
+        let entry = self.app.votes.entry(key).or_default();
+        let i = match entry.iter().position(|(d, _)| *d == digest) {
+            Some(i) => i,
+            None => {
+                entry.push((digest, 0));
+                entry.len() - 1
+            }
+        };
+        entry[i].1 |= 1 << index;
+        if entry[i].1.count_ones() <= u32::from(f_of(&self.cluster, from)) {
+            return false;
+        }
+        self.app.votes.remove(&key);
+        self.app.done.insert(key);
+        // Bounded memory: forget the oldest decided calls.
+        while self.app.done.len() > 4096 {
+            self.app.done.pop_first();
+        }
+        while self.app.votes.len() > 4096 {
+            self.app.votes.pop_first();
+        }
+        true
+    }
+
+    /// Transaction `txn` calls the next neighbor (Figure 2, MakeRequest).
+    fn call(&mut self, txn: u64, out: &mut Out) {
+        let neighbors = &self.cluster.group(self.group.0).map(|g| g.neighbors.clone()).unwrap_or_default();
+        let Some(callee) = neighbors.get((txn % neighbors.len().max(1) as u64) as usize).copied() else { return };
+        let codes = self.role.take_attachment(GroupId(callee));
+        self.app.pending.insert(txn, callee);
+        while self.app.pending.len() > 1024 {
+            self.app.pending.pop_first();
+        }
+        let body = Body::Request { from: self.group, txn, codes };
+        for peer in self.cluster.replicas_of(GroupId(callee)) {
+            out.frames.push((peer, Frame::Submit { nonce: txn, body: body.clone() }));
+        }
+    }
+
+    /// Carries out a step's effects now and queues its messages.
+    fn carry(&mut self, step: Step<GroupEffect>, via: &str, out: &mut Out) {
+        out.dirty = true;
+        for fault in &step.faults {
+            warn!(?fault, "peer fault");
+        }
+        for effect in step.effects {
+            match effect {
+                GroupEffect::Apply { upgrade, key, payload } => {
+                    self.app.payload = match key {
+                        Some(k) => self.open_payload(upgrade, &k, &payload),
+                        None => "<this replica's box was bad: state transfer needed>".into(),
+                    };
+                    self.finished(upgrade, Outcome::Committed, via);
+                    info!(upgrade = ?upgrade, version = self.role.version(), via, payload = %self.app.payload, "committed");
+                }
+                GroupEffect::Discard { upgrade } => {
+                    self.finished(upgrade, Outcome::Aborted, via);
+                    info!(upgrade = ?upgrade, via, "aborted");
+                }
+                GroupEffect::ForwardPiece { upgrade, guardian } => {
+                    let piece = out.pieces.iter().find(|(u, _)| *u == upgrade).map(|(_, p)| p.clone()).or_else(|| {
+                        let bytes = self.store.piece(&upgrade.0).ok().flatten()?;
+                        frame::decode::<Piece>(&bytes).ok()
+                    });
+                    let Some(piece) = piece else { continue };
+                    let ids = self.cluster.group(self.group.0).map(|g| g.guardians.clone()).unwrap_or_default();
+                    for id in ids.into_iter().filter(|id| guardian.is_none_or(|g| g == *id)) {
+                        out.frames.push((Peer::Guardian(id), Frame::Piece(piece.clone())));
+                    }
+                }
+                GroupEffect::AbortTransaction(t) => info!(txn = t.0, "transaction aborted: it saw a commit"),
+                GroupEffect::RestartTransaction(t) => info!(txn = t.0, "transaction restarted on the new version"),
+            }
+        }
+        for m in step.messages {
+            match (m.to, m.message) {
+                (Peer::Group(g), Message::Submit(op)) => {
+                    let body = Body::Op(Operation::from(op));
+                    let nonce = frame::random_u64();
+                    for peer in self.cluster.replicas_of(g) {
+                        out.frames.push((peer, Frame::Submit { nonce, body: body.clone() }));
+                    }
+                }
+                (to, message) => out.frames.push((to, Frame::Msg(message))),
+            }
+        }
+    }
+
+    fn finished(&mut self, upgrade: UpgradeId, outcome: Outcome, via: &str) {
+        if let Some(s) = self.app.upgrades.iter_mut().find(|s| s.upgrade == upgrade) {
+            s.outcome = Some(outcome);
+            s.finished_at_ms = crate::now_ms();
+            s.via = via.to_string();
+        }
+    }
+
+    fn open_payload(&self, upgrade: UpgradeId, key: &bft_upgrade::crypto::GroupKey, payload: &bft_upgrade::crypto::PayloadRef) -> String {
+        let path = crate::deployer::payload_path(&self.dir, upgrade, self.group);
+        let result = (|| -> Result<String> {
+            let sealed = std::fs::read(&path)?;
+            let mut opener =
+                PayloadOpener::new(key, &Binding::group(upgrade, self.group), payload).map_err(|e| anyhow!("{e:?}"))?;
+            let mut plain = Vec::new();
+            let mut at = 0;
+            while let Some(len) = opener.next_chunk_len() {
+                let mut chunk = sealed.get(at..at + len).ok_or_else(|| anyhow!("payload file too short"))?.to_vec();
+                plain.extend_from_slice(opener.open_chunk(&mut chunk).map_err(|e| anyhow!("{e:?}"))?);
+                at += len;
+            }
+            opener.finish().map_err(|e| anyhow!("{e:?}"))?;
+            Ok(String::from_utf8_lossy(&plain).into_owned())
+        })();
+        result.unwrap_or_else(|e| format!("<payload {} unavailable: {e}>", path.display()))
+    }
+
+    /// Writes what the step changed, durably, then sends its messages.
+    fn finish(&mut self, out: Out) -> Result<()> {
+        if out.dirty || !out.ids.is_empty() {
+            let mut batch = self.store.batch()?;
+            batch.put("role", &postcard::to_allocvec(&self.role)?)?;
+            batch.put("app", &postcard::to_allocvec(&self.app)?)?;
+            batch.seen(&out.ids)?;
+            for (u, piece) in &out.pieces {
+                batch.piece(&u.0, &frame::encode(piece))?;
+            }
+            batch.commit()?;
+        }
+        for (peer, frame) in &out.frames {
+            self.net.send(*peer, frame);
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, peer: Peer, frame: Frame) -> Result<()> {
+        match frame {
+            Frame::Submit { nonce, body } => {
+                let env = Envelope { origin: peer, nonce, body };
+                if !self.queue.push(frame::encode(&env)) {
+                    warn!(?peer, "submission queue full: dropped");
+                }
+            }
+            Frame::Msg(message) => {
+                let step = self.role.handle_message(crate::now(), peer, &message);
+                let mut out = Out::default();
+                self.carry(step, "message", &mut out);
+                self.finish(out)?;
+            }
+            Frame::StatusRequest => {
+                let status = self.status();
+                self.net.send(peer, &Frame::Status(status));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        let n = self.cluster.group(self.group.0).map_or(1, |g| g.replicas.len()) as u64;
+        let slot = crate::now_ms() / self.cluster.app_interval_ms.max(1);
+        // One replica a slot starts the group's next transaction.
+        if slot % n == u64::from(self.index) {
+            let env = Envelope { origin: self.me, nonce: slot, body: Body::Tick { txn: slot } };
+            let _ = self.queue.push(frame::encode(&env));
+        }
+    }
+
+    fn status(&self) -> Status {
+        let mut upgrades = self.app.upgrades.clone();
+        for u in &mut upgrades {
+            u.outcome = u.outcome.or(self.role.outcome(u.upgrade));
+            u.held = self.role.holds(u.upgrade);
+        }
+        Status {
+            group: self.group,
+            index: self.index,
+            version: self.role.version(),
+            version_code: self.role.version_code(self.deployer).cloned(),
+            executed: self.app.executed,
+            app_calls: self.app.calls,
+            payload: self.app.payload.clone(),
+            upgrades,
+        }
+    }
+}
+
+/// A replica's state as its database holds it (for the checker, with the
+/// replica stopped): the role's version and each upgrade's outcome.
+///
+/// # Errors
+/// When the database cannot be opened or read.
+pub fn read_state(dir: &Path, group: u32, index: u8) -> Result<Option<(u64, Vec<(UpgradeId, Option<Outcome>)>)>> {
+    let path = dir.join("data").join(format!("replica-{group}-{index}")).join("state.redb");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let store = Store::open(&path)?;
+    let Some(bytes) = store.get("role")? else { return Ok(None) };
+    let role: GroupReplica = postcard::from_bytes(&bytes)?;
+    let app: App = store.get("app")?.map(|b| postcard::from_bytes(&b)).transpose()?.unwrap_or_default();
+    let outcomes = app.upgrades.iter().map(|u| (u.upgrade, role.outcome(u.upgrade).or(u.outcome))).collect();
+    Ok(Some((role.version(), outcomes)))
+}
