@@ -57,17 +57,9 @@ use crate::wire::{
     UpgradeId, GUARDIAN_INDEX_BASE, MAX_ATTACHED, MAX_GUARDIANS, MAX_RESOURCES,
 };
 
-/// The most unfinished pieces (`A ∪ C`) a group holds at once.
-pub const MAX_IN_FLIGHT: usize = 16;
-/// How many finished outcomes a group remembers (answers to late requests
-/// and codes for external clients).
-pub const HISTORY: usize = 32;
+pub use crate::capacity::{HISTORY, MAX_DIFFUSING, MAX_IN_FLIGHT, MAX_NEIGHBORS};
 /// The most deployers a group authorizes.
 pub const MAX_DEPLOYERS: usize = 4;
-/// The most neighbor groups a group has.
-pub const MAX_NEIGHBORS: usize = 16;
-/// The most upgrades a replica diffuses proactively at once.
-pub const MAX_DIFFUSING: usize = 8;
 
 /// A deployer a group accepts pieces from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

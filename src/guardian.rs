@@ -31,8 +31,7 @@ use crate::wire::{
     WithKey, MAX_REPLICAS,
 };
 
-/// The most groups one guardian guards.
-pub const MAX_GUARDED: usize = 16;
+pub use crate::capacity::MAX_GUARDED;
 /// The most deployers a guardian accepts pieces from.
 pub const MAX_GUARDIAN_DEPLOYERS: usize = 4;
 

@@ -69,6 +69,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod capacity;
 pub mod client;
 pub mod crypto;
 pub mod deployer;

@@ -17,12 +17,7 @@ use crate::crypto::{
 };
 use crate::error::{CapacityError, CryptoError, DecodeError};
 
-/// The most replicas a group may have (and shares a secret is split into).
-pub const MAX_REPLICAS: usize = crate::crypto::MAX_SHARES;
-/// The most resources one piece may name.
-pub const MAX_RESOURCES: usize = 16;
-/// The most guardians a group may have (`3F + 1 <= 16`, so `F <= 5`).
-pub const MAX_GUARDIANS: usize = 16;
+pub use crate::capacity::{MAX_ATTACHED, MAX_GUARDIANS, MAX_REPLICAS, MAX_RESOURCES};
 
 /// An upgrade's identifier, chosen by its deployer (random, 128 bits).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -37,7 +32,7 @@ impl core::fmt::Debug for UpgradeId {
 }
 
 /// A replica group's identifier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct GroupId(pub u32);
 
@@ -47,7 +42,7 @@ impl GroupId {
 }
 
 /// A deployer's identifier, as the groups' configurations name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DeployerId(pub u32);
 
@@ -167,7 +162,7 @@ impl GuardianSet {
 
 /// What a piece holds for one replica: its sealed box and the digests of
 /// its two shares, so peers and installers can throw out forged shares.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ReplicaEntry {
     /// `k_g`, the `s_g` share and the `c` share, sealed to the replica.
@@ -179,7 +174,7 @@ pub struct ReplicaEntry {
 }
 
 /// The signed part of an upgrade piece `Δ_g`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PieceHeader {
     /// The upgrade.
@@ -213,13 +208,14 @@ pub struct PieceHeader {
 }
 
 /// Who holds a group's shares (PROTOCOL.md sections 3 and 7).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 // The piece is one fixed-size value; there is no heap to box into.
 #[allow(clippy::large_enum_variant)]
 pub enum Custody {
     /// The replicas themselves: each box holds `k_g` and the replica's two
     /// shares (threshold `f + 1`).
+    #[default]
     Replicas,
     /// `3F + 1` guardians (threshold `2F + 1`). Each replica's box holds
     /// `k_g` and a membership token; its entry's `secret_share` digest is
@@ -234,7 +230,7 @@ pub enum Custody {
 
 /// What a piece holds for one guardian: its address, its sealed shares and
 /// their digests.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct GuardianEntry {
     /// The guardian's address (its id).
@@ -312,7 +308,7 @@ impl PieceHeader {
 pub const GUARDIAN_INDEX_BASE: u16 = 0x100;
 
 /// An upgrade piece `Δ_g`: header and the deployer's signature over it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Piece {
     /// The signed header.
@@ -512,9 +508,6 @@ pub struct UpgradeHeader {
     /// How many groups (pieces) the upgrade has.
     pub groups: u32,
 }
-
-/// The most codes piggybacked on one application message.
-pub const MAX_ATTACHED: usize = 8;
 
 /// An ordered operation of a group's upgrade object. The host runs these
 /// through its Byzantine agreement and hands them, in the agreed order, to
@@ -797,6 +790,29 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, Decode
     let consumed = bytes.get(..bytes.len().saturating_sub(rest.len())).ok_or(DecodeError::Malformed)?;
     match postcard::serialize_with_flavor(&value, CompareFlavor { expected: consumed, pos: 0 }) {
         Ok(true) => Ok(value),
+        _ => Err(DecodeError::NonCanonical),
+    }
+}
+
+/// Decodes exactly one canonical `T` from `bytes` into `place`, building
+/// it where it lies instead of returning it: a piece returned by value is
+/// copied through every level of the decoder, which on firmware costs five
+/// or six pieces of stack; decoded in place it costs about one.
+///
+/// On error `place` holds some valid value (partly overwritten), so decode
+/// into a scratch value, never into state that must survive bad input.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_into<T: Serialize + DeserializeOwned>(bytes: &[u8], place: &mut T) -> Result<(), DecodeError> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    T::deserialize_in_place(&mut de, place).map_err(DecodeError::from)?;
+    let rest = de.finalize().map_err(DecodeError::from)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    match postcard::serialize_with_flavor(&*place, CompareFlavor { expected: bytes, pos: 0 }) {
+        Ok(true) => Ok(()),
         _ => Err(DecodeError::NonCanonical),
     }
 }

@@ -15,8 +15,8 @@ use std::fmt::Debug;
 
 use bft_upgrade::crypto::{Code, Digest, PayloadRef, PublicKey, SealedBox, Signature};
 use bft_upgrade::wire::{
-    decode, Attachment, DeployerId, GroupId, Message, Operation, OrderKey, Piece, PieceHeader, ReplicaEntry,
-    ResourceId, UpgradeHeader, UpgradeId, MAX_RESOURCES,
+    decode, decode_into, Attachment, DeployerId, GroupId, Message, Operation, OrderKey, Piece, PieceHeader,
+    ReplicaEntry, ResourceId, UpgradeHeader, UpgradeId, MAX_RESOURCES,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -46,8 +46,27 @@ where
     Ok(())
 }
 
+/// `decode_into` accepts exactly what `decode` accepts and builds the same
+/// value, whatever the place held before.
+fn assert_in_place_agrees<T>(bytes: &[u8], mut place: T) -> Result<(), TestCaseError>
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug,
+{
+    let by_value = decode::<T>(bytes);
+    let in_place = decode_into(bytes, &mut place);
+    prop_assert_eq!(by_value.is_ok(), in_place.is_ok(), "decode and decode_into disagree: {:?}", by_value.err());
+    if let Ok(v) = by_value {
+        prop_assert_eq!(v, place);
+    }
+    Ok(())
+}
+
 /// Decodes `bytes` as every top-level wire type checked here.
 fn check_all(bytes: &[u8]) -> Result<(), TestCaseError> {
+    assert_in_place_agrees::<Piece>(bytes, Piece::default())?;
+    assert_in_place_agrees::<Piece>(bytes, samples::full_piece())?;
+    assert_in_place_agrees::<PieceHeader>(bytes, samples::full_piece().header)?;
+    assert_in_place_agrees::<Operation>(bytes, Operation::PrepareInstall(Piece::default()))?;
     assert_canonical::<Piece>(bytes)?;
     assert_canonical::<PieceHeader>(bytes)?;
     assert_canonical::<UpgradeHeader>(bytes)?;
@@ -309,6 +328,8 @@ proptest! {
     fn piece_round_trips(p in arb_piece()) {
         round_trip(&p)?;
         round_trip(&p.header)?;
+        assert_in_place_agrees(&to_bytes(&p), Piece::default())?;
+        assert_in_place_agrees(&to_bytes(&p), samples::full_piece())?;
     }
 }
 
@@ -318,4 +339,12 @@ fn piece_at_full_capacity_round_trips() {
     let bytes = to_bytes(&piece);
     assert!(bytes.len() <= 16 * 1024, "the random inputs reach the largest piece");
     assert_eq!(decode::<Piece>(&bytes).expect("a full piece decodes"), piece);
+    let mut place = Piece::default();
+    decode_into(&bytes, &mut place).expect("a full piece decodes in place");
+    assert_eq!(place, piece);
+    // Trailing and truncated input fail in place as by value.
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(decode_into(&longer, &mut place).is_err());
+    assert!(decode_into(&bytes[..bytes.len() - 1], &mut place).is_err());
 }

@@ -45,7 +45,7 @@ impl core::fmt::Debug for BoxContents {
 }
 
 /// An AEAD box: 96 bytes of ciphertext and a 16-byte tag.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SealedBox {
     ct: [[u8; 32]; 3],

@@ -265,7 +265,8 @@ impl defmt::Format for Code {
 /// It is validated when used, not when decoded, so decoding stays cheap and
 /// canonical; every use returns [`CryptoError::InvalidPublicKey`] for bytes
 /// that are not a point.
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The default (all zeros) is no valid key: a value to decode into.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PublicKey {
     tag: u8,

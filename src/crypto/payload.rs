@@ -52,7 +52,7 @@ impl core::fmt::Debug for GroupKey {
 }
 
 /// What a piece says about its sealed payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PayloadRef {
     /// Total ciphertext length in bytes (chunks plus their tags).

@@ -18,8 +18,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{CryptoError, MisuseError};
 
-/// The most shares one secret is split into (replicas or guardians per group).
-pub const MAX_SHARES: usize = 64;
+pub use crate::capacity::MAX_SHARES;
 
 /// Which secret a share belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -15,7 +15,8 @@ use super::{Digest, PublicKey};
 use crate::error::CryptoError;
 
 /// An ECDSA P-256 signature, `r || s`.
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The default (all zeros) verifies nothing: a value to decode into.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Signature {
     r: [u8; 32],

@@ -72,7 +72,18 @@ pub fn run(meter: &Meter) -> Result<(), Failure> {
     report!("size.Operation", core::mem::size_of::<Operation>());
     report!("size.Step<GroupEffect>", core::mem::size_of::<Step<GroupEffect>>());
     report!("size.Message", core::mem::size_of::<Message>());
-    report!("size.MAX_REPLICAS", MAX_REPLICAS);
+    {
+        use bft_upgrade::capacity as c;
+        report!("cap.MAX_REPLICAS", MAX_REPLICAS);
+        report!("cap.MAX_GUARDIANS", c::MAX_GUARDIANS);
+        report!("cap.MAX_RESOURCES", c::MAX_RESOURCES);
+        report!("cap.MAX_IN_FLIGHT", c::MAX_IN_FLIGHT);
+        report!("cap.HISTORY", c::HISTORY);
+        report!("cap.MAX_NEIGHBORS", c::MAX_NEIGHBORS);
+        report!("cap.MAX_ATTACHED", c::MAX_ATTACHED);
+        report!("cap.MAX_DIFFUSING", c::MAX_DIFFUSING);
+        report!("cap.MAX_GUARDED", c::MAX_GUARDED);
+    }
     let slots = SLOTS.init_with(|| Slots { replica: None, op: None });
     let bundle_bytes: usize = BUNDLES
         .iter()
@@ -127,11 +138,15 @@ fn new_replica<'a>(slot: &'a mut Option<GroupReplica>, b: &Bundle) -> Result<&'a
 /// Decodes the piece into `slot` as a `PrepareInstall` operation.
 #[inline(never)]
 fn decode_prepare<'a>(slot: &'a mut Option<Operation>, b: &Bundle) -> Result<&'a mut Operation, Failure> {
-    *slot = None;
-    // Decoding the piece and wrapping it takes less stack than decoding a
-    // whole `Operation` (fewer by-value copies of the 14 KiB value).
-    let piece: Piece = wire::decode(b.prepare).or_fail("decode piece")?;
-    Ok(slot.insert(Operation::PrepareInstall(piece)))
+    // In place (`wire::decode_into`): a piece decoded by value is copied
+    // up through every level of the decoder, five or six pieces of stack.
+    let op = slot.get_or_insert_with(|| Operation::PrepareInstall(Piece::default()));
+    if !matches!(op, Operation::PrepareInstall(_)) {
+        *op = Operation::PrepareInstall(Piece::default());
+    }
+    let Operation::PrepareInstall(piece) = op else { return Err("not a PrepareInstall") };
+    wire::decode_into(b.prepare, piece).or_fail("decode piece")?;
+    Ok(op)
 }
 
 /// Decodes the `CommitInstall` (a small operation) into the same slot.
