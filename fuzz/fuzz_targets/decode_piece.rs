@@ -1,11 +1,12 @@
 //! Arbitrary bytes as an upgrade piece: decoding never panics, whatever
-//! decodes is canonical (re-encodes to the very same bytes), and hashing and
-//! verifying a decoded piece never panic either.
+//! decodes is canonical (re-encodes to the very same bytes), decoding in
+//! place agrees with decoding by value, and hashing and verifying a decoded
+//! piece never panic either.
 
 #![no_main]
 
 use bft_upgrade::crypto::PublicKey;
-use bft_upgrade::wire::{decode, encode, encoded_len, Piece};
+use bft_upgrade::wire::{decode, decode_into, encode, encoded_len, Piece};
 use libfuzzer_sys::fuzz_target;
 
 /// The P-256 base point, compressed: the public key of the secret scalar 1,
@@ -17,9 +18,15 @@ const BASE_POINT: [u8; 33] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
+    // In-place decoding accepts exactly what decoding by value accepts.
+    let mut place = Piece::default();
+    let in_place = decode_into(data, &mut place);
     let Ok(piece) = decode::<Piece>(data) else {
+        assert!(in_place.is_err(), "decode_into accepted what decode refused");
         return;
     };
+    assert!(in_place.is_ok(), "decode_into refused what decode accepted");
+    assert_eq!(place, piece, "decode_into built another piece");
     let mut buf = vec![0u8; encoded_len(&piece)];
     let bytes = encode(&piece, &mut buf).expect("a decoded piece re-encodes into its encoded_len");
     assert_eq!(bytes, data, "decode accepted a non-canonical encoding");
