@@ -113,7 +113,10 @@ pub fn start(dir: &Path, p: Proc, extra: &[String]) -> Result<Child> {
         }
     }
     cmd.args(extra);
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("logs").join(format!("{}.log", p.name())))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("logs").join(format!("{}.log", p.name())))?;
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
     let child = cmd.spawn().with_context(|| format!("starting {}", p.name()))?;
     std::fs::write(dir.join("pids").join(format!("{}.pid", p.name())), child.id().to_string())?;
@@ -177,7 +180,8 @@ pub fn version_codes(cluster: &Cluster, statuses: &[Status]) -> Vec<(GroupId, Co
     let mut out = Vec::new();
     for g in &cluster.groups {
         let f = (g.replicas.len() - 1) / 3;
-        let codes: Vec<&Code> = statuses.iter().filter(|s| s.group.0 == g.id).filter_map(|s| s.version_code.as_ref()).collect();
+        let codes: Vec<&Code> =
+            statuses.iter().filter(|s| s.group.0 == g.id).filter_map(|s| s.version_code.as_ref()).collect();
         if let Some(c) = codes.iter().find(|c| codes.iter().filter(|d| d.expose() == c.expose()).count() > f) {
             out.push((GroupId(g.id), (*c).clone()));
         }
@@ -196,7 +200,10 @@ pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
         let state = match latest {
             None => "-".to_string(),
             Some(u) => {
-                let count = mine.iter().filter(|s| s.upgrades.iter().any(|x| x.upgrade == u.upgrade && x.outcome == u.outcome)).count();
+                let count = mine
+                    .iter()
+                    .filter(|s| s.upgrades.iter().any(|x| x.upgrade == u.upgrade && x.outcome == u.outcome))
+                    .count();
                 let what = match u.outcome {
                     Some(Outcome::Committed) => "committed",
                     Some(Outcome::Aborted) => "aborted",
@@ -226,7 +233,9 @@ pub fn commit_times(cluster: &Cluster, statuses: &[Status], upgrade: UpgradeId) 
             let mut times: Vec<u64> = statuses
                 .iter()
                 .filter(|s| s.group.0 == g.id)
-                .filter_map(|s| s.upgrades.iter().find(|u| u.upgrade == upgrade && u.outcome == Some(Outcome::Committed)))
+                .filter_map(|s| {
+                    s.upgrades.iter().find(|u| u.upgrade == upgrade && u.outcome == Some(Outcome::Committed))
+                })
                 .map(|u| u.finished_at_ms)
                 .collect();
             times.sort();
@@ -282,7 +291,7 @@ pub struct Check {
 
 /// Reads every replica's and guardian's database (the processes must be
 /// stopped): every replica of every group must have committed `upgrade`
-/// (when given), no group may have committed an upgrade another aborted,
+/// (by default the latest upgrade), no group may have committed an upgrade another aborted,
 /// no guardian may have released both kinds for one group and upgrade, and
 /// no group may have had `2F + 1` releases of both kinds.
 ///
@@ -291,6 +300,12 @@ pub struct Check {
 pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
     let cluster = Cluster::load(dir)?;
     let mut out = Check::default();
+    // Without an upgrade named, the latest one the first replica saw.
+    let upgrade = match (upgrade, cluster.groups.first()) {
+        (Some(u), _) => Some(u),
+        (None, Some(g)) => crate::replica::read_state(dir, g.id, 0)?.and_then(|(_, ups)| ups.last().map(|(u, _)| *u)),
+        (None, None) => None,
+    };
     let mut outcomes: BTreeMap<UpgradeId, Vec<(u32, Outcome)>> = BTreeMap::new();
     for g in &cluster.groups {
         let mut committed = 0;
@@ -311,7 +326,12 @@ pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
         }
         if let Some(want) = upgrade {
             if committed < g.replicas.len() {
-                out.violations.push(format!("group {}: {committed}/{} replicas committed {}", g.id, g.replicas.len(), short(want)));
+                out.violations.push(format!(
+                    "group {}: {committed}/{} replicas committed {}",
+                    g.id,
+                    g.replicas.len(),
+                    short(want)
+                ));
             }
         }
         out.groups.push((g.id, committed, g.replicas.len()));
@@ -340,7 +360,11 @@ pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
         }
         for ((u, g), kinds) in mine {
             if kinds[0] && kinds[1] {
-                out.violations.push(format!("guardian {} released both kinds for upgrade {} at group {g}", gd.id, hex(&u[..4])));
+                out.violations.push(format!(
+                    "guardian {} released both kinds for upgrade {} at group {g}",
+                    gd.id,
+                    hex(&u[..4])
+                ));
             }
             let counts = per_group.entry((u, g)).or_default();
             counts[0] += usize::from(kinds[0]);

@@ -13,7 +13,9 @@ use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{hex, key_path, unhex, write_private, Cluster, DialerInfo, GroupInfo, GuardianInfo, ReplicaInfo, Secrets};
+use crate::config::{
+    hex, key_path, unhex, write_private, Cluster, DialerInfo, GroupInfo, GuardianInfo, ReplicaInfo, Secrets,
+};
 use bft_upgrade::step::Peer;
 
 /// A CSPRNG seeded from the operating system.
@@ -115,7 +117,8 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
         }
         // Guardians: group i takes i..i + K of the pool, so neighboring
         // groups share guardians (and forwarding has paths).
-        let guardians = if shape.guardians == 0 { vec![] } else { (gi..gi + shape.guardians).map(|k| k as u32 + 1).collect() };
+        let guardians =
+            if shape.guardians == 0 { vec![] } else { (gi..gi + shape.guardians).map(|k| k as u32 + 1).collect() };
         groups.push(GroupInfo { id, replicas, neighbors, guardians });
     }
     let mut guardians = Vec::new();
@@ -190,7 +193,10 @@ pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBu
     let cluster = Cluster::load(dir)?;
     let key_hex = std::fs::read_to_string(dir.join("keys").join("deployer.key"))?;
     let key_bytes: [u8; 32] = unhex(key_hex.trim())?.try_into().map_err(|_| anyhow!("deployer key is 32 bytes"))?;
-    let deployer = Deployer::new(DeployerId(cluster.deployer_id), DeployerKey::from_bytes(&key_bytes).map_err(|e| anyhow!("{e:?}"))?);
+    let deployer = Deployer::new(
+        DeployerId(cluster.deployer_id),
+        DeployerKey::from_bytes(&key_bytes).map_err(|e| anyhow!("{e:?}"))?,
+    );
     let seq_path = dir.join("deployer").join("seq");
     let seq: u64 = std::fs::read_to_string(&seq_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0) + 1;
     write_private(&seq_path, seq.to_string().as_bytes())?;

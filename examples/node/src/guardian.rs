@@ -49,7 +49,10 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
             let _ = config.deployers.push((DeployerId(cluster.deployer_id), public_key(&cluster.deployer_key)?));
             for g in cluster.groups.iter().filter(|g| g.guardians.contains(&id)) {
                 let members = cluster.membership(g.id)?.digest();
-                config.groups.push(GuardedGroup { group: GroupId(g.id), members }).map_err(|_| anyhow!("too many groups"))?;
+                config
+                    .groups
+                    .push(GuardedGroup { group: GroupId(g.id), members })
+                    .map_err(|_| anyhow!("too many groups"))?;
             }
             Guardian::new(config)
         }
@@ -83,7 +86,13 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
 /// Writes, then sends: the state and, for each `Persist`, a release-log
 /// row are committed in one transaction before `persisted` lets the shares
 /// out.
-fn carry(store: &Store, net: &Arc<Net>, cluster: &Cluster, role: &mut NodeGuardian, step: Step<GuardianEffect>) -> Result<()> {
+fn carry(
+    store: &Store,
+    net: &Arc<Net>,
+    cluster: &Cluster,
+    role: &mut NodeGuardian,
+    step: Step<GuardianEffect>,
+) -> Result<()> {
     for fault in &step.faults {
         warn!(?fault, "peer fault");
     }
@@ -104,7 +113,11 @@ fn carry(store: &Store, net: &Arc<Net>, cluster: &Cluster, role: &mut NodeGuardi
 
 /// Sends a step's messages; a message to a group is a submission to its
 /// ordering.
-pub fn send_messages(net: &Arc<Net>, cluster: &Cluster, messages: impl IntoIterator<Item = bft_upgrade::step::Outgoing>) {
+pub fn send_messages(
+    net: &Arc<Net>,
+    cluster: &Cluster,
+    messages: impl IntoIterator<Item = bft_upgrade::step::Outgoing>,
+) {
     for m in messages {
         match (m.to, m.message) {
             (Peer::Group(g), Message::Submit(op)) => {

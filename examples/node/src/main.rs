@@ -128,6 +128,10 @@ enum ClusterCmd {
         /// The cluster directory.
         #[arg(long)]
         dir: PathBuf,
+        /// First wait (up to a minute) until every replica answers and has
+        /// finished every upgrade it saw.
+        #[arg(long)]
+        wait: bool,
     },
     /// Read the databases of a stopped cluster and check the run.
     Check {
@@ -221,9 +225,20 @@ fn cluster_cmd(command: ClusterCmd) -> Result<()> {
             println!("cluster up in {} (logs in {})", dir.display(), dir.join("logs").display());
         }
         ClusterCmd::Down { dir } => println!("stopped {} processes", cluster::down(&dir)),
-        ClusterCmd::Status { dir } => {
+        ClusterCmd::Status { dir, wait } => {
             let cluster = Cluster::load(&dir)?;
-            let statuses = runtime()?.block_on(cluster::query(&dir, Duration::from_secs(2)))?;
+            let total: usize = cluster.groups.iter().map(|g| g.replicas.len()).sum();
+            let rt = runtime()?;
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            let statuses = loop {
+                let statuses = rt.block_on(cluster::query(&dir, Duration::from_secs(2)))?;
+                let settled =
+                    statuses.len() == total && statuses.iter().all(|s| s.upgrades.iter().all(|u| u.outcome.is_some()));
+                if !wait || settled || std::time::Instant::now() > until {
+                    break statuses;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            };
             cluster::print_status(&cluster, &statuses);
         }
         ClusterCmd::Check { dir, upgrade } => {

@@ -31,6 +31,12 @@ use crate::ordering::{self, Backup, Finalized, GroupNetwork, Keys, Provider, Que
 use crate::store::Store;
 use crate::transport::{Net, Policy};
 
+/// A call from another group: (group, txn, is response).
+type CallKey = (u32, u64, bool);
+
+/// What a replica's database says: its version and each upgrade's outcome.
+pub type StoredState = (u64, Vec<(UpgradeId, Option<Outcome>)>);
+
 /// The replicated application: a ring of groups calling each other, and
 /// the installed payload. Deterministic: every correct replica holds the
 /// same after the same ordered operations.
@@ -43,8 +49,8 @@ struct App {
     /// Requests and responses from other groups wait for `f + 1` matching
     /// copies from distinct replicas: (group, txn, is response) → (digest
     /// of the body, replicas that sent it).
-    votes: BTreeMap<(u32, u64, bool), Vec<([u8; 32], u64)>>,
-    done: BTreeSet<(u32, u64, bool)>,
+    votes: BTreeMap<CallKey, Vec<([u8; 32], u64)>>,
+    done: BTreeSet<CallKey>,
     /// This group's calls in flight: txn → callee.
     pending: BTreeMap<u64, u32>,
 }
@@ -319,7 +325,14 @@ impl Host {
     }
 
     /// `f + 1` matching copies from distinct replicas of `from` decide.
-    fn vote(&mut self, origin: Peer, from: GroupId, txn: u64, response: bool, codes: &bft_upgrade::wire::Attachment) -> bool {
+    fn vote(
+        &mut self,
+        origin: Peer,
+        from: GroupId,
+        txn: u64,
+        response: bool,
+        codes: &bft_upgrade::wire::Attachment,
+    ) -> bool {
         let Peer::Replica { group, index } = origin else { return false };
         if group != from || index >= 64 {
             return false;
@@ -425,7 +438,12 @@ impl Host {
         }
     }
 
-    fn open_payload(&self, upgrade: UpgradeId, key: &bft_upgrade::crypto::GroupKey, payload: &bft_upgrade::crypto::PayloadRef) -> String {
+    fn open_payload(
+        &self,
+        upgrade: UpgradeId,
+        key: &bft_upgrade::crypto::GroupKey,
+        payload: &bft_upgrade::crypto::PayloadRef,
+    ) -> String {
         let path = crate::deployer::payload_path(&self.dir, upgrade, self.group);
         let result = (|| -> Result<String> {
             let sealed = std::fs::read(&path)?;
@@ -519,7 +537,7 @@ impl Host {
 ///
 /// # Errors
 /// When the database cannot be opened or read.
-pub fn read_state(dir: &Path, group: u32, index: u8) -> Result<Option<(u64, Vec<(UpgradeId, Option<Outcome>)>)>> {
+pub fn read_state(dir: &Path, group: u32, index: u8) -> Result<Option<StoredState>> {
     let path = dir.join("data").join(format!("replica-{group}-{index}")).join("state.redb");
     if !path.exists() {
         return Ok(None);

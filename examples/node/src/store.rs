@@ -20,6 +20,9 @@ pub const PIECES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("piec
 /// state that records the release.
 pub const RELEASES: TableDefinition<(&[u8; 16], u32, u8), u64> = TableDefinition::new("releases");
 
+/// A release-log row: upgrade, group, kind (0 secret, 1 cancel), when.
+pub type Release = ([u8; 16], u32, u8, u64);
+
 /// One process's database.
 pub struct Store {
     db: Database,
@@ -91,7 +94,7 @@ impl Store {
     ///
     /// # Errors
     /// On database errors.
-    pub fn releases(&self) -> Result<Vec<([u8; 16], u32, u8, u64)>> {
+    pub fn releases(&self) -> Result<Vec<Release>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(RELEASES)?;
         let mut out = Vec::new();

@@ -256,7 +256,8 @@ impl Net {
             debug!(?peer, "no connection to a peer that does not listen: frame dropped");
             return;
         };
-        let recently = self.failed.lock().unwrap_or_else(|e| e.into_inner()).get(&peer).is_some_and(|t| t.elapsed() < BACKOFF);
+        let recently =
+            self.failed.lock().unwrap_or_else(|e| e.into_inner()).get(&peer).is_some_and(|t| t.elapsed() < BACKOFF);
         if recently {
             return;
         }
@@ -299,7 +300,10 @@ impl Net {
         let accept_bytes = read_record(&mut stream, MAX_HANDSHAKE, Some(IO_TIMEOUT)).await?;
         let accept: Accept = frame::decode(&accept_bytes).map_err(|e| anyhow!("bad accept: {e}"))?;
         let t1 = transcript(&[&hello_bytes, &frame::encode(&accept.ephemeral)]);
-        accept.signature.verify(&their_key, &label(&t1, b"accept")).map_err(|_| anyhow!("responder's signature does not verify"))?;
+        accept
+            .signature
+            .verify(&their_key, &label(&t1, b"accept"))
+            .map_err(|_| anyhow!("responder's signature does not verify"))?;
         let t2 = transcript(&[&hello_bytes, &accept_bytes]);
         let signature = self.key.sign(&label(&t2, b"confirm")).map_err(|e| anyhow!("sign: {e:?}"))?;
         write_record(&mut stream, &frame::encode(&Confirm { signature })).await?;
