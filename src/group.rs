@@ -269,6 +269,14 @@ struct Diffusion {
     interval: u64,
 }
 
+/// An outcome some of the group's guardians have not been told yet: bit
+/// `i` of `pending` stands for the configuration's `i`-th guardian.
+#[derive(Clone, Serialize, Deserialize)]
+struct Tell {
+    diffused: Diffused,
+    pending: u64,
+}
+
 /// One replica of a group: the deterministic group object and this
 /// replica's own part of it.
 #[derive(Clone, Serialize, Deserialize)]
@@ -288,6 +296,9 @@ pub struct GroupReplica {
     outbox: Vec<Attachment, MAX_NEIGHBORS>,
     // --- per replica ---
     diffusing: Vec<Diffusion, MAX_DIFFUSING>,
+    /// Outcomes still to be told to some of the group's guardians (the
+    /// step that finished them was full).
+    telling: Vec<Tell, MAX_DIFFUSING>,
     #[cfg(feature = "planted-bugs")]
     planted: crate::planted::Planted,
 }
@@ -325,6 +336,7 @@ impl GroupReplica {
             version: 0,
             outbox,
             diffusing: Vec::new(),
+            telling: Vec::new(),
             #[cfg(feature = "planted-bugs")]
             planted: crate::planted::Planted::None,
         })
@@ -385,7 +397,9 @@ impl GroupReplica {
             Some(Secrets::Guarded { fetch: Some(f), .. }) if f.code.is_none() => Some(f.deadline),
             _ => None,
         });
-        self.diffusing.iter().map(|d| d.deadline).chain(fetches).min()
+        // An untold outcome is due at once: the host calls `handle_timeout`.
+        let telling = self.telling.first().map(|_| Instant(0));
+        self.diffusing.iter().map(|d| d.deadline).chain(fetches).chain(telling).min()
     }
 
     /// Executes one ordered operation from `origin`.
@@ -561,6 +575,7 @@ impl GroupReplica {
     /// due, the returned deadline is `now` again.
     pub fn handle_timeout(&mut self, now: Instant) -> Step<GroupEffect> {
         let mut step = Step::new();
+        self.tell_guardians(&mut step);
         self.refetch(now, &mut step);
         let cap = self.config.retry_ms.saturating_mul(16);
         let neighbors = &self.config.neighbors;
@@ -955,14 +970,36 @@ impl GroupReplica {
         // they guard (the first f + 1 replicas, so one is correct).
         if let Some(g) = &d.guarded {
             if self.me <= self.config.membership.f {
-                let diffused = Diffused { upgrade, outcome, code: code.clone() };
-                for (id, _, _) in &g.guardians {
-                    let msg = Message::Learned { group: self.group(), diffused: diffused.clone() };
-                    let _ = step.send(Peer::Guardian(*id), msg);
+                let all = u64::MAX.checked_shr(64u32.saturating_sub(g.guardians.len() as u32)).unwrap_or(0);
+                let tell = Tell { diffused: Diffused { upgrade, outcome, code: code.clone() }, pending: all };
+                if self.telling.is_full() {
+                    self.telling.remove(0);
                 }
+                let _ = self.telling.push(tell);
+                self.tell_guardians(step);
             }
         }
         self.diffuse(now, upgrade, outcome, code, None);
+    }
+
+    /// Sends `Learned` to each guardian not yet told, as far as the step
+    /// has room; the rest stays due (see `deadline`).
+    fn tell_guardians(&mut self, step: &mut Step<GroupEffect>) {
+        let (group, ids) = (self.group(), self.config.guardians.as_ref().map_or(&[][..], |g| g.ids.as_slice()));
+        for t in self.telling.iter_mut() {
+            for (i, id) in ids.iter().enumerate().take(64) {
+                let bit = 1u64 << i;
+                if t.pending & bit == 0 {
+                    continue;
+                }
+                let msg = Message::Learned { group, diffused: t.diffused.clone() };
+                if step.send(Peer::Guardian(*id), msg).is_err() {
+                    break;
+                }
+                t.pending &= !bit;
+            }
+        }
+        self.telling.retain(|t| t.pending != 0);
     }
 
     /// Queues the code for every neighbor but `except` (Figure 2's `T_g'`)
@@ -1029,4 +1066,64 @@ impl GroupReplica {
 /// Whether `f + 1` distinct replicas of neighbor `n` acknowledged.
 fn acked(n: &Neighbor, acks: u64) -> bool {
     acks.count_ones() > u32::from(n.f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::ReplicaSecretKey;
+    use crate::step::MAX_STEP_MESSAGES;
+    use chacha20::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// A replica of a 4-replica group with 16 guardians (`F = 5`).
+    fn guarded_replica() -> GroupReplica {
+        let mut rng = ChaCha20Rng::from_seed([3; 32]);
+        let keys: heapless::Vec<PublicKey, 4> =
+            (0..4).map(|_| ReplicaSecretKey::random(&mut rng).public_key()).collect();
+        let config = GroupConfig {
+            membership: Membership::new(GroupId(1), &keys).unwrap(),
+            deployers: Vec::new(),
+            neighbors: Vec::new(),
+            retry_ms: 10,
+            proactive: false,
+            guardians: Some(GuardianIds { f: 5, ids: (100..116).collect() }),
+        };
+        GroupReplica::new(config, 0).unwrap()
+    }
+
+    /// Outcomes that do not fit one step reach every guardian on the
+    /// following `handle_timeout` calls, which `deadline` makes due.
+    #[test]
+    fn untold_guardians_are_told_later() {
+        let mut r = guarded_replica();
+        let n = MAX_STEP_MESSAGES / 16 + 1;
+        let mut step = Step::new();
+        for u in 0..n {
+            let diffused =
+                Diffused { upgrade: UpgradeId([u as u8; 16]), outcome: Outcome::Committed, code: Code([7; 32]) };
+            assert!(r.telling.push(Tell { diffused, pending: 0xFFFF }).is_ok());
+        }
+        r.tell_guardians(&mut step);
+        assert_eq!(step.messages.len(), MAX_STEP_MESSAGES);
+        assert_eq!(r.deadline(), Some(Instant(0)));
+        let mut told: std::vec::Vec<(UpgradeId, Peer)> = step
+            .messages
+            .iter()
+            .filter_map(|m| match &m.message {
+                Message::Learned { diffused, .. } => Some((diffused.upgrade, m.to)),
+                _ => None,
+            })
+            .collect();
+        let later = r.handle_timeout(Instant(5));
+        told.extend(later.messages.iter().filter_map(|m| match &m.message {
+            Message::Learned { diffused, .. } => Some((diffused.upgrade, m.to)),
+            _ => None,
+        }));
+        told.sort_by_key(|(u, p)| (u.0, std::format!("{p:?}")));
+        told.dedup();
+        assert_eq!(told.len(), n * 16, "every guardian told of every outcome, once");
+        assert_eq!(later.deadline, None);
+        assert_eq!(r.deadline(), None);
+    }
 }

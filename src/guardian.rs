@@ -326,12 +326,14 @@ impl<const R: usize> Guardian<R> {
     }
 
     /// A replica tells the outcome: check it and forward it to the other
-    /// groups this guardian guards for the same upgrade (section 5).
+    /// groups this guardian guards for the same upgrade (section 5). A
+    /// group is marked told only once its message is in the step, so
+    /// groups beyond the step's capacity are told on the next report.
     fn learned(&mut self, step: &mut Step<GuardianEffect>, from: Peer, group: GroupId, d: &Diffused) {
         let Some(r) = self.records.iter().find(|r| r.upgrade == d.upgrade && r.group == group) else {
             return;
         };
-        if r.learned {
+        if self.records.iter().filter(|r| r.upgrade == d.upgrade).all(|r| r.learned) {
             return;
         }
         let (domain, expected) = match d.outcome {
@@ -342,10 +344,12 @@ impl<const R: usize> Guardian<R> {
             step.fault(from, Some(d.upgrade), FaultKind::WrongCode);
             return;
         }
-        for r in self.records.iter_mut().filter(|r| r.upgrade == d.upgrade) {
-            if !r.learned && r.group != group {
+        for r in self.records.iter_mut().filter(|r| r.upgrade == d.upgrade && !r.learned) {
+            if r.group != group {
                 let op = SmallOperation::finish(d.upgrade, d.outcome, d.code.clone());
-                let _ = step.send(Peer::Group(r.group), Message::Submit(op));
+                if step.send(Peer::Group(r.group), Message::Submit(op)).is_err() {
+                    continue;
+                }
             }
             r.learned = true;
         }

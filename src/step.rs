@@ -84,8 +84,11 @@ pub enum FaultKind {
     Unsolicited,
 }
 
-/// Upper bound on the messages one step may carry.
-pub const MAX_STEP_MESSAGES: usize = 32;
+/// Upper bound on the messages one step may carry: 32, or one per replica
+/// or guardian of a group if that is more (a guardian whose release record
+/// became durable answers every replica that asked; a replica asks every
+/// guardian).
+pub const MAX_STEP_MESSAGES: usize = if crate::capacity::MAX_SHARES > 32 { crate::capacity::MAX_SHARES } else { 32 };
 /// Upper bound on the effects one step may carry: enough for the largest
 /// step, a response that finishes [`MAX_ATTACHED`](crate::wire::MAX_ATTACHED)
 /// pieces between aborting and restarting its transaction.
