@@ -135,7 +135,9 @@ fn ten_thousand_malformed_frames_then_an_upgrade() {
     let log = c.log("replica-1-0");
     let closings = log.lines().filter(|l| l.contains("closing connection")).count();
     assert!(closings >= FRAMES, "{closings} closings logged for {FRAMES} malformed frames");
-    for reason in ["handshake failed", "oversized length", "truncated record", "undecodable frame", "failed authentication"] {
+    for reason in
+        ["handshake failed", "oversized length", "truncated record", "undecodable frame", "failed authentication"]
+    {
         assert!(log.contains(reason), "no closing logged for: {reason}");
     }
 

@@ -10,11 +10,7 @@ use common::{node, TempCluster};
 #[test]
 fn kill_and_restart_mid_install() {
     let c = TempCluster::new("scenario", &[]);
-    let out = node()
-        .args(["cluster", "scenario", "--timeout-s", "180", "--dir"])
-        .arg(c.path())
-        .output()
-        .unwrap();
+    let out = node().args(["cluster", "scenario", "--timeout-s", "180", "--dir"]).arg(c.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the scenario failed");
