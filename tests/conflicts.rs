@@ -1,19 +1,14 @@
 //! Replays, conflicts and versions (paper 4.3–4.4, PROTOCOL.md 5–6) in whole
 //! deployments.
 
-use bft_upgrade::sim::{NetworkFaults, Report, SimConfig, UpgradeSpec, World};
+use bft_upgrade::sim::{NetworkFaults, SimConfig, UpgradeSpec};
 use bft_upgrade::wire::Outcome;
+
+mod support;
+use support::run;
 
 fn spec(groups: Vec<usize>, resources: Vec<u32>, seq: u64, deployer: usize) -> UpgradeSpec {
     UpgradeSpec { groups, resources, rejected_by: vec![], order_seq: seq, start_ms: 0, deployer, chained: true }
-}
-
-fn run(cfg: SimConfig) -> Report {
-    let seed = cfg.seed;
-    let r = World::new(cfg).run();
-    assert!(r.violation.is_none(), "seed {seed}: {:?}", r.violation);
-    assert!(r.liveness.is_none(), "seed {seed}: {:?}", r.liveness);
-    r
 }
 
 /// Two upgrades U1 ≺ U2 sharing a resource at some groups, launched at once

@@ -1,20 +1,15 @@
 //! Guardians (paper section 5, PROTOCOL.md section 7) in whole deployments.
 
-use bft_upgrade::sim::{ByzantineGuardian, ByzantineReplica, NetworkFaults, Report, SimConfig, World};
+use bft_upgrade::sim::{ByzantineGuardian, ByzantineReplica, NetworkFaults, SimConfig, World};
 use bft_upgrade::wire::Outcome;
+
+mod support;
+use support::run;
 
 fn guarded(seed: u64, groups: usize, guardians: usize) -> SimConfig {
     let mut cfg = SimConfig::simple(seed, groups, 4);
     cfg.guardians = guardians;
     cfg
-}
-
-fn run(cfg: SimConfig) -> Report {
-    let seed = cfg.seed;
-    let r = World::new(cfg).run();
-    assert!(r.violation.is_none(), "seed {seed}: {:?}", r.violation);
-    assert!(r.liveness.is_none(), "seed {seed}: {:?}", r.liveness);
-    r
 }
 
 #[test]

@@ -1,16 +1,11 @@
 //! Acceptance of the group and installer roles, through the simulator:
 //! whole upgrades under faults, with safety checked after every event.
 
-use bft_upgrade::sim::{ByzantineReplica, NetworkFaults, Report, SimConfig, World};
+use bft_upgrade::sim::{ByzantineReplica, NetworkFaults, SimConfig, World};
 use bft_upgrade::wire::Outcome;
 
-fn run(cfg: SimConfig) -> Report {
-    let seed = cfg.seed;
-    let r = World::new(cfg).run();
-    assert!(r.violation.is_none(), "seed {seed}: {:?}", r.violation);
-    assert!(r.liveness.is_none(), "seed {seed}: {:?}", r.liveness);
-    r
-}
+mod support;
+use support::run;
 
 fn sizes(groups: usize, n: usize) -> Vec<usize> {
     vec![n; groups]

@@ -1,0 +1,13 @@
+//! What the simulator-driven acceptance tests share.
+
+use bft_upgrade::sim::{Report, SimConfig, World};
+
+/// Runs a deployment and fails the test, naming the seed, on a safety
+/// violation or an unfinished upgrade.
+pub fn run(cfg: SimConfig) -> Report {
+    let seed = cfg.seed;
+    let r = World::new(cfg).run();
+    assert!(r.violation.is_none(), "seed {seed}: {:?}", r.violation);
+    assert!(r.liveness.is_none(), "seed {seed}: {:?}", r.liveness);
+    r
+}
