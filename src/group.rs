@@ -146,6 +146,9 @@ pub enum GroupEffect {
     /// Guardian custody: send the piece of `upgrade` (as ordered) to
     /// `guardian`, or to every guardian it lists when `None`, with
     /// [`Guardian::handle_piece`](crate::guardian::Guardian::handle_piece).
+    /// Only asked for pieces in
+    /// [`held_upgrades`](GroupReplica::held_upgrades): a host may drop a
+    /// piece once its upgrade has left them.
     ForwardPiece {
         /// The upgrade.
         upgrade: UpgradeId,
@@ -383,6 +386,19 @@ impl GroupReplica {
     /// is in `A` (`Some(true)`) or `C` (`Some(false)`).
     pub fn holds(&self, upgrade: UpgradeId) -> Option<bool> {
         self.held.iter().find(|h| h.upgrade == upgrade).map(Held::in_a)
+    }
+
+    /// The unfinished upgrades held here (`A ∪ C`), each with whether it is
+    /// in `A`. A host keeps the pieces of these, and only these, for
+    /// [`GroupEffect::ForwardPiece`].
+    pub fn held_upgrades(&self) -> impl Iterator<Item = (UpgradeId, bool)> + '_ {
+        self.held.iter().map(|h| (h.upgrade, h.in_a()))
+    }
+
+    /// The finished upgrades remembered here (the last [`HISTORY`]), oldest
+    /// first: the upgrade, its outcome, and the group version after it.
+    pub fn finished_upgrades(&self) -> impl Iterator<Item = (UpgradeId, Outcome, u64)> + '_ {
+        self.finished.iter().map(|f| (f.upgrade, f.outcome, f.version))
     }
 
     /// This replica's current version code for `deployer`.
@@ -1058,6 +1074,11 @@ impl GroupReplica {
     }
 
     fn answer(&self, step: &mut Step<GroupEffect>, origin: Peer, upgrade: UpgradeId, reply: Reply) {
+        // A guardian submits only outcomes it forwards (section 5) and
+        // waits for no answer.
+        if matches!(origin, Peer::Guardian(_)) {
+            return;
+        }
         let answer = Answer { upgrade, group: self.group(), replica: self.me, reply };
         let _ = step.send(origin, Message::Answer(answer));
     }

@@ -252,6 +252,9 @@ impl<const R: usize> Guardian<R> {
                 self.request(&mut step, from, (*upgrade, *group, *replica), *kind, token);
             }
             Message::Learned { group, diffused } => self.learned(&mut step, from, *group, diffused),
+            // A group's answer to an outcome this guardian forwarded (from
+            // an older replica: current ones answer no guardian). Harmless.
+            Message::Answer(_) => {}
             _ => step.fault(from, None, FaultKind::Unsolicited),
         }
         step

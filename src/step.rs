@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::CapacityError;
 use crate::wire::{GroupId, Message, UpgradeId};
 
-/// A point in the host's monotonic time, in milliseconds. Only differences
-/// mean anything; the crate never reads a clock.
+/// A point in the host's monotonic time, in milliseconds; the crate never
+/// reads a clock. Deadlines are saved with a role's state, so the clock must
+/// go on counting across the host's restarts (e.g. Unix time in ms, or a
+/// monotonic clock plus a persisted offset), never restart from zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Instant(pub u64);

@@ -213,6 +213,15 @@ mod guardian_role {
         }
         let step = g.handle_message(Instant(6), from(3), &forged);
         assert_eq!(step.faults.len(), 1);
+        // A group's answer to an outcome the guardian forwarded is no fault.
+        let answer = wire::Answer {
+            upgrade: u,
+            group: grp,
+            replica: 0,
+            reply: wire::Reply::Finished(wire::Outcome::Committed, Code::default()),
+        };
+        let step = g.handle_message(Instant(7), from(0), &Message::Answer(answer));
+        assert!(step.is_empty());
     }
 
     /// Random request orders with crashes at every step, restarting from the

@@ -769,6 +769,8 @@ mod finish {
             let mut reps = w.replicas(g, &[]);
             let _ = order(&mut reps, w.keys(g), &up.prepare(gid), ORIGIN, Verdict::Accept);
             assert_eq!(reps[0].version_code(d), Some(&w.genesis[0]));
+            assert_eq!(reps[0].held_upgrades().collect::<Vec<_>>(), vec![(up.id(), true)]);
+            assert_eq!(reps[0].finished_upgrades().count(), 0);
             let steps = order(&mut reps, w.keys(g), &up.commit(), ORIGIN, Verdict::Accept);
             assert!(faults(&steps).is_empty());
             expect_applied(&steps, &up, gid);
@@ -780,7 +782,12 @@ mod finish {
                 assert_eq!(r.holds(up.id()), None);
                 assert_eq!(r.version(), 1);
                 assert_eq!(r.version_code(d), Some(&up.trigger));
+                assert_eq!(r.held_upgrades().count(), 0);
+                assert_eq!(r.finished_upgrades().collect::<Vec<_>>(), vec![(up.id(), Outcome::Committed, 1)]);
             }
+            // A guardian forwarding the commit (section 5) gets no answer.
+            let from_guardian = order(&mut reps, w.keys(g), &up.commit(), Peer::Guardian(9), Verdict::Accept);
+            assert!(from_guardian.iter().all(|s| s.messages.is_empty() && s.faults.is_empty()));
             // Idempotent: the same answer, no effect, no change.
             let before = states(&reps);
             let again = order(&mut reps, w.keys(g), &up.commit(), ORIGIN, Verdict::Accept);
