@@ -206,19 +206,23 @@ def sz(key):
 
 
 w("")
-w("Where the group role misses (read from the numbers below):")
+w("Where the space goes (read from the numbers below):")
 w("")
-w(f"- Static RAM is the role's values at the crate's fixed capacities, whatever the group's size: "
-  f"`GroupReplica` {sz('GroupReplica'):,} bytes (up to 16 held pieces, each with room for 16 guardians' "
-  f"digests and fetched shares; 32 finished outcomes; 16 neighbors' outboxes; the 64-replica membership) "
-  f"and the `Operation` holding the piece, {sz('Operation'):,} bytes (64 replica entries and 16 guardian "
-  f"entries). No value is smaller for a group of 4 or 16.")
-w(f"- Peak stack is set by values returned by value: `wire::decode::<Piece>` "
-  f"({n('stack.n4.decode_piece'):,} bytes: serde builds the 64-entry vector and the header on the stack "
-  f"and moves them up through each level) and `GroupReplica::new` ({n('stack.n4.new'):,} bytes: the "
-  f"`Result<GroupReplica, _>`). The protocol steps themselves take {n('stack.n4.prepare'):,} (prepare) "
-  f"and {n('stack.n4.commit'):,} (commit) bytes, each with a `Step<GroupEffect>` of "
-  f"{sz('Step<GroupEffect>'):,} bytes.")
+caps = {k[4:]: int(v) for k, v in gv.items() if k.startswith("cap.")}
+w(f"- Static RAM is the role's values at the capacities compiled in: `GroupReplica` {sz('GroupReplica'):,} "
+  f"bytes (up to {caps.get('MAX_IN_FLIGHT')} held pieces, each with room for {caps.get('MAX_GUARDIANS')} "
+  f"guardians' digests and fetched shares; {caps.get('HISTORY')} finished outcomes; "
+  f"{caps.get('MAX_NEIGHBORS')} neighbors' outboxes; a {caps.get('MAX_REPLICAS')}-replica membership) and the "
+  f"`Operation` holding the piece, {sz('Operation'):,} bytes ({caps.get('MAX_REPLICAS')} replica entries and "
+  f"{caps.get('MAX_GUARDIANS')} guardian entries), whatever the group's actual size.")
+phases = {ph: n(f"stack.n4.{ph}") for ph in ["new", "decode_piece", "prepare", "commit", "open_payload"]}
+top = max(phases, key=phases.get)
+w(f"- Peak stack is set by `{top}` ({phases[top]:,} bytes). The others: "
+  + ", ".join(f"`{ph}` {v:,}" for ph, v in phases.items() if ph != top)
+  + f". Prepare holds a `Step<GroupEffect>` ({sz('Step<GroupEffect>'):,} bytes) while p256 verifies "
+  f"(a bare verify alone takes {n('stack.n4.bare_verify'):,}); the piece is decoded in place "
+  f"(`wire::decode_into`), where decoding it by value copied it up through each level of the decoder "
+  f"(about six pieces of stack).")
 w(f"- Flash: P-256 arithmetic, ECDSA, SHA-256, HKDF, ChaCha20-Poly1305 and the serde decoders dominate "
   f"(see the tables at the end); the harness alone (`none`) is {k(none['flash'])} KiB.")
 w("")
@@ -237,7 +241,7 @@ w("| phase | n = 4: instructions | n = 4: stack | n = 16: instructions | n = 16:
 w("|---|---:|---:|---:|---:|")
 for phase, what in [
     ("new", "decode `GroupConfig`, `GroupReplica::new`"),
-    ("decode_piece", "`wire::decode::<Piece>`, into an `Operation`"),
+    ("decode_piece", "`wire::decode_into` of the piece, in an `Operation`"),
     ("prepare", "`handle_ordered(PrepareInstall)`: verify, open box, release share"),
     ("commit", "`handle_ordered(CommitInstall(τ))`"),
     ("open_payload", "`PayloadOpener`, 200 bytes in 64-byte chunks"),
