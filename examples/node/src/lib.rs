@@ -27,7 +27,10 @@ pub mod store;
 pub mod transport;
 
 /// Wall-clock milliseconds since the Unix epoch: the `Instant` every role
-/// gets, so deadlines stored before a restart keep their meaning after it.
+/// gets. The core saves deadlines with each role's state and requires the
+/// host's clock to go on counting across restarts; Unix time does, where a
+/// process-local monotonic clock (`std::time::Instant`) would start over
+/// and leave stored deadlines meaningless.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

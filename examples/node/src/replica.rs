@@ -6,7 +6,8 @@
 //! request id and executed on the core's `GroupReplica` and the
 //! application. After each step the role, the application and the executed
 //! ids are committed to redb in one transaction, and only then do the
-//! step's messages go out.
+//! step's messages go out. The same transaction stores the pieces the role
+//! took and drops those of upgrades it no longer holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -45,7 +46,11 @@ struct App {
     executed: u64,
     calls: u64,
     payload: String,
-    upgrades: Vec<UpgradeStatus>,
+    /// Host information the core does not have, for the finished upgrades
+    /// it remembers (`finished_upgrades`, pruned to them): when each
+    /// finished here (wall-clock ms) and which call finished it (an ordered
+    /// operation or a piggyback). The rest of the status comes from the core.
+    finished: Vec<(UpgradeId, u64, String)>,
     /// Requests and responses from other groups wait for `f + 1` matching
     /// copies from distinct replicas: (group, txn, is response) → (digest
     /// of the body, replicas that sent it).
@@ -272,20 +277,15 @@ impl Host {
         let now = crate::now();
         match env.body {
             Body::Op(op) => {
-                if let Operation::PrepareInstall(piece) = &op {
-                    let u = piece.header.upgrade;
-                    if piece.header.group == self.group && !self.app.upgrades.iter().any(|s| s.upgrade == u) {
-                        self.app.upgrades.push(UpgradeStatus {
-                            upgrade: u,
-                            outcome: None,
-                            held: None,
-                            finished_at_ms: 0,
-                            via: String::new(),
-                        });
-                        out.pieces.push((u, piece.clone()));
-                    }
-                }
+                let fresh = match &op {
+                    Operation::PrepareInstall(p) if self.role.holds(p.header.upgrade).is_none() => Some(p.clone()),
+                    _ => None,
+                };
                 let step = self.role.handle_ordered(now, env.origin, &op, &self.key, |_| Verdict::Accept);
+                // A piece the role took now: kept while it is held, for ForwardPiece.
+                if let Some(piece) = fresh.filter(|p| self.role.holds(p.header.upgrade).is_some()) {
+                    out.pieces.push((piece.header.upgrade, piece));
+                }
                 let via = format!("ordered operation from {:?}", env.origin);
                 self.carry(step, &via, out);
             }
@@ -394,11 +394,11 @@ impl Host {
                         Some(k) => self.open_payload(upgrade, &k, &payload),
                         None => "<this replica's box was bad: state transfer needed>".into(),
                     };
-                    self.finished(upgrade, Outcome::Committed, via);
+                    self.finished(upgrade, via);
                     info!(upgrade = ?upgrade, version = self.role.version(), via, payload = %self.app.payload, "committed");
                 }
                 GroupEffect::Discard { upgrade } => {
-                    self.finished(upgrade, Outcome::Aborted, via);
+                    self.finished(upgrade, via);
                     info!(upgrade = ?upgrade, via, "aborted");
                 }
                 GroupEffect::ForwardPiece { upgrade, guardian } => {
@@ -430,12 +430,11 @@ impl Host {
         }
     }
 
-    fn finished(&mut self, upgrade: UpgradeId, outcome: Outcome, via: &str) {
-        if let Some(s) = self.app.upgrades.iter_mut().find(|s| s.upgrade == upgrade) {
-            s.outcome = Some(outcome);
-            s.finished_at_ms = crate::now_ms();
-            s.via = via.to_string();
-        }
+    /// Records when and how `upgrade` finished; the core has its outcome.
+    fn finished(&mut self, upgrade: UpgradeId, via: &str) {
+        self.app.finished.push((upgrade, crate::now_ms(), via.to_string()));
+        let role = &self.role;
+        self.app.finished.retain(|f| role.finished_upgrades().any(|(u, _, _)| u == f.0));
     }
 
     fn open_payload(
@@ -472,6 +471,11 @@ impl Host {
             for (u, piece) in &out.pieces {
                 batch.piece(&u.0, &frame::encode(piece))?;
             }
+            // ForwardPiece is asked only for held upgrades: drop the other
+            // pieces, in the transaction that writes the role, so a piece is
+            // gone only once the persisted role no longer holds it.
+            let held: Vec<UpgradeId> = self.role.held_upgrades().map(|(u, _)| u).collect();
+            batch.retain_pieces(|u| held.iter().any(|h| h.0 == *u))?;
             batch.commit()?;
         }
         for (peer, frame) in &out.frames {
@@ -514,11 +518,6 @@ impl Host {
     }
 
     fn status(&self) -> Status {
-        let mut upgrades = self.app.upgrades.clone();
-        for u in &mut upgrades {
-            u.outcome = u.outcome.or(self.role.outcome(u.upgrade));
-            u.held = self.role.holds(u.upgrade);
-        }
         Status {
             group: self.group,
             index: self.index,
@@ -527,9 +526,28 @@ impl Host {
             executed: self.app.executed,
             app_calls: self.app.calls,
             payload: self.app.payload.clone(),
-            upgrades,
+            upgrades: upgrades(&self.role, &self.app),
         }
     }
+}
+
+/// The upgrades a replica reports, from the core: the finished ones it
+/// remembers (oldest first, with the host's when and how), then the ones it
+/// holds unfinished.
+fn upgrades(role: &GroupReplica, app: &App) -> Vec<UpgradeStatus> {
+    let finished = role.finished_upgrades().map(|(upgrade, outcome, _)| {
+        let (finished_at_ms, via) =
+            app.finished.iter().find(|f| f.0 == upgrade).map_or((0, String::new()), |f| (f.1, f.2.clone()));
+        UpgradeStatus { upgrade, outcome: Some(outcome), held: None, finished_at_ms, via }
+    });
+    let held = role.held_upgrades().map(|(upgrade, in_a)| UpgradeStatus {
+        upgrade,
+        outcome: None,
+        held: Some(in_a),
+        finished_at_ms: 0,
+        via: String::new(),
+    });
+    finished.chain(held).collect()
 }
 
 /// A replica's state as its database holds it (for the checker, with the
@@ -546,6 +564,6 @@ pub fn read_state(dir: &Path, group: u32, index: u8) -> Result<Option<StoredStat
     let Some(bytes) = store.get("role")? else { return Ok(None) };
     let role: GroupReplica = postcard::from_bytes(&bytes)?;
     let app: App = store.get("app")?.map(|b| postcard::from_bytes(&b)).transpose()?.unwrap_or_default();
-    let outcomes = app.upgrades.iter().map(|u| (u.upgrade, role.outcome(u.upgrade).or(u.outcome))).collect();
+    let outcomes = upgrades(&role, &app).into_iter().map(|u| (u.upgrade, u.outcome)).collect();
     Ok(Some((role.version(), outcomes)))
 }

@@ -13,7 +13,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Request ids already executed (replicas).
 pub const SEEN: TableDefinition<&[u8; 32], ()> = TableDefinition::new("seen");
-/// Pieces ordered here, by upgrade id (replicas forward them to guardians).
+/// Pieces ordered here, by upgrade id, while the role holds their upgrade
+/// (replicas forward them to guardians).
 pub const PIECES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("pieces");
 /// A guardian's release log: (upgrade, group, kind) → wall-clock ms, one
 /// row per kind ever released; written in the same transaction as the
@@ -143,6 +144,15 @@ impl Batch<'_> {
     /// On database errors.
     pub fn piece(&mut self, upgrade: &[u8; 16], bytes: &[u8]) -> Result<()> {
         self.txn.open_table(PIECES)?.insert(upgrade, bytes)?;
+        Ok(())
+    }
+
+    /// Keeps only the pieces whose upgrade `keep` accepts.
+    ///
+    /// # Errors
+    /// On database errors.
+    pub fn retain_pieces(&mut self, mut keep: impl FnMut(&[u8; 16]) -> bool) -> Result<()> {
+        self.txn.open_table(PIECES)?.retain(|u, _| keep(u))?;
         Ok(())
     }
 
