@@ -134,9 +134,6 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         }
         let mut slots: Vec<Slot, G> = Vec::new();
         for (group, f) in groups {
-            if slots.iter().any(|s| s.group == *group) {
-                return Err(MisuseError::BadArgument);
-            }
             let slot = Slot {
                 group: *group,
                 f: *f,
@@ -149,6 +146,12 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 candidates: Vec::new(),
             };
             slots.push(slot).map_err(|_| CapacityError::Groups)?;
+        }
+        // Sorted by group, so an answer finds its slot by binary search
+        // (a linear scan cost as much as the share checks at 10,000 groups).
+        slots.sort_unstable_by_key(|s| s.group);
+        if slots.windows(2).any(|w| matches!(w, [a, b] if a.group == b.group)) {
+            return Err(MisuseError::BadArgument);
         }
         Ok(Self {
             id,
@@ -190,9 +193,14 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         self.done
     }
 
+    /// The index of `group`'s slot (slots are sorted by group).
+    fn slot(&self, group: GroupId) -> Option<usize> {
+        self.slots.binary_search_by_key(&group, |s| s.group).ok()
+    }
+
     /// A group's progress.
     pub fn progress(&self, group: GroupId) -> Option<GroupProgress> {
-        self.slots.iter().find(|s| s.group == group).map(|s| s.progress)
+        self.slot(group).and_then(|i| self.slots.get(i)).map(|s| s.progress)
     }
 
     /// Starts (or, after a restart, resumes) the installation.
@@ -283,7 +291,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             && usize::from(answer.replica) < h.replicas.len();
         // Every step carries the installer's deadline, whatever it says.
         step.deadline = self.deadline();
-        let Some(si) = self.slots.iter().position(|s| s.group == answer.group) else {
+        let Some(si) = self.slot(answer.group) else {
             step.fault(from, Some(answer.upgrade), FaultKind::Unsolicited);
             return Ok(step);
         };

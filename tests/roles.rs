@@ -1821,6 +1821,29 @@ mod installer {
         DefaultInstaller::new(1, up.header.clone(), &installer_groups(w, groups), finish_all, RETRY).unwrap()
     }
 
+    /// Groups may come in any order (the installer sorts them to find an
+    /// answer's group by binary search); a group listed twice is misuse.
+    #[test]
+    fn groups_in_any_order_but_once() {
+        let mut w = World::new(61, &[4, 4, 4, 4, 4]);
+        let all = [0, 1, 2, 3, 4];
+        let up = w.upgrade(1, &all, &[1]);
+        let mut groups = installer_groups(&w, &all);
+        groups.reverse();
+        groups.swap(1, 3);
+        let inst = DefaultInstaller::new(1, up.header.clone(), &groups, false, RETRY).unwrap();
+        for &g in &all {
+            assert_eq!(inst.progress(w.gid(g)), Some(GroupProgress::Preparing));
+        }
+        assert_eq!(inst.progress(GroupId(7)), None);
+        let mut twice = groups.clone();
+        twice[4] = twice[0];
+        assert_eq!(
+            DefaultInstaller::new(1, up.header.clone(), &twice, false, RETRY).err(),
+            Some(MisuseError::BadArgument)
+        );
+    }
+
     /// `start` (and the sweeps it asks for at once) yields one
     /// `SendPrepare` per group, at most `MAX_STEP_EFFECTS` per step; f + 1
     /// valid shares from every group decide Committed, and the next sweep
