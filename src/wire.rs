@@ -784,14 +784,8 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
 /// non-canonical input.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, rest): (T, &[u8]) = postcard::take_from_bytes(bytes).map_err(DecodeError::from)?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes);
-    }
-    let consumed = bytes.get(..bytes.len().saturating_sub(rest.len())).ok_or(DecodeError::Malformed)?;
-    match postcard::serialize_with_flavor(&value, CompareFlavor { expected: consumed, pos: 0 }) {
-        Ok(true) => Ok(value),
-        _ => Err(DecodeError::NonCanonical),
-    }
+    whole_and_canonical(&value, bytes, rest)?;
+    Ok(value)
 }
 
 /// Decodes exactly one canonical `T` from `bytes` into `place`, building
@@ -808,10 +802,16 @@ pub fn decode_into<T: Serialize + DeserializeOwned>(bytes: &[u8], place: &mut T)
     let mut de = postcard::Deserializer::from_bytes(bytes);
     T::deserialize_in_place(&mut de, place).map_err(DecodeError::from)?;
     let rest = de.finalize().map_err(DecodeError::from)?;
+    whole_and_canonical(&*place, bytes, rest)
+}
+
+/// What [`decode`] and [`decode_into`] ask of a decoded `value`: it used
+/// all of `bytes` (nothing is `rest`) and re-encodes to exactly them.
+fn whole_and_canonical<T: Serialize>(value: &T, bytes: &[u8], rest: &[u8]) -> Result<(), DecodeError> {
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }
-    match postcard::serialize_with_flavor(&*place, CompareFlavor { expected: bytes, pos: 0 }) {
+    match postcard::serialize_with_flavor(value, CompareFlavor { expected: bytes, pos: 0 }) {
         Ok(true) => Ok(()),
         _ => Err(DecodeError::NonCanonical),
     }
