@@ -1370,7 +1370,7 @@ impl World {
 
     /// A replica's host sends the piece of `upgrade` to guardians.
     fn forward_piece(&mut self, gi: usize, from: Peer, upgrade: UpgradeId, only: Option<u32>) {
-        let Some(ui) = self.upgrades.iter().position(|b| b.header.upgrade == upgrade) else { return };
+        let Some(ui) = self.upgrade_index(upgrade) else { return };
         let group = self.groups[gi].id;
         let Some(set) = self.material.guardian_sets[gi].clone() else { return };
         let size = self.upgrades[ui].pieces.get(&group).map_or(0, wire::encoded_len) as u64;
@@ -1672,11 +1672,15 @@ impl World {
 
     /// Marks upgrade `u` at group `gi` for the safety checkers.
     fn touch(&mut self, u: UpgradeId, gi: usize) {
-        if let Some(ui) = self.upgrades.iter().position(|b| b.header.upgrade == u) {
+        if let Some(ui) = self.upgrade_index(u) {
             if self.tallies[ui].member.get(gi).copied().unwrap_or(false) {
                 self.to_check.insert((ui, gi));
             }
         }
+    }
+
+    fn upgrade_index(&self, u: UpgradeId) -> Option<usize> {
+        self.upgrades.iter().position(|b| b.header.upgrade == u)
     }
 
     /// Records that replica `ri` of group `gi` finished `u` with `outcome`.
@@ -1684,13 +1688,14 @@ impl World {
         let r = &mut self.groups[gi].replicas[ri];
         let first = r.finished.insert(u, outcome).is_none();
         let counted = first && r.byz.is_none() && self.groups[gi].correct;
-        if let Some(ui) = self.upgrades.iter().position(|b| b.header.upgrade == u) {
-            let t = &mut self.tallies[ui];
-            if counted && t.member.get(gi).copied().unwrap_or(false) {
-                t.unfinished -= 1;
-            }
+        let Some(ui) = self.upgrade_index(u) else { return };
+        if !self.tallies[ui].member.get(gi).copied().unwrap_or(false) {
+            return;
         }
-        self.touch(u, gi);
+        if counted {
+            self.tallies[ui].unfinished -= 1;
+        }
+        self.to_check.insert((ui, gi));
     }
 
     /// No replay (section 4.4): a correct replica releases shares only for
