@@ -35,7 +35,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bft_upgrade::crypto::{
-    reconstruct, split, Binding, Code, DeployerKey, GroupKey, PayloadOpener, PayloadRef, PayloadSealer, PublicKey,
+    reconstruct, split, Binding, Code, DeployerKey, GroupKey, PayloadOpener, PayloadSealer, PublicKey,
     ReplicaSecretKey, ShareKind, CHUNK_TAG_LEN, MAX_SHARES,
 };
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
@@ -59,6 +59,9 @@ use p256::Scalar;
 use rand_core::SeedableRng;
 use sha2::Sha256;
 use vsss_rs::{IdentifierPrimeField, PrimeFieldShare, ReadableShareSet};
+
+mod common;
+use common::small_payload;
 
 /// Criterion measuring this thread's CPU time.
 type Criterion = criterion::Criterion<ThreadCpu>;
@@ -145,15 +148,6 @@ struct Fixture {
     deployer: Deployer,
     piece: Piece,
     trigger: Code,
-}
-
-fn small_payload(plan: &UpgradePlan<'_>, group: GroupId) -> PayloadRef {
-    let key = plan.group_key(group).expect("group in plan");
-    let binding = Binding::group(plan.header().upgrade, group);
-    let mut sealer = PayloadSealer::new(&key, &binding, 256).expect("chunk size");
-    let mut buf = [0u8; 256 + CHUNK_TAG_LEN];
-    sealer.seal_chunk(&mut buf, 32, true).expect("seal");
-    sealer.finish().expect("finish")
 }
 
 fn group_keys(rng: &mut ChaCha20Rng, n: usize, group: GroupId) -> (Vec<ReplicaSecretKey>, Membership) {

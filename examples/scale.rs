@@ -24,8 +24,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant as Clock};
 
-use bft_upgrade::crypto::CHUNK_TAG_LEN;
-use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadRef, PayloadSealer, PublicKey, ReplicaSecretKey};
+use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, PublicKey, ReplicaSecretKey};
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
 use bft_upgrade::installer::Installer;
 use bft_upgrade::sim::{Report, SimConfig, World};
@@ -38,6 +37,10 @@ use chacha20::ChaCha20Rng;
 use cpu_time::ThreadTime;
 use rand_core::SeedableRng;
 use serde_json::{json, Map, Value};
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::small_payload;
 
 /// Replicas per group in every scaling run.
 const N: usize = 4;
@@ -181,15 +184,6 @@ impl Cpu {
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn small_payload(plan: &UpgradePlan<'_>, group: GroupId) -> PayloadRef {
-    let key = plan.group_key(group).expect("group in plan");
-    let binding = Binding::group(plan.header().upgrade, group);
-    let mut sealer = PayloadSealer::new(&key, &binding, 256).expect("chunk size");
-    let mut buf = [0u8; 256 + CHUNK_TAG_LEN];
-    sealer.seal_chunk(&mut buf, 32, true).expect("seal");
-    sealer.finish().expect("finish")
 }
 
 fn cpu(groups: usize) -> Cpu {
