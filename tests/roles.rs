@@ -47,6 +47,8 @@ struct GroupKeys {
 struct World {
     rng: ChaCha20Rng,
     deployers: Vec<Deployer>,
+    /// Each deployer's signing key, for pieces tests sign by hand.
+    signing: Vec<DeployerKey>,
     genesis: Vec<Code>,
     groups: Vec<GroupKeys>,
 }
@@ -78,8 +80,9 @@ impl World {
     /// (ids 1, 2, ..., genesis codes all distinct).
     fn with_deployers(seed: u8, sizes: &[usize], deployers: u32) -> Self {
         let mut rng = ChaCha20Rng::from_seed([seed; 32]);
+        let signing: Vec<DeployerKey> = (1..=deployers).map(|_| DeployerKey::random(&mut rng)).collect();
         let ds: Vec<Deployer> =
-            (1..=deployers).map(|i| Deployer::new(DeployerId(i), DeployerKey::random(&mut rng))).collect();
+            signing.iter().zip(1..=deployers).map(|(k, i)| Deployer::new(DeployerId(i), k.clone())).collect();
         let genesis = (1..=deployers).map(|i| Code::from_bytes([0xA0 ^ i as u8; 32])).collect();
         let groups = sizes
             .iter()
@@ -90,7 +93,7 @@ impl World {
                 GroupKeys { membership: Membership::new(GroupId(100 + i as u32), &pks).unwrap(), keys }
             })
             .collect();
-        Self { rng, deployers: ds, genesis, groups }
+        Self { rng, deployers: ds, signing, genesis, groups }
     }
 
     fn gid(&self, g: usize) -> GroupId {
@@ -2526,5 +2529,300 @@ mod persistence {
         let mut longer = saved.clone();
         longer.push(0);
         assert!(wire::decode::<GroupReplica>(&longer).is_err());
+    }
+}
+
+// =====================================================================
+// Liveness under at most f faults: the failure classes found from
+// outside, each reproduced here
+// =====================================================================
+
+mod liveness {
+    use super::*;
+    use bft_upgrade::crypto::PublicKey;
+    use bft_upgrade::group::GuardianIds;
+    use bft_upgrade::installer::Installer;
+    use bft_upgrade::wire::GuardianSet;
+
+    fn from(group: GroupId, index: u8) -> Peer {
+        Peer::Replica { group, index }
+    }
+
+    /// Every effect of installer steps.
+    fn decisions(steps: &[Step<InstallerEffect>]) -> Vec<InstallerEffect> {
+        effects(steps)
+    }
+
+    /// Class 1, candidate poisoning in guardian custody: one faulty
+    /// replica of a group of 4 answers first with several different bogus
+    /// `s_g` values. At most one value per replica counts, so the true one,
+    /// sent afterwards by the correct replicas, still reaches `f + 1`, also
+    /// after a restart in between.
+    #[test]
+    fn candidate_poisoning_cannot_crowd_out_the_true_secret() {
+        let mut w = World::new(70, &[4]);
+        let up = w.upgrade(1, &[0], &[1]);
+        let g = w.gid(0);
+        let piece = up.piece(g);
+        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &[0]), true, RETRY).unwrap();
+        let _ = inst.start(T0);
+        let mut out = Vec::new();
+        for k in 0..6u8 {
+            let bogus = Code::from_bytes([k + 1; 32]);
+            let a = Answer { upgrade: up.id(), group: g, replica: 0, reply: Reply::Code(ShareKind::Secret, bogus) };
+            out.push(inst.handle_answer(T0, from(g, 0), &a, piece).unwrap());
+        }
+        let mut inst: DefaultInstaller = wire::decode(&bytes(&inst)).unwrap();
+        // One group: its s_g is τ.
+        for r in 1..4u8 {
+            let reply = Reply::Code(ShareKind::Secret, up.trigger.clone());
+            let a = Answer { upgrade: up.id(), group: g, replica: r, reply };
+            out.push(inst.handle_answer(T0, from(g, r), &a, piece).unwrap());
+        }
+        assert!(decisions(&out).contains(&InstallerEffect::Decided(Outcome::Committed)), "{:?}", decisions(&out));
+        let equivocations = faults(&out).iter().filter(|f| f.kind == FaultKind::Equivocation).count();
+        assert_eq!(equivocations, 5, "every later value of replica 0 is its fault: {:?}", faults(&out));
+    }
+
+    /// The genuine answers of every replica of group `g` to `up`'s piece.
+    fn genuine_answers(w: &World, up: &Upgrade, g: usize, origin: Peer) -> Vec<Answer> {
+        let mut reps = w.replicas(g, &[]);
+        let steps = order(&mut reps, w.keys(g), &up.prepare(w.gid(g)), origin, Verdict::Accept);
+        answers(&steps, origin)
+    }
+
+    /// Replica `r`'s genuine `c` share of `up`'s piece of group `g`, as a
+    /// faulty replica would send it.
+    fn cancel_answer(w: &World, up: &Upgrade, g: usize, r: usize) -> Answer {
+        let gid = w.gid(g);
+        let opened = up.piece(gid).open_for(r, &w.keys(g)[r]).unwrap();
+        Answer { upgrade: up.id(), group: gid, replica: r as u8, reply: Reply::Rejected(opened.cancel_share.clone()) }
+    }
+
+    /// Feeds `(answer)`s to an installer in order; returns its steps.
+    fn feed_answers<const G: usize, const P: usize>(
+        inst: &mut Installer<G, P>,
+        up: &Upgrade,
+        list: &[Answer],
+    ) -> Vec<Step<InstallerEffect>> {
+        list.iter().map(|a| inst.handle_answer(T0, from(a.group, a.replica), a, up.piece(a.group)).unwrap()).collect()
+    }
+
+    /// Class 2, share-pool starvation: with the default installer, 64
+    /// groups of 13 (f = 4) where f faulty replicas per group send their
+    /// genuine `c` share and f correct `s_g` shares arrive first still
+    /// commit: the pool budgets what each group needs.
+    #[test]
+    fn share_pool_holds_f_of_each_kind_per_group() {
+        let sizes = [13usize; 64];
+        let mut w = World::new(71, &sizes);
+        let all: Vec<usize> = (0..sizes.len()).collect();
+        let up = w.upgrade(1, &all, &[1]);
+        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &all), true, RETRY).unwrap();
+        let _ = inst.start(T0);
+        let f = 4;
+        let secret: Vec<Vec<Answer>> = all.iter().map(|&g| genuine_answers(&w, &up, g, inst.peer())).collect();
+        let mut order_of_arrival = Vec::new();
+        for s in &secret {
+            order_of_arrival.extend(s[..f].iter().cloned());
+        }
+        for &g in &all {
+            for r in 13 - f..13 {
+                order_of_arrival.push(cancel_answer(&w, &up, g, r));
+            }
+        }
+        for r in f..13 - f {
+            for s in &secret {
+                order_of_arrival.push(s[r].clone());
+            }
+        }
+        let out = feed_answers(&mut inst, &up, &order_of_arrival);
+        assert!(decisions(&out).contains(&InstallerEffect::Decided(Outcome::Committed)), "starved");
+    }
+
+    /// Class 2 without faults: answers arriving round-robin across groups.
+    /// An installer either refuses, at construction and with a capacity
+    /// error, a deployment its pool cannot hold, or it decides.
+    #[test]
+    fn share_pool_never_starves_round_robin() {
+        fn round_robin<const G: usize, const P: usize>(sizes: &[usize], seed: u8) -> Option<bool> {
+            let mut w = World::new(seed, sizes);
+            let all: Vec<usize> = (0..sizes.len()).collect();
+            let up = w.upgrade(1, &all, &[1]);
+            let mut inst = match Installer::<G, P>::new(1, up.header.clone(), &installer_groups(&w, &all), true, RETRY)
+            {
+                Ok(inst) => inst,
+                Err(MisuseError::Capacity(_)) => return None,
+                Err(e) => panic!("{e:?}"),
+            };
+            let _ = inst.start(T0);
+            let answers: Vec<Vec<Answer>> = all.iter().map(|&g| genuine_answers(&w, &up, g, inst.peer())).collect();
+            let mut list = Vec::new();
+            for r in 0..sizes[0] {
+                for a in &answers {
+                    list.push(a[r].clone());
+                }
+            }
+            let out = feed_answers(&mut inst, &up, &list);
+            Some(decisions(&out).contains(&InstallerEffect::Decided(Outcome::Committed)))
+        }
+        // 8 groups of 25 (f = 8): 64 shares of room are too few, 128 enough.
+        assert_ne!(round_robin::<8, 64>(&[25; 8], 72), Some(false), "accepted, then starved");
+        assert_eq!(round_robin::<8, 128>(&[25; 8], 72), Some(true));
+        // Two groups of 4 with a pool of 2.
+        assert_ne!(round_robin::<2, 2>(&[4, 4], 73), Some(false), "accepted, then starved");
+        assert_eq!(round_robin::<2, 4>(&[4, 4], 73), Some(true));
+    }
+
+    /// Class 3, upgrade-id squatting: an authorized deployer signs a piece
+    /// carrying another deployer's upgrade id. The genuine piece still gets
+    /// its own shares and commits at that group.
+    #[test]
+    fn a_deployer_cannot_squat_another_deployers_upgrade_id() {
+        let mut w = World::with_deployers(74, &[4], 2);
+        let g = w.gid(0);
+        let (genesis_a, genesis_b) = (w.genesis[0].clone(), w.genesis[1].clone());
+        let genuine = w.upgrade_on(0, 1, &[0], &[1], &genesis_a);
+        let theirs = w.upgrade_on(1, 1, &[0], &[2], &genesis_b);
+        let mut squat = theirs.pieces[0].clone();
+        squat.header.upgrade = genuine.id();
+        squat.signature = w.signing[1].sign(&squat.header.digest()).unwrap();
+        let mut reps = w.replicas(0, &[]);
+        let _ = order(&mut reps, w.keys(0), &Operation::PrepareInstall(squat), Peer::Installer(66), Verdict::Accept);
+        let steps = order(&mut reps, w.keys(0), &genuine.prepare(g), ORIGIN, Verdict::Accept);
+        let shares = expect_accepted(&replies(&steps, ORIGIN), genuine.piece(g));
+        // One group: its s_g is τ.
+        assert_eq!(rebuild(&shares[..2]), genuine.trigger);
+        let steps = order(&mut reps, w.keys(0), &genuine.commit(), ORIGIN, Verdict::Accept);
+        expect_applied(&steps, &genuine, g);
+    }
+
+    /// Class 4, "done" before every group finished: an installer that
+    /// commits through one group, over groups with no path between them
+    /// (no neighbors, no guardians), is done only once every group
+    /// finished, and every group does finish.
+    #[test]
+    fn done_only_once_every_group_finished() {
+        let mut w = World::new(75, &[4, 4, 4]);
+        let all = [0, 1, 2];
+        let up = w.upgrade(1, &all, &[1]);
+        let mut groups: Vec<Vec<GroupReplica>> = all.iter().map(|&g| w.replicas(g, &[])).collect();
+        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &all), false, RETRY).unwrap();
+        let mut now = T0;
+        let mut pending: VecDeque<Step<InstallerEffect>> = VecDeque::from([inst.start(now)]);
+        for _ in 0..60 {
+            while let Some(step) = pending.pop_front() {
+                if step.effects.contains(&InstallerEffect::Done) {
+                    for (g, reps) in groups.iter().enumerate() {
+                        for r in reps {
+                            assert_eq!(r.outcome(up.id()), Some(Outcome::Committed), "done, but group {g} is not");
+                        }
+                    }
+                }
+                let mut ops: Vec<(usize, Operation)> = Vec::new();
+                for e in &step.effects {
+                    if let InstallerEffect::SendPrepare { group } = e {
+                        ops.push((
+                            w.groups.iter().position(|k| k.membership.group == *group).unwrap(),
+                            up.prepare(*group),
+                        ));
+                    }
+                }
+                for m in &step.messages {
+                    if let (Peer::Group(gid), Message::Submit(op)) = (m.to, &m.message) {
+                        let g = w.groups.iter().position(|k| k.membership.group == gid).unwrap();
+                        ops.push((g, Operation::from(op.clone())));
+                    }
+                }
+                for (g, op) in ops {
+                    let steps = order_at(now, &mut groups[g], w.keys(g), &op, inst.peer(), Verdict::Accept);
+                    pending.extend(feed(&mut inst, now, &steps, up.piece(w.gid(g))));
+                }
+            }
+            now = now.after(RETRY);
+            pending.push_back(inst.handle_timeout(now));
+        }
+        assert!(inst.is_done());
+        for reps in &groups {
+            for r in reps {
+                assert_eq!(r.outcome(up.id()), Some(Outcome::Committed));
+            }
+        }
+    }
+
+    /// An upgrade of one group in guardian custody, by deployer `d`.
+    fn build_guarded(w: &mut World, d: usize, seq: u64, resources: &[u32], set: &GuardianSet) -> Upgrade {
+        let m = w.groups[0].membership.clone();
+        let prev = w.genesis[d].clone();
+        let ids = [m.group];
+        let plan = UpgradePlan::new(&mut w.rng, seq, &ids).unwrap();
+        let upgrade = plan.header().upgrade;
+        let resources: Vec<ResourceId> = resources.iter().copied().map(ResourceId).collect();
+        let plain = b"guarded payload".to_vec();
+        let (payload, sealed) = seal(&plan.group_key(m.group).unwrap(), upgrade, m.group, &plain);
+        let target =
+            GroupTarget { membership: &m, resources: &resources, prev_version: &prev, guardians: Some(set), payload };
+        let piece = plan.piece(&w.deployers[d], &mut w.rng, &target).unwrap();
+        Upgrade {
+            header: plan.header().clone(),
+            trigger: plan.trigger_code().clone(),
+            cancel: plan.cancel_code().clone(),
+            pieces: vec![piece],
+            payloads: vec![Payload { group: m.group, plain, sealed }],
+        }
+    }
+
+    /// Class 5, silent drops: outcomes whose guardian tells did not fit one
+    /// step stay due, and must never take the room of what a later step
+    /// owes: its answer to an operation's origin.
+    #[test]
+    fn a_backlog_of_guardian_tells_never_drops_an_answer() {
+        let mut w = World::new(76, &[4]);
+        let g = w.gid(0);
+        let guardian_keys: Vec<PublicKey> =
+            (0..16).map(|_| ReplicaSecretKey::random(&mut w.rng).public_key()).collect();
+        let members: Vec<(u32, PublicKey)> =
+            guardian_keys.iter().enumerate().map(|(i, k)| (500 + i as u32, *k)).collect();
+        let set = GuardianSet::new(&members).unwrap();
+        let ups: Vec<Upgrade> = (0..9).map(|i| build_guarded(&mut w, 0, 1 + i, &[10 + i as u32], &set)).collect();
+        let mut config = w.config(0, &[]);
+        config.guardians = Some(GuardianIds { f: set.f, ids: members.iter().map(|(id, _)| *id).collect() });
+        let mut r = GroupReplica::new(config, 0).unwrap();
+        let key = &w.keys(0)[0];
+        for up in &ups {
+            let step = r.handle_ordered(T0, ORIGIN, &up.prepare(g), key, |_| Verdict::Accept);
+            assert!(step.messages.iter().any(|m| m.to == ORIGIN), "prepare answered");
+        }
+        // Eight codes arrive piggybacked at once: 8 × 16 tells, more than a step holds.
+        let mut codes = Attachment::new();
+        for up in &ups[..8] {
+            codes.push(up.diffused(Outcome::Committed)).unwrap();
+        }
+        let mut learned: HashSet<(UpgradeId, Peer)> = HashSet::new();
+        let mut note = |s: &Step<GroupEffect>| {
+            for m in &s.messages {
+                if let Message::Learned { diffused, .. } = &m.message {
+                    learned.insert((diffused.upgrade, m.to));
+                }
+            }
+        };
+        let step = r.on_request(T0, GroupId(999), &codes);
+        note(&step);
+        // The ninth commits through an ordered operation: it is answered.
+        let step = r.handle_ordered(T0, ORIGIN, &ups[8].commit(), key, |_| Verdict::Accept);
+        note(&step);
+        assert!(
+            step.messages.iter().any(|m| m.to == ORIGIN && matches!(m.message, Message::Answer(_))),
+            "the commit's answer was dropped"
+        );
+        // Every guardian hears of every outcome, once the host calls back.
+        for _ in 0..10 {
+            if r.deadline().is_none() {
+                break;
+            }
+            let step = r.handle_timeout(T0);
+            note(&step);
+        }
+        assert_eq!(learned.len(), 9 * 16);
     }
 }
