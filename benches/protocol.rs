@@ -41,7 +41,7 @@ use bft_upgrade::crypto::{
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
 use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupReplica, Neighbor, Verdict};
 use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
-use bft_upgrade::installer::Installer;
+use bft_upgrade::installer::{Installer, InstallerOptions};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
     Answer, DeployerId, GroupId, GuardianSet, Membership, Message, Operation, Piece, Reply, ResourceId,
@@ -162,7 +162,7 @@ fn fixture(n: usize, guardians: Option<&GuardianSet>) -> Fixture {
     let (keys, membership) = group_keys(&mut rng, n, group);
     let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
     let ids = [group];
-    let plan = UpgradePlan::new(&mut rng, 1, &ids).expect("plan");
+    let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &ids).expect("plan");
     let target = GroupTarget {
         membership: &membership,
         resources: &[ResourceId(1)],
@@ -206,7 +206,7 @@ fn deployer(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(BenchmarkId::new("bundle", n), |b| {
             b.iter(|| {
-                let plan = UpgradePlan::new(&mut r, 1, &ids).expect("plan");
+                let plan = UpgradePlan::new(&mut r, f.deployer.id(), 1, &ids).expect("plan");
                 let target = GroupTarget {
                     membership: &f.membership,
                     resources: &[ResourceId(1)],
@@ -367,7 +367,8 @@ fn installer(c: &mut Criterion) {
             cancel_digest: h.cancel_digest,
             groups: 1,
         };
-        let fresh: Installer<64, 512> = Installer::new(1, header, &[(h.group, h.f)], true, 200).expect("installer");
+        let fresh: Installer<64, 512> =
+            Installer::new(1, header, &[(h.group, h.f)], InstallerOptions::default()).expect("installer");
         // Every replica's genuine answer, in replica order.
         let answers: Vec<(Peer, Answer)> = (0..n)
             .map(|i| {

@@ -26,7 +26,13 @@ use std::time::{Duration, Instant as Clock};
 
 use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, PublicKey, ReplicaSecretKey};
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
-use bft_upgrade::installer::Installer;
+use bft_upgrade::installer::{Finishing, Installer, InstallerOptions};
+
+/// The scaling runs measure diffusion: the installer commits through one
+/// group and leaves the rest to diffusion for as long as a run may take.
+fn diffusion() -> InstallerOptions {
+    InstallerOptions::default().finishing(Finishing::Diffusion { grace: u32::MAX })
+}
 use bft_upgrade::sim::{Report, SimConfig, World};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
@@ -205,7 +211,7 @@ fn cpu(groups: usize) -> Cpu {
     let genesis = Code::from_bytes([1; 32]);
 
     let t = ThreadTime::now();
-    let plan = UpgradePlan::new(&mut rng, 1, &ids).expect("plan");
+    let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &ids).expect("plan");
     let plan_time = t.elapsed();
     let t = ThreadTime::now();
     let payloads: Vec<PayloadRef> = ids.iter().map(|g| small_payload(&plan, *g)).collect();
@@ -251,10 +257,10 @@ fn cpu(groups: usize) -> Cpu {
     let list: Vec<(GroupId, u8)> = memberships.iter().map(|m| (m.group, m.f)).collect();
     let header = plan.header().clone();
     let (installer, decided) = if groups <= 256 {
-        let mut i = Box::new(Installer::<256, 4096>::new(1, header, &list, false, 200).expect("installer"));
+        let mut i = Box::new(Installer::<256, 4096>::new(1, header, &list, diffusion()).expect("installer"));
         time_installer(&mut i, &answers, &pieces)
     } else {
-        let mut i = Box::new(Installer::<16384, 32768>::new(1, header, &list, false, 200).expect("installer"));
+        let mut i = Box::new(Installer::<16384, 32768>::new(1, header, &list, diffusion()).expect("installer"));
         time_installer(&mut i, &answers, &pieces)
     };
     Cpu {

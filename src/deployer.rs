@@ -12,7 +12,7 @@
 //! the same group carries the same secrets and shares.
 //!
 //! ```text
-//! let plan = UpgradePlan::new(&mut rng, order_seq, &group_ids)?;   // τ, c
+//! let plan = UpgradePlan::new(&mut rng, deployer.id(), order_seq, &group_ids)?;   // τ, c
 //! for each group g:
 //!     seal g's payload with PayloadSealer::new(&plan.group_key(g)?, ..)
 //!     let piece = plan.piece(&deployer, &mut rng, &target)?;       // signed Δ_g
@@ -79,6 +79,7 @@ pub struct GroupTarget<'a> {
 /// means to build each group's piece.
 pub struct UpgradePlan<'g> {
     header: UpgradeHeader,
+    deployer: DeployerId,
     groups: &'g [GroupId],
     master: Zeroizing<[u8; 32]>,
     trigger: Code,
@@ -94,20 +95,27 @@ struct GroupSecrets {
 }
 
 impl<'g> UpgradePlan<'g> {
-    /// Draws the upgrade id, the master seed and `c`, and computes `τ` over
+    /// Draws the upgrade id (naming `deployer`, the only one that can sign
+    /// its pieces), the master seed and `c`, and computes `τ` over
     /// `groups`, which must be strictly increasing (no group twice: a group
     /// listed twice would cancel its own secret out of `τ`).
     ///
     /// # Errors
     /// [`MisuseError::BadArgument`] for an empty or unsorted group list;
     /// [`CapacityError::Groups`] for more than `u32::MAX` groups.
-    pub fn new<R: CryptoRng + ?Sized>(rng: &mut R, order_seq: u64, groups: &'g [GroupId]) -> Result<Self, MisuseError> {
+    pub fn new<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        deployer: DeployerId,
+        order_seq: u64,
+        groups: &'g [GroupId],
+    ) -> Result<Self, MisuseError> {
         if groups.is_empty() || !groups.windows(2).all(|w| matches!(w, [a, b] if a < b)) {
             return Err(MisuseError::BadArgument);
         }
         let count = u32::try_from(groups.len()).map_err(|_| CapacityError::Groups)?;
-        let mut upgrade = UpgradeId::default();
-        rng.fill_bytes(&mut upgrade.0);
+        let mut random = [0u8; 12];
+        rng.fill_bytes(&mut random);
+        let upgrade = UpgradeId::new(deployer, random);
         let mut master = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(master.as_mut_slice());
         let cancel = Zeroizing::new(Scalar::generate_from_rng(rng));
@@ -120,6 +128,7 @@ impl<'g> UpgradePlan<'g> {
                 cancel_digest: cancel_code.digest(Domain::Cancel, &crypto::Binding::upgrade(upgrade)),
                 groups: count,
             },
+            deployer,
             groups,
             master,
             trigger: Code::default(),
@@ -163,8 +172,9 @@ impl<'g> UpgradePlan<'g> {
     ///
     /// # Errors
     /// [`MisuseError::OutOfRange`] for a group not in the plan;
-    /// [`MisuseError::BadArgument`] for a membership whose `f` does not fit
-    /// its `n`; [`CapacityError::Resources`] for too many resources;
+    /// [`MisuseError::BadArgument`] for another deployer than the plan's,
+    /// or a membership whose `f` does not fit its `n`;
+    /// [`CapacityError::Resources`] for too many resources;
     /// [`MisuseError::Crypto`] for a replica key that is not a point.
     pub fn piece<R: CryptoRng + ?Sized>(
         &self,
@@ -174,7 +184,7 @@ impl<'g> UpgradePlan<'g> {
     ) -> Result<Piece, MisuseError> {
         let m = target.membership;
         self.check_group(m.group)?;
-        if !m.is_well_formed() {
+        if deployer.id != self.deployer || !m.is_well_formed() {
             return Err(MisuseError::BadArgument);
         }
         let resources: Vec<ResourceId, MAX_RESOURCES> =

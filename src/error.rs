@@ -124,6 +124,9 @@ pub enum CapacityError {
     Neighbors,
     /// An output buffer of the step is full.
     Output,
+    /// More shares than an installer's pool holds (see
+    /// [`pool_needed`](crate::installer::pool_needed)).
+    Shares,
 }
 
 impl fmt::Display for CapacityError {
@@ -136,6 +139,7 @@ impl fmt::Display for CapacityError {
             Self::Deployers => "too many deployers",
             Self::Neighbors => "too many neighbors",
             Self::Output => "step output full",
+            Self::Shares => "more shares than the installer's pool holds",
         })
     }
 }

@@ -41,6 +41,8 @@ use ShimPlanted as Planted;
 #[cfg(not(feature = "planted-bugs"))]
 #[derive(Clone, Copy)]
 enum ShimPlanted {
+    SquattableIds,
+    TellsFillSteps,
     SkipVersionCheck,
     NoPostponement,
     SkipTriggerCheck,
@@ -60,6 +62,9 @@ use crate::wire::{
 pub use crate::capacity::{HISTORY, MAX_DIFFUSING, MAX_IN_FLIGHT, MAX_NEIGHBORS};
 /// The most deployers a group authorizes.
 pub const MAX_DEPLOYERS: usize = 4;
+/// Outcomes a replica keeps due for its guardians: a step finishes at most
+/// `MAX_ATTACHED`, and each `handle_timeout` tells more.
+const TELLING: usize = if HISTORY > MAX_ATTACHED { HISTORY } else { MAX_ATTACHED };
 
 /// A deployer a group accepts pieces from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,7 +306,7 @@ pub struct GroupReplica {
     diffusing: Vec<Diffusion, MAX_DIFFUSING>,
     /// Outcomes still to be told to some of the group's guardians (the
     /// step that finished them was full).
-    telling: Vec<Tell, MAX_DIFFUSING>,
+    telling: Vec<Tell, TELLING>,
     #[cfg(feature = "planted-bugs")]
     planted: crate::planted::Planted,
 }
@@ -490,12 +495,14 @@ impl GroupReplica {
             .iter()
             .filter(|d| d.outcome == Outcome::Committed)
             .any(|d| self.held.iter().any(|h| h.upgrade == d.upgrade && h.in_a() && h.check(d.outcome, &d.code)));
+        // At most MAX_ATTACHED finishes between the abort and the restart:
+        // MAX_STEP_EFFECTS holds them all.
         if commits {
-            let _ = step.effect(GroupEffect::AbortTransaction(txn));
+            step.emit_effect(GroupEffect::AbortTransaction(txn));
         }
         self.learn(now, &mut step, Some(from), codes);
         if commits {
-            let _ = step.effect(GroupEffect::RestartTransaction(txn));
+            step.emit_effect(GroupEffect::RestartTransaction(txn));
         }
         step.deadline = self.deadline();
         step
@@ -574,7 +581,7 @@ impl GroupReplica {
             }
             (Peer::Guardian(id), Message::GuardianNeedsPiece { upgrade, group }) if *group == self.group() => {
                 if self.held.iter().any(|h| h.upgrade == *upgrade && h.guarded.is_some()) {
-                    let _ = step.effect(GroupEffect::ForwardPiece { upgrade: *upgrade, guardian: Some(id) });
+                    step.emit_effect(GroupEffect::ForwardPiece { upgrade: *upgrade, guardian: Some(id) });
                 }
             }
             _ => step.fault(from, None, FaultKind::Unsolicited),
@@ -627,6 +634,12 @@ impl GroupReplica {
         validate: impl FnOnce(&PieceHeader) -> Verdict,
     ) -> Reply {
         let h = &piece.header;
+        // Before any lookup by upgrade id: the id must name the piece's
+        // signer, so no deployer answers for another's upgrade.
+        if h.upgrade.deployer() != h.deployer && !self.planted(Planted::SquattableIds) {
+            step.fault(origin, Some(h.upgrade), FaultKind::ForgedPiece);
+            return Reply::Refused(Refusal::ForeignUpgradeId);
+        }
         // Rule 1: the outcome is known: answer with the code itself.
         if let Some(f) = self.finished.iter().find(|f| f.upgrade == h.upgrade) {
             return Reply::Finished(f.outcome, f.code.clone());
@@ -819,13 +832,15 @@ impl GroupReplica {
         }
         *fetch = Some(Fetch { kind, shares: Vec::new(), code: None, deadline: now.after(retry), interval: retry });
         // The first f + 1 replicas hand the piece to the guardians: one of
-        // them is correct.
+        // them is correct. A prepare's step holds nothing else but its
+        // answer: MAX_GUARDIANS requests and the answer fit
+        // MAX_STEP_MESSAGES (MAX_SHARES + 1 or more).
         if me <= f {
-            let _ = step.effect(GroupEffect::ForwardPiece { upgrade, guardian: None });
+            step.emit_effect(GroupEffect::ForwardPiece { upgrade, guardian: None });
         }
         for (id, _, _) in &g.guardians {
             let request = Message::GuardianRequest { upgrade, group, replica: me, kind, token: token.clone() };
-            let _ = step.send(Peer::Guardian(*id), request);
+            step.emit(Peer::Guardian(*id), request);
         }
     }
 
@@ -887,7 +902,10 @@ impl GroupReplica {
         if fetch.shares.iter().any(|x| x.index() == share.index()) {
             return;
         }
-        let _ = fetch.shares.push(share.clone());
+        // One share per guardian of the piece: at most MAX_GUARDIANS.
+        if fetch.shares.push(share.clone()).is_err() {
+            return;
+        }
         let k = usize::from(g.f).saturating_mul(2).saturating_add(1);
         if fetch.shares.len() < k {
             return;
@@ -959,13 +977,14 @@ impl GroupReplica {
                 }
             }
             self.version = self.version.saturating_add(1);
-            let _ = step.effect(GroupEffect::Apply {
+            // One effect a finish, at most MAX_ATTACHED finishes a step.
+            step.emit_effect(GroupEffect::Apply {
                 upgrade,
                 key: d.secrets.as_ref().map(|s| s.key().clone()),
                 payload: d.payload,
             });
         } else {
-            let _ = step.effect(GroupEffect::Discard { upgrade });
+            step.emit_effect(GroupEffect::Discard { upgrade });
         }
         if let Some(slot) = self.config.deployers.iter().position(|x| x.id == d.deployer) {
             if let Some(chain) = self.chains.get_mut(slot) {
@@ -989,9 +1008,15 @@ impl GroupReplica {
                 let all = u64::MAX.checked_shr(64u32.saturating_sub(g.guardians.len() as u32)).unwrap_or(0);
                 let tell = Tell { diffused: Diffused { upgrade, outcome, code: code.clone() }, pending: all };
                 if self.telling.is_full() {
+                    // Only a host that lets TELLING outcomes go untold,
+                    // never calling `handle_timeout` when due, gets here;
+                    // the installer still finishes every group.
                     self.telling.remove(0);
+                    step.lost = step.lost.saturating_add(1);
                 }
-                let _ = self.telling.push(tell);
+                if self.telling.push(tell).is_err() {
+                    step.lost = step.lost.saturating_add(1);
+                }
                 self.tell_guardians(step);
             }
         }
@@ -999,18 +1024,24 @@ impl GroupReplica {
     }
 
     /// Sends `Learned` to each guardian not yet told, as far as the step
-    /// has room; the rest stays due (see `deadline`).
+    /// has room, always leaving one message of room for the answer the
+    /// step may still owe an operation's origin; the rest stays due (see
+    /// `deadline`).
     fn tell_guardians(&mut self, step: &mut Step<GroupEffect>) {
         let (group, ids) = (self.group(), self.config.guardians.as_ref().map_or(&[][..], |g| g.ids.as_slice()));
-        for t in self.telling.iter_mut() {
+        let reserve = if self.planted(Planted::TellsFillSteps) { 0 } else { 1 };
+        'tells: for t in self.telling.iter_mut() {
             for (i, id) in ids.iter().enumerate().take(64) {
                 let bit = 1u64 << i;
                 if t.pending & bit == 0 {
                     continue;
                 }
+                if step.room() <= reserve {
+                    break 'tells;
+                }
                 let msg = Message::Learned { group, diffused: t.diffused.clone() };
                 if step.send(Peer::Guardian(*id), msg).is_err() {
-                    break;
+                    break 'tells;
                 }
                 t.pending &= !bit;
             }
@@ -1080,7 +1111,8 @@ impl GroupReplica {
             return;
         }
         let answer = Answer { upgrade, group: self.group(), replica: self.me, reply };
-        let _ = step.send(origin, Message::Answer(answer));
+        // `tell_guardians` leaves this message its room.
+        step.emit(origin, Message::Answer(answer));
     }
 }
 
@@ -1126,7 +1158,8 @@ mod tests {
             assert!(r.telling.push(Tell { diffused, pending: 0xFFFF }).is_ok());
         }
         r.tell_guardians(&mut step);
-        assert_eq!(step.messages.len(), MAX_STEP_MESSAGES);
+        // One message of room stays free for an answer.
+        assert_eq!(step.messages.len(), MAX_STEP_MESSAGES - 1);
         assert_eq!(r.deadline(), Some(Instant(0)));
         let mut told: std::vec::Vec<(UpgradeId, Peer)> = step
             .messages

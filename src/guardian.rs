@@ -176,6 +176,12 @@ impl<const R: usize> Guardian<R> {
         let _ = now;
         let mut step = Step::new();
         let h = &piece.header;
+        if h.upgrade.deployer() != h.deployer {
+            // Another deployer's upgrade id: kept, it would take that
+            // upgrade's record here (see `UpgradeId`).
+            step.fault(from, Some(h.upgrade), FaultKind::ForgedPiece);
+            return Ok(step);
+        }
         if self.record(h.upgrade, h.group).is_some() {
             return Ok(step);
         }
@@ -204,7 +210,10 @@ impl<const R: usize> Guardian<R> {
         };
         let mut tokens = Vec::new();
         for e in &h.replicas {
-            let _ = tokens.push(e.secret_share);
+            // A piece holds at most MAX_REPLICAS entries, as does `tokens`.
+            if tokens.push(e.secret_share).is_err() {
+                return Ok(step);
+            }
         }
         let record = Record {
             upgrade: h.upgrade,
@@ -272,9 +281,11 @@ impl<const R: usize> Guardian<R> {
         r.durable = true;
         let askers = r.asked.get(slot(kind)).copied().unwrap_or(0);
         let r = &*r;
+        // Askers are replicas with a token here: at most MAX_REPLICAS, which
+        // MAX_STEP_MESSAGES holds.
         for index in (0..64u8).filter(|i| askers & (1u64 << i) != 0) {
             let share = r.share(kind).clone();
-            let _ = step.send(Peer::Replica { group, index }, Message::GuardianShare { upgrade, group, kind, share });
+            step.emit(Peer::Replica { group, index }, Message::GuardianShare { upgrade, group, kind, share });
         }
         step
     }
@@ -294,7 +305,7 @@ impl<const R: usize> Guardian<R> {
             return;
         }
         let Some(r) = self.records.iter_mut().find(|r| r.upgrade == upgrade && r.group == group) else {
-            let _ = step.send(from, Message::GuardianNeedsPiece { upgrade, group });
+            step.emit(from, Message::GuardianNeedsPiece { upgrade, group });
             return;
         };
         let x = u16::from(replica).saturating_add(1);
@@ -313,7 +324,7 @@ impl<const R: usize> Guardian<R> {
             Some(k) if k != kind => {}
             Some(_) if r.durable => {
                 let share = r.share(kind).clone();
-                let _ = step.send(from, Message::GuardianShare { upgrade, group, kind, share });
+                step.emit(from, Message::GuardianShare { upgrade, group, kind, share });
             }
             // Waiting for the host's write: the share goes out then.
             Some(_) => {}
@@ -322,7 +333,7 @@ impl<const R: usize> Guardian<R> {
                 if count > u32::from(r.f) {
                     r.released = Some(kind);
                     r.durable = false;
-                    let _ = step.effect(GuardianEffect::Persist { upgrade, group, kind });
+                    step.emit_effect(GuardianEffect::Persist { upgrade, group, kind });
                 }
             }
         }

@@ -10,6 +10,20 @@
 //! The installer holds no pieces: the host keeps the bundle, sends a piece
 //! when the step says [`InstallerEffect::SendPrepare`], and passes the
 //! group's piece along with every answer from that group's replicas.
+//!
+//! # Liveness within the declared capacities
+//! An installer whose deployment fits it always makes progress, whatever
+//! up to `f` faulty replicas per group send and in whatever order answers
+//! arrive:
+//! - the shares and values it holds before a group's code is rebuilt live
+//!   in one pool of `P` entries, and a group never holds more than `2f` of
+//!   them (at most `f` of each kind, or `f` wrong values and `f` right ones:
+//!   the next one rebuilds the code), so [`Installer::new`] refuses, with
+//!   [`CapacityError::Shares`], a deployment whose `Σ 2f` exceeds the pool;
+//! - each replica's first value counts and only that one (a later,
+//!   different one is its [`Equivocation`](FaultKind::Equivocation));
+//! - it is [done](InstallerEffect::Done) only once every group
+//!   acknowledged the outcome (see [`Finishing`]).
 
 use heapless::Vec;
 use p256::elliptic_curve::ff::PrimeField;
@@ -18,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{reconstruct, Binding, Code, Domain, Share, ShareKind, MAX_SHARES};
 use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
-use crate::wire::{Answer, GroupId, Message, Outcome, Piece, Refusal, Reply, SmallOperation, UpgradeHeader};
+use crate::wire::{Answer, Custody, GroupId, Message, Outcome, Piece, Refusal, Reply, SmallOperation, UpgradeHeader};
 
 /// What an installer step asks the host to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +54,82 @@ pub enum InstallerEffect {
         /// Its reason.
         reason: Refusal,
     },
-    /// Every group this installer finishes through has acknowledged.
+    /// Every group has acknowledged the outcome (`f + 1` of its replicas).
     Done,
+}
+
+/// Where an installer sends the outcome once it is decided.
+///
+/// Either way the installer is [done](InstallerEffect::Done) only once every
+/// group acknowledged it: a group that diffusion never reaches (no path in
+/// the call graph, no proactive diffusion, no guardian forwarding) would
+/// otherwise hold its piece, and block conflicting ones, forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Finishing {
+    /// To every group, each sweep, until it acknowledges.
+    EveryGroup,
+    /// To one group a sweep (a different one each time), letting diffusion
+    /// carry the outcome to the others; from `grace` sweeps after the
+    /// decision on, to every group that has not acknowledged.
+    Diffusion {
+        /// Sweeps to leave to diffusion.
+        grace: u32,
+    },
+}
+
+/// How an installer works; [`Default`] gives a 200 ms retry interval,
+/// [`Finishing::EveryGroup`] and the whole pool of the installer's type.
+///
+/// ```
+/// use bft_upgrade::installer::{Finishing, InstallerOptions};
+/// let options = InstallerOptions::default().retry_ms(500).finishing(Finishing::Diffusion { grace: 4 });
+/// assert_eq!(options.retry_ms, 500);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstallerOptions {
+    /// First interval between sweeps, in ms (not zero).
+    pub retry_ms: u64,
+    /// Where the outcome goes.
+    pub finishing: Finishing,
+    /// The most pool entries to use, if fewer than the type's `P` (e.g. to
+    /// run at exactly the capacity a deployment needs).
+    pub share_pool: Option<usize>,
+}
+
+impl Default for InstallerOptions {
+    fn default() -> Self {
+        Self { retry_ms: 200, finishing: Finishing::EveryGroup, share_pool: None }
+    }
+}
+
+impl InstallerOptions {
+    /// With `retry_ms` between sweeps.
+    #[must_use]
+    pub const fn retry_ms(mut self, retry_ms: u64) -> Self {
+        self.retry_ms = retry_ms;
+        self
+    }
+
+    /// With `finishing`.
+    #[must_use]
+    pub const fn finishing(mut self, finishing: Finishing) -> Self {
+        self.finishing = finishing;
+        self
+    }
+
+    /// Using at most `entries` of the pool.
+    #[must_use]
+    pub const fn share_pool(mut self, entries: usize) -> Self {
+        self.share_pool = Some(entries);
+        self
+    }
+}
+
+/// The pool entries a deployment needs: `2f` per group (see the module
+/// docs). An installer of pool `P` takes a deployment only if this is at
+/// most `P`.
+pub fn pool_needed(groups: &[(GroupId, u8)]) -> usize {
+    groups.iter().map(|(_, f)| usize::from(*f).saturating_mul(2)).fold(0, usize::saturating_add)
 }
 
 /// How far one group has come, from this installer's view.
@@ -68,35 +156,45 @@ struct Slot {
     refused: u64,
     finished_acks: u64,
     refusal_reported: bool,
-    /// Guardian custody: `s_g` values replicas sent, with who sent each.
-    candidates: Vec<(Code, u64), MAX_CANDIDATES>,
+    /// Guardian custody: replicas whose `s_g` value was counted.
+    voted: u64,
 }
 
-/// Distinct `s_g` values an installer tracks per group in guardian custody
-/// (a faulty replica may send a wrong one; `f + 1` matching ones decide).
-const MAX_CANDIDATES: usize = 4;
+/// What the pool holds for a group still preparing.
+#[derive(Clone, Serialize, Deserialize)]
+enum Pooled {
+    /// A valid share of this kind from the replica of its index.
+    Share(ShareKind, Share),
+    /// Guardian custody: the `s_g` value one replica sent (nothing checks
+    /// `s_g` alone, so `f + 1` replicas must send the same).
+    Secret(Code),
+}
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Pending {
     slot: u32,
-    kind: ShareKind,
-    share: Share,
+    replica: u8,
+    value: Pooled,
 }
 
 /// An installer for one upgrade over at most `G` groups, holding at most
-/// `P` not-yet-used shares at once (shares that arrive when the pool is full
-/// are dropped and asked for again on the next retry).
+/// `P` shares or values of groups still preparing (see the module docs for
+/// why `Σ 2f` entries always suffice).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Installer<const G: usize, const P: usize> {
     id: u32,
     header: UpgradeHeader,
     slots: Vec<Slot, G>,
     pool: Vec<Pending, P>,
+    /// The most entries of `pool` in use (`P`, or less by the options).
+    pool_limit: usize,
     /// `⊕ s_g` of the groups accepted so far.
     trigger: Code,
     accepted: u32,
     decided: Option<(Outcome, Code)>,
-    finish_all: bool,
+    /// The sweep count when the outcome was decided.
+    decided_sweep: u32,
+    finishing: Finishing,
     retry_ms: u64,
     /// Next group to (re)send to, and when the next sweep is due.
     cursor: u32,
@@ -107,30 +205,36 @@ pub struct Installer<const G: usize, const P: usize> {
     planted: crate::planted::Planted,
 }
 
-/// An installer for up to 64 groups.
-pub type DefaultInstaller = Installer<64, 512>;
+/// An installer for up to 64 groups, with a pool for groups of up to 25
+/// replicas (`f = 8`) each, or larger groups among smaller ones.
+pub type DefaultInstaller = Installer<64, 1024>;
 
 impl<const G: usize, const P: usize> Installer<G, P> {
-    /// An installer `id` for the upgrade `header` over `groups` (with each
-    /// group's `f`). With `finish_all`, it sends the outcome to every group
-    /// and is done when all acknowledge; otherwise to one group.
+    /// An installer `id` for the upgrade `header` over `groups` (each
+    /// group with its `f`), working as `options` say.
     ///
     /// # Errors
     /// [`CapacityError::Groups`] when `groups` exceeds `G` or disagrees
-    /// with the header's count; [`MisuseError::BadArgument`] for a zero
-    /// retry interval or a group listed twice.
+    /// with the header's count; [`CapacityError::Shares`] when the
+    /// groups' [`pool_needed`] exceeds `P` (or `options.share_pool`);
+    /// [`MisuseError::BadArgument`] for a zero retry interval, an `f` no
+    /// group of [`MAX_REPLICAS`](crate::wire::MAX_REPLICAS) has, or a group
+    /// listed twice.
     pub fn new(
         id: u32,
         header: UpgradeHeader,
         groups: &[(GroupId, u8)],
-        finish_all: bool,
-        retry_ms: u64,
+        options: InstallerOptions,
     ) -> Result<Self, MisuseError> {
         if groups.is_empty() || groups.len() > G || u32::try_from(groups.len()) != Ok(header.groups) {
             return Err(CapacityError::Groups.into());
         }
-        if retry_ms == 0 {
+        let max_f = crate::wire::MAX_REPLICAS.saturating_sub(1) / 3;
+        if options.retry_ms == 0 || groups.iter().any(|(_, f)| usize::from(*f) > max_f) {
             return Err(MisuseError::BadArgument);
+        }
+        if pool_needed(groups) > options.share_pool.map_or(P, |n| n.min(P)) {
+            return Err(CapacityError::Shares.into());
         }
         let mut slots: Vec<Slot, G> = Vec::new();
         for (group, f) in groups {
@@ -143,7 +247,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 refused: 0,
                 finished_acks: 0,
                 refusal_reported: false,
-                candidates: Vec::new(),
+                voted: 0,
             };
             slots.push(slot).map_err(|_| CapacityError::Groups)?;
         }
@@ -158,11 +262,13 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             header,
             slots,
             pool: Vec::new(),
+            pool_limit: options.share_pool.map_or(P, |n| n.min(P)),
             trigger: Code::default(),
             accepted: 0,
             decided: None,
-            finish_all,
-            retry_ms,
+            decided_sweep: 0,
+            finishing: options.finishing,
+            retry_ms: options.retry_ms,
             cursor: 0,
             sweeps: 0,
             deadline: Instant(0),
@@ -233,10 +339,17 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 (Some((Outcome::Committed, code)), p) if p != GroupProgress::Finished => {
                     // Committing through one group: a different one each
                     // sweep, so one silent group cannot stall the installer;
-                    // diffusion carries τ to the rest.
-                    let not_this_sweep = !self.finish_all && Some(self.cursor) != self.sweeps.checked_rem(n);
+                    // diffusion carries τ to the rest, and after the grace
+                    // sweeps every group still silent gets τ directly.
+                    let direct = match self.finishing {
+                        Finishing::EveryGroup => true,
+                        Finishing::Diffusion { grace } => {
+                            self.sweeps.wrapping_sub(self.decided_sweep) >= grace
+                                || Some(self.cursor) == self.sweeps.checked_rem(n)
+                        }
+                    };
                     let op = SmallOperation::finish(self.header.upgrade, Outcome::Committed, code.clone());
-                    not_this_sweep || step.send(Peer::Group(group), Message::Submit(op)).is_ok()
+                    !direct || step.send(Peer::Group(group), Message::Submit(op)).is_ok()
                 }
                 (Some((Outcome::Aborted, code)), p) if p != GroupProgress::Finished => {
                     // Aborts go to every group, each preceded by the piece: a
@@ -300,7 +413,16 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             return Ok(step);
         }
         let bit = 1u64 << (answer.replica % 64);
+        // Shares come in replica custody, rebuilt codes in guardian custody;
+        // the other kind of answer is a fault (and must not use the pool).
+        let guarded = h.custody != Custody::Replicas;
         match &answer.reply {
+            Reply::Accepted(_) | Reply::Rejected(_) if guarded => {
+                step.fault(from, Some(answer.upgrade), FaultKind::Unsolicited);
+            }
+            Reply::Code(ShareKind::Secret, _) if !guarded => {
+                step.fault(from, Some(answer.upgrade), FaultKind::Unsolicited);
+            }
             Reply::Accepted(share) => {
                 self.take_share(&mut step, now, from, (si, answer.replica), ShareKind::Secret, share, piece);
             }
@@ -351,11 +473,13 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                     s.refused |= bit;
                     if s.refused.count_ones() > u32::from(s.f) && !s.refusal_reported {
                         s.refusal_reported = true;
-                        let _ = step.effect(InstallerEffect::Refused { group: s.group, reason: *reason });
+                        // At most three effects an answer: Refused or
+                        // Decided, and Done.
+                        step.emit_effect(InstallerEffect::Refused { group: s.group, reason: *reason });
                     }
                 }
             }
-            Reply::Code(ShareKind::Secret, code) => self.take_secret(&mut step, now, si, answer.replica, code),
+            Reply::Code(ShareKind::Secret, code) => self.take_secret(&mut step, now, from, (si, answer.replica), code),
             Reply::Code(ShareKind::Cancel, code) => {
                 // `c` checks against `D(c)` by itself.
                 let b = Binding::upgrade(self.header.upgrade);
@@ -410,17 +534,30 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             return;
         }
         let si32 = u32::try_from(si).unwrap_or(u32::MAX);
-        let dup = self.pool.iter().any(|p| p.slot == si32 && p.kind == kind && p.share.index() == share.index());
-        if !dup && self.pool.push(Pending { slot: si32, kind, share: share.clone() }).is_err() {
-            // Pool full: this share is asked for again on a later sweep.
+        let k = usize::from(slot.f).saturating_add(1);
+        // This group's pooled shares of this kind: fewer than k, one per
+        // replica (the share's index is its replica's, checked above).
+        let mut shares: Vec<Share, MAX_SHARES> = Vec::new();
+        for p in self.pool.iter().filter(|p| p.slot == si32) {
+            match &p.value {
+                Pooled::Share(kd, s) if *kd == kind => {
+                    if s.index() == share.index() {
+                        return;
+                    }
+                    if shares.push(s.clone()).is_err() {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if shares.push(share.clone()).is_err() {
             return;
         }
-        let k = usize::from(slot.f).saturating_add(1);
-        let mut shares: Vec<Share, MAX_SHARES> = Vec::new();
-        for p in self.pool.iter().filter(|p| p.slot == si32 && p.kind == kind).take(k) {
-            let _ = shares.push(p.share.clone());
-        }
         if shares.len() < k {
+            // At most f of each kind wait here, within the budget `new`
+            // checked; the share that makes k is used at once.
+            self.pool_push(step, si32, replica, Pooled::Share(kind, share.clone()));
             return;
         }
         self.pool.retain(|p| p.slot != si32);
@@ -448,33 +585,56 @@ impl<const G: usize, const P: usize> Installer<G, P> {
     }
 
     /// Guardian custody: a replica's rebuilt `s_g`. Nothing checks `s_g` on
-    /// its own, so `f + 1` replicas must send the same value.
-    fn take_secret(&mut self, step: &mut Step<InstallerEffect>, now: Instant, si: usize, replica: u8, code: &Code) {
+    /// its own, so `f + 1` replicas must send the same value; each replica's
+    /// first value counts, and only that one.
+    fn take_secret(
+        &mut self,
+        step: &mut Step<InstallerEffect>,
+        now: Instant,
+        from: Peer,
+        (si, replica): (usize, u8),
+        code: &Code,
+    ) {
         let bit = 1u64 << (replica % 64);
         let Some(slot) = self.slots.get_mut(si) else { return };
         if slot.progress != GroupProgress::Preparing || self.decided.is_some() {
             return;
         }
-        let i = match slot.candidates.iter().position(|(c, _)| c == code) {
-            Some(i) => i,
-            None => {
-                if slot.candidates.push((code.clone(), 0)).is_err() {
-                    // Too many distinct values: more than f replicas lie,
-                    // which a correct group does not have.
-                    return;
-                }
-                slot.candidates.len().saturating_sub(1)
+        let si32 = u32::try_from(si).unwrap_or(u32::MAX);
+        let f = slot.f;
+        if slot.voted & bit != 0 {
+            let same = self
+                .pool
+                .iter()
+                .any(|p| p.slot == si32 && p.replica == replica && matches!(&p.value, Pooled::Secret(c) if c == code));
+            if !same {
+                step.fault(from, Some(self.header.upgrade), FaultKind::Equivocation);
             }
-        };
-        let Some((value, senders)) = slot.candidates.get_mut(i) else { return };
-        *senders |= bit;
-        if senders.count_ones() <= u32::from(slot.f) {
             return;
         }
-        let value = value.clone();
-        slot.progress = GroupProgress::Accepted;
-        slot.candidates.clear();
-        self.fold(step, now, &value);
+        slot.voted |= bit;
+        let matching =
+            self.pool.iter().filter(|p| p.slot == si32 && matches!(&p.value, Pooled::Secret(c) if c == code)).count();
+        if matching < usize::from(f) {
+            // At most f wrong values and f right ones wait here.
+            self.pool_push(step, si32, replica, Pooled::Secret(code.clone()));
+            return;
+        }
+        if let Some(s) = self.slots.get_mut(si) {
+            s.progress = GroupProgress::Accepted;
+        }
+        self.pool.retain(|p| p.slot != si32);
+        self.fold(step, now, code);
+    }
+
+    /// Pools a share or value of a group still preparing. Room is
+    /// guaranteed by the budget [`new`](Self::new) checked; a full pool
+    /// would be this crate's bug, counted in the step's `lost`.
+    fn pool_push(&mut self, step: &mut Step<InstallerEffect>, slot: u32, replica: u8, value: Pooled) {
+        if self.pool.len() >= self.pool_limit || self.pool.push(Pending { slot, replica, value }).is_err() {
+            debug_assert!(false, "installer pool over its budget");
+            step.lost = step.lost.saturating_add(1);
+        }
     }
 
     /// Folds one group's `s_g` into `τ`; at the last group, checks `D(τ)`.
@@ -504,8 +664,9 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             return;
         }
         self.decided = Some((outcome, code));
+        self.decided_sweep = self.sweeps;
         self.pool.clear();
-        let _ = step.effect(InstallerEffect::Decided(outcome));
+        step.emit_effect(InstallerEffect::Decided(outcome));
         // Send at the next sweep, which is due now.
         self.cursor = 0;
         self.deadline = now;
@@ -520,12 +681,9 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 s.progress = GroupProgress::Finished;
             }
         }
-        let finished = |s: &Slot| s.progress == GroupProgress::Finished;
-        let all = self.finish_all || matches!(self.decided, Some((Outcome::Aborted, _)));
-        let done = if all { self.slots.iter().all(finished) } else { self.slots.iter().any(finished) };
-        if done {
+        if self.slots.iter().all(|s| s.progress == GroupProgress::Finished) {
             self.done = true;
-            let _ = step.effect(InstallerEffect::Done);
+            step.emit_effect(InstallerEffect::Done);
         }
     }
 }

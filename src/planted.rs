@@ -26,4 +26,10 @@ pub enum Planted {
     /// Figure 3 as printed: a postponed piece is released on retry even
     /// while a conflicting piece is released.
     NoPostponement,
+    /// A group that takes a piece whose upgrade id names another deployer
+    /// (an upgrade id squatted by another deployer).
+    SquattableIds,
+    /// A replica whose guardian tells may fill a step, leaving no room for
+    /// the answer it owes an operation's origin.
+    TellsFillSteps,
 }

@@ -86,11 +86,22 @@ pub enum FaultKind {
     Unsolicited,
 }
 
-/// Upper bound on the messages one step may carry: 32, or one per replica
-/// or guardian of a group if that is more (a guardian whose release record
-/// became durable answers every replica that asked; a replica asks every
-/// guardian).
-pub const MAX_STEP_MESSAGES: usize = if crate::capacity::MAX_SHARES > 32 { crate::capacity::MAX_SHARES } else { 32 };
+/// Upper bound on the messages one step may carry: 32, or more where one
+/// input must answer that many at once: a replica asks every guardian and
+/// answers the operation's origin (`MAX_SHARES + 1`); a guardian whose
+/// release became durable answers every replica that asked
+/// (`MAX_REPLICAS`), and forwards an outcome to every group it guards
+/// (`MAX_GUARDED`).
+pub const MAX_STEP_MESSAGES: usize =
+    max(max(crate::capacity::MAX_SHARES.saturating_add(1), crate::capacity::MAX_GUARDED), 32);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 /// Upper bound on the effects one step may carry: enough for the largest
 /// step, a response that finishes [`MAX_ATTACHED`](crate::wire::MAX_ATTACHED)
 /// pieces between aborting and restarting its transaction.
@@ -123,13 +134,26 @@ pub struct Step<E> {
     pub faults: Vec<Fault, MAX_STEP_FAULTS>,
     /// Faults observed beyond the step's capacity.
     pub faults_dropped: u32,
+    /// Messages or effects that did not fit. Always 0: every entry point's
+    /// outputs are bounded by the step's capacities (each bound is stated
+    /// where the output is made), and outputs that may exceed one step stay
+    /// due in the role instead. Tests and fuzz targets check it, so a wrong
+    /// bound shows up as a count, never as a silent loss.
+    pub lost: u32,
     /// When to call the role's `handle_timeout` next, if ever.
     pub deadline: Option<Instant>,
 }
 
 impl<E> Default for Step<E> {
     fn default() -> Self {
-        Self { messages: Vec::new(), effects: Vec::new(), faults: Vec::new(), faults_dropped: 0, deadline: None }
+        Self {
+            messages: Vec::new(),
+            effects: Vec::new(),
+            faults: Vec::new(),
+            faults_dropped: 0,
+            lost: 0,
+            deadline: None,
+        }
     }
 }
 
@@ -145,6 +169,27 @@ impl<E> Step<E> {
 
     pub(crate) fn effect(&mut self, effect: E) -> Result<(), CapacityError> {
         self.effects.push(effect).map_err(|_| CapacityError::Output)
+    }
+
+    /// Adds a message the step has room for by construction (see `lost`).
+    pub(crate) fn emit(&mut self, to: Peer, message: Message) {
+        if self.send(to, message).is_err() {
+            debug_assert!(false, "a step bound is wrong: message lost");
+            self.lost = self.lost.saturating_add(1);
+        }
+    }
+
+    /// Adds an effect the step has room for by construction (see `lost`).
+    pub(crate) fn emit_effect(&mut self, effect: E) {
+        if self.effect(effect).is_err() {
+            debug_assert!(false, "a step bound is wrong: effect lost");
+            self.lost = self.lost.saturating_add(1);
+        }
+    }
+
+    /// Room left for messages.
+    pub(crate) fn room(&self) -> usize {
+        MAX_STEP_MESSAGES.saturating_sub(self.messages.len())
     }
 
     pub(crate) fn fault(&mut self, peer: Peer, upgrade: Option<UpgradeId>, kind: FaultKind) {

@@ -19,10 +19,33 @@ use crate::error::{CapacityError, CryptoError, DecodeError};
 
 pub use crate::capacity::{MAX_ATTACHED, MAX_GUARDIANS, MAX_REPLICAS, MAX_RESOURCES};
 
-/// An upgrade's identifier, chosen by its deployer (random, 128 bits).
+/// An upgrade's identifier: its deployer's id (4 bytes, big-endian), then
+/// 96 random bits the deployer draws.
+///
+/// Groups and guardians refuse a piece whose upgrade id names another
+/// deployer than the one that signed it, so no authorized deployer can take
+/// (squat) an upgrade id of another: everything keyed by upgrade id is
+/// keyed by (deployer, upgrade) too.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct UpgradeId(pub [u8; 16]);
+
+impl UpgradeId {
+    /// The id of an upgrade of `deployer`, with `random` drawn for it.
+    pub fn new(deployer: DeployerId, random: [u8; 12]) -> Self {
+        let mut id = [0u8; 16];
+        let (d, r) = id.split_at_mut(4);
+        d.copy_from_slice(&deployer.0.to_be_bytes());
+        r.copy_from_slice(&random);
+        Self(id)
+    }
+
+    /// The deployer this id names.
+    pub fn deployer(&self) -> DeployerId {
+        let [a, b, c, d, ..] = self.0;
+        DeployerId(u32::from_be_bytes([a, b, c, d]))
+    }
+}
 
 impl core::fmt::Debug for UpgradeId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -571,6 +594,9 @@ pub type Attachment = Vec<Diffused, MAX_ATTACHED>;
 pub enum Refusal {
     /// The piece is for another group.
     WrongGroup,
+    /// The piece's upgrade id names another deployer than its signer
+    /// (see [`UpgradeId`]).
+    ForeignUpgradeId,
     /// The signer is not an authorized deployer of this group.
     UnknownDeployer,
     /// The signature does not verify.

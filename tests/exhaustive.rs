@@ -275,7 +275,7 @@ impl World {
         for (u, us) in spec.upgrades.iter().enumerate() {
             let groups: Vec<usize> = (0..spec.groups).filter(|g| us.pieces[*g].is_some()).collect();
             let ids: Vec<GroupId> = groups.iter().map(|g| gids[*g]).collect();
-            let plan = UpgradePlan::new(&mut rng, us.seq, &ids).unwrap();
+            let plan = UpgradePlan::new(&mut rng, deployers[u].id(), us.seq, &ids).unwrap();
             let id = plan.header().upgrade;
             let mut tau = Code::default();
             for &g in &groups {

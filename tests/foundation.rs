@@ -44,7 +44,7 @@ fn build(sizes: &[usize]) -> Built {
     let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
     let groups: Vec<Group> = sizes.iter().enumerate().map(|(i, n)| group(&mut rng, 10 + i as u32, *n)).collect();
     let ids: Vec<GroupId> = groups.iter().map(|g| g.membership.group).collect();
-    let plan = UpgradePlan::new(&mut rng, 1, &ids).unwrap();
+    let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &ids).unwrap();
     let genesis = Code::from_bytes([0; 32]);
     let pieces = groups
         .iter()
@@ -171,10 +171,10 @@ fn canonical_round_trip_and_bad_bytes() {
 #[test]
 fn plan_misuse_is_an_error() {
     let mut rng = ChaCha20Rng::from_seed([5; 32]);
-    assert!(UpgradePlan::new(&mut rng, 0, &[]).is_err());
-    assert!(UpgradePlan::new(&mut rng, 0, &[GroupId(2), GroupId(1)]).is_err());
-    assert!(UpgradePlan::new(&mut rng, 0, &[GroupId(1), GroupId(1)]).is_err());
-    let plan = UpgradePlan::new(&mut rng, 0, &[GroupId(1)]).unwrap();
+    assert!(UpgradePlan::new(&mut rng, DeployerId(1), 0, &[]).is_err());
+    assert!(UpgradePlan::new(&mut rng, DeployerId(1), 0, &[GroupId(2), GroupId(1)]).is_err());
+    assert!(UpgradePlan::new(&mut rng, DeployerId(1), 0, &[GroupId(1), GroupId(1)]).is_err());
+    let plan = UpgradePlan::new(&mut rng, DeployerId(1), 0, &[GroupId(1)]).unwrap();
     assert!(plan.group_key(GroupId(2)).is_err());
     let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
     let g = group(&mut rng, 2, 4);

@@ -155,7 +155,7 @@ mod guardian_role {
             guardian_keys.iter().enumerate().map(|(i, k)| (i as u32 + 1, k.public_key())).collect();
         let set = GuardianSet::new(&members).unwrap();
         let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-        let plan = UpgradePlan::new(&mut rng, 1, &[GroupId(1)]).unwrap();
+        let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(1)]).unwrap();
         let genesis = Code::default();
         let target = GroupTarget {
             membership: &membership,
@@ -325,7 +325,7 @@ fn guardian_role_setup_piece() -> bft_upgrade::wire::Piece {
     let gs: Vec<(u32, _)> = (0..4).map(|i| (i + 1, ReplicaSecretKey::random(&mut rng).public_key())).collect();
     let set = GuardianSet::new(&gs).unwrap();
     let d = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-    let plan = UpgradePlan::new(&mut rng, 1, &[GroupId(1)]).unwrap();
+    let plan = UpgradePlan::new(&mut rng, d.id(), 1, &[GroupId(1)]).unwrap();
     let genesis = Code::default();
     let payload = PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() };
     let t = GroupTarget { membership: &m, resources: &[], prev_version: &genesis, guardians: Some(&set), payload };

@@ -159,13 +159,14 @@ fn impossible_payload_layouts_are_refused_by_the_opener() {
 /// the upgrade does not cover.
 #[test]
 fn fuzz_role_installer_unsolicited_answer_keeps_the_deadline() {
-    use bft_upgrade::installer::DefaultInstaller;
+    use bft_upgrade::installer::{DefaultInstaller, InstallerOptions};
     use bft_upgrade::step::{FaultKind, Instant, Peer};
     use bft_upgrade::wire::{Answer, GroupId, Reply};
 
     let header = samples::upgrade_header();
     let groups = [(samples::GROUP, 1), (GroupId(samples::GROUP.0 + 1), 1)];
-    let mut installer = DefaultInstaller::new(7, header.clone(), &groups, true, 100).expect("installer");
+    let mut installer = DefaultInstaller::new(7, header.clone(), &groups, InstallerOptions::default().retry_ms(100))
+        .expect("installer");
     let _ = installer.start(Instant(1_000));
     assert!(installer.deadline().is_some());
     let piece = samples::piece();
@@ -227,7 +228,7 @@ fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {
     let mut codes = Attachment::new();
     let groups = [me, neighbor];
     for i in 0..MAX_ATTACHED as u32 {
-        let plan = UpgradePlan::new(&mut rng, u64::from(i) + 1, &groups).expect("plan");
+        let plan = UpgradePlan::new(&mut rng, deployer.id(), u64::from(i) + 1, &groups).expect("plan");
         let upgrade = plan.header().upgrade;
         let key = plan.group_key(me).expect("in plan");
         let mut sealer = PayloadSealer::new(&key, &Binding::group(upgrade, me), 64).expect("chunk size");

@@ -12,11 +12,11 @@ use bft_upgrade::crypto::{
     Share, ShareKind, CHUNK_TAG_LEN,
 };
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
-use bft_upgrade::error::MisuseError;
+use bft_upgrade::error::{CapacityError, MisuseError};
 use bft_upgrade::group::{
     AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict, HISTORY, MAX_IN_FLIGHT,
 };
-use bft_upgrade::installer::{DefaultInstaller, GroupProgress, InstallerEffect};
+use bft_upgrade::installer::{DefaultInstaller, Finishing, GroupProgress, InstallerEffect, InstallerOptions};
 use bft_upgrade::step::{Fault, FaultKind, Instant, Peer, Step, MAX_STEP_EFFECTS};
 use bft_upgrade::wire::{
     self, Answer, Attachment, DeployerId, Diffused, GroupId, Membership, Message, Operation, Outcome, Piece, Refusal,
@@ -170,7 +170,7 @@ fn build(
     let mut ms: Vec<&Membership> = memberships.iter().collect();
     ms.sort_by_key(|m| m.group);
     let ids: Vec<GroupId> = ms.iter().map(|m| m.group).collect();
-    let plan = UpgradePlan::new(rng, seq, &ids).unwrap();
+    let plan = UpgradePlan::new(rng, signer.id(), seq, &ids).unwrap();
     let upgrade = plan.header().upgrade;
     let resources: Vec<ResourceId> = resources.iter().copied().map(ResourceId).collect();
     let mut pieces = Vec::new();
@@ -483,6 +483,13 @@ fn feed(
         }
     }
     out
+}
+
+/// An installer's options: every group at once, or one group a sweep and
+/// diffusion (the rest after three sweeps).
+fn opts(finish_all: bool) -> InstallerOptions {
+    let finishing = if finish_all { Finishing::EveryGroup } else { Finishing::Diffusion { grace: 3 } };
+    InstallerOptions::default().retry_ms(RETRY).finishing(finishing)
 }
 
 /// The group list an installer takes: `(id, f)` per group.
@@ -1821,7 +1828,7 @@ mod installer {
     }
 
     fn new_installer(w: &World, up: &Upgrade, groups: &[usize], finish_all: bool) -> DefaultInstaller {
-        DefaultInstaller::new(1, up.header.clone(), &installer_groups(w, groups), finish_all, RETRY).unwrap()
+        DefaultInstaller::new(1, up.header.clone(), &installer_groups(w, groups), opts(finish_all)).unwrap()
     }
 
     /// Groups may come in any order (the installer sorts them to find an
@@ -1834,7 +1841,7 @@ mod installer {
         let mut groups = installer_groups(&w, &all);
         groups.reverse();
         groups.swap(1, 3);
-        let inst = DefaultInstaller::new(1, up.header.clone(), &groups, false, RETRY).unwrap();
+        let inst = DefaultInstaller::new(1, up.header.clone(), &groups, opts(false)).unwrap();
         for &g in &all {
             assert_eq!(inst.progress(w.gid(g)), Some(GroupProgress::Preparing));
         }
@@ -1842,7 +1849,7 @@ mod installer {
         let mut twice = groups.clone();
         twice[4] = twice[0];
         assert_eq!(
-            DefaultInstaller::new(1, up.header.clone(), &twice, false, RETRY).err(),
+            DefaultInstaller::new(1, up.header.clone(), &twice, opts(false)).err(),
             Some(MisuseError::BadArgument)
         );
     }
@@ -1929,14 +1936,24 @@ mod installer {
             s.messages[0].message,
             Message::Submit(SmallOperation::CommitInstall { upgrade: up.id(), code: up.trigger.clone() })
         );
-        let g = all.iter().position(|&g| w.gid(g) == target).expect("a group of the upgrade");
-        let steps = order(&mut groups[g], w.keys(g), &up.commit(), inst.peer(), Verdict::Accept);
-        expect_applied(&steps, &up, target);
-        let out = feed(&mut inst, T0, &steps, up.piece(target));
-        assert_eq!(effects(&out), vec![InstallerEffect::Done]);
+        let first = all.iter().position(|&g| w.gid(g) == target).expect("a group of the upgrade");
+        // Done only once every group acknowledged (diffusion, or the
+        // installer itself after the grace sweeps, reaches the others).
+        let rest = all.iter().filter(|&&g| g != first);
+        for (i, &g) in std::iter::once(&first).chain(rest).enumerate() {
+            let gid = w.gid(g);
+            let steps = order(&mut groups[g], w.keys(g), &up.commit(), inst.peer(), Verdict::Accept);
+            expect_applied(&steps, &up, gid);
+            let out = feed(&mut inst, T0, &steps, up.piece(gid));
+            assert_eq!(inst.progress(gid), Some(GroupProgress::Finished));
+            if i + 1 < all.len() {
+                assert!(effects(&out).is_empty() && !inst.is_done(), "done before group {g} finished");
+            } else {
+                assert_eq!(effects(&out), vec![InstallerEffect::Done]);
+            }
+        }
         assert!(inst.is_done());
         assert_eq!(inst.deadline(), None);
-        assert_eq!(inst.progress(target), Some(GroupProgress::Finished));
     }
 
     /// Forged shares, a share under another replica's index, a replica
@@ -2378,7 +2395,7 @@ mod end_to_end {
                 w.replicas(g, &ns)
             })
             .collect();
-        let inst = DefaultInstaller::new(9, up.header.clone(), &installer_groups(&w, &all), false, RETRY).unwrap();
+        let inst = DefaultInstaller::new(9, up.header.clone(), &installer_groups(&w, &all), opts(false)).unwrap();
         let verdicts = all.iter().map(|&g| if Some(g) == reject { Verdict::Reject } else { Verdict::Accept }).collect();
         let mut net = Net {
             w: &w,
@@ -2561,10 +2578,11 @@ mod liveness {
     #[test]
     fn candidate_poisoning_cannot_crowd_out_the_true_secret() {
         let mut w = World::new(70, &[4]);
-        let up = w.upgrade(1, &[0], &[1]);
+        let set = guardian_set(&mut w, 4);
+        let up = build_guarded(&mut w, 0, 1, &[1], &set);
         let g = w.gid(0);
         let piece = up.piece(g);
-        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &[0]), true, RETRY).unwrap();
+        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &[0]), opts(true)).unwrap();
         let _ = inst.start(T0);
         let mut out = Vec::new();
         for k in 0..6u8 {
@@ -2618,7 +2636,7 @@ mod liveness {
         let mut w = World::new(71, &sizes);
         let all: Vec<usize> = (0..sizes.len()).collect();
         let up = w.upgrade(1, &all, &[1]);
-        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &all), true, RETRY).unwrap();
+        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &all), opts(true)).unwrap();
         let _ = inst.start(T0);
         let f = 4;
         let secret: Vec<Vec<Answer>> = all.iter().map(|&g| genuine_answers(&w, &up, g, inst.peer())).collect();
@@ -2649,10 +2667,9 @@ mod liveness {
             let mut w = World::new(seed, sizes);
             let all: Vec<usize> = (0..sizes.len()).collect();
             let up = w.upgrade(1, &all, &[1]);
-            let mut inst = match Installer::<G, P>::new(1, up.header.clone(), &installer_groups(&w, &all), true, RETRY)
-            {
+            let mut inst = match Installer::<G, P>::new(1, up.header.clone(), &installer_groups(&w, &all), opts(true)) {
                 Ok(inst) => inst,
-                Err(MisuseError::Capacity(_)) => return None,
+                Err(MisuseError::Capacity(CapacityError::Shares)) => return None,
                 Err(e) => panic!("{e:?}"),
             };
             let _ = inst.start(T0);
@@ -2667,10 +2684,10 @@ mod liveness {
             Some(decisions(&out).contains(&InstallerEffect::Decided(Outcome::Committed)))
         }
         // 8 groups of 25 (f = 8): 64 shares of room are too few, 128 enough.
-        assert_ne!(round_robin::<8, 64>(&[25; 8], 72), Some(false), "accepted, then starved");
+        assert_eq!(round_robin::<8, 64>(&[25; 8], 72), None, "refused at construction");
         assert_eq!(round_robin::<8, 128>(&[25; 8], 72), Some(true));
         // Two groups of 4 with a pool of 2.
-        assert_ne!(round_robin::<2, 2>(&[4, 4], 73), Some(false), "accepted, then starved");
+        assert_eq!(round_robin::<2, 2>(&[4, 4], 73), None, "refused at construction");
         assert_eq!(round_robin::<2, 4>(&[4, 4], 73), Some(true));
     }
 
@@ -2707,7 +2724,7 @@ mod liveness {
         let all = [0, 1, 2];
         let up = w.upgrade(1, &all, &[1]);
         let mut groups: Vec<Vec<GroupReplica>> = all.iter().map(|&g| w.replicas(g, &[])).collect();
-        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &all), false, RETRY).unwrap();
+        let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &all), opts(false)).unwrap();
         let mut now = T0;
         let mut pending: VecDeque<Step<InstallerEffect>> = VecDeque::from([inst.start(now)]);
         for _ in 0..60 {
@@ -2750,12 +2767,19 @@ mod liveness {
         }
     }
 
+    /// `count` guardians with fresh keys, ids 500, 501, ...
+    fn guardian_set(w: &mut World, count: usize) -> GuardianSet {
+        let members: Vec<(u32, PublicKey)> =
+            (0..count).map(|i| (500 + i as u32, ReplicaSecretKey::random(&mut w.rng).public_key())).collect();
+        GuardianSet::new(&members).unwrap()
+    }
+
     /// An upgrade of one group in guardian custody, by deployer `d`.
     fn build_guarded(w: &mut World, d: usize, seq: u64, resources: &[u32], set: &GuardianSet) -> Upgrade {
         let m = w.groups[0].membership.clone();
         let prev = w.genesis[d].clone();
         let ids = [m.group];
-        let plan = UpgradePlan::new(&mut w.rng, seq, &ids).unwrap();
+        let plan = UpgradePlan::new(&mut w.rng, w.deployers[d].id(), seq, &ids).unwrap();
         let upgrade = plan.header().upgrade;
         let resources: Vec<ResourceId> = resources.iter().copied().map(ResourceId).collect();
         let plain = b"guarded payload".to_vec();
@@ -2779,14 +2803,10 @@ mod liveness {
     fn a_backlog_of_guardian_tells_never_drops_an_answer() {
         let mut w = World::new(76, &[4]);
         let g = w.gid(0);
-        let guardian_keys: Vec<PublicKey> =
-            (0..16).map(|_| ReplicaSecretKey::random(&mut w.rng).public_key()).collect();
-        let members: Vec<(u32, PublicKey)> =
-            guardian_keys.iter().enumerate().map(|(i, k)| (500 + i as u32, *k)).collect();
-        let set = GuardianSet::new(&members).unwrap();
+        let set = guardian_set(&mut w, 16);
         let ups: Vec<Upgrade> = (0..9).map(|i| build_guarded(&mut w, 0, 1 + i, &[10 + i as u32], &set)).collect();
         let mut config = w.config(0, &[]);
-        config.guardians = Some(GuardianIds { f: set.f, ids: members.iter().map(|(id, _)| *id).collect() });
+        config.guardians = Some(GuardianIds { f: set.f, ids: set.members.iter().map(|(id, _)| *id).collect() });
         let mut r = GroupReplica::new(config, 0).unwrap();
         let key = &w.keys(0)[0];
         for up in &ups {

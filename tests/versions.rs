@@ -56,7 +56,7 @@ fn one() -> One {
 /// code; returns its trigger code if it committed.
 fn install(w: &mut One, seq: u64, commit: bool) -> Code {
     let ids = [G];
-    let plan = UpgradePlan::new(&mut w.rng, seq, &ids).unwrap();
+    let plan = UpgradePlan::new(&mut w.rng, w.deployer.id(), seq, &ids).unwrap();
     let gk = plan.group_key(G).unwrap();
     let mut sealer = PayloadSealer::new(&gk, &Binding::group(plan.header().upgrade, G), 64).unwrap();
     let mut buf = [0u8; 64 + CHUNK_TAG_LEN];
@@ -154,7 +154,7 @@ fn clients_beyond_the_window_must_refresh() {
 fn client_codes_commit_before_the_call() {
     let mut w = one();
     let ids = [G];
-    let plan = UpgradePlan::new(&mut w.rng, 1, &ids).unwrap();
+    let plan = UpgradePlan::new(&mut w.rng, w.deployer.id(), 1, &ids).unwrap();
     let gk = plan.group_key(G).unwrap();
     let mut sealer = PayloadSealer::new(&gk, &Binding::group(plan.header().upgrade, G), 64).unwrap();
     let mut buf = [0u8; 64 + CHUNK_TAG_LEN];

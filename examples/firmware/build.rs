@@ -120,7 +120,7 @@ fn replica_bundle(out: &Path, n: usize, plain: &[u8]) {
     let group = GroupId(7);
     let mut s = setup(n as u8, group, n);
     let groups = [group];
-    let plan = UpgradePlan::new(&mut s.rng, 1, &groups).expect("plan");
+    let plan = UpgradePlan::new(&mut s.rng, s.deployer.id(), 1, &groups).expect("plan");
     let (payload, sealed) = seal(&plan, group, plain);
     let target = GroupTarget {
         membership: &s.membership,
@@ -158,7 +158,7 @@ fn guardian_bundle(out: &Path, plain: &[u8]) {
     let members: Vec<_> = guardian_keys.iter().enumerate().map(|(i, k)| (100 + i as u32, k.public_key())).collect();
     let set = GuardianSet::new(&members).expect("guardian set");
     let groups = [group];
-    let plan = UpgradePlan::new(&mut s.rng, 1, &groups).expect("plan");
+    let plan = UpgradePlan::new(&mut s.rng, s.deployer.id(), 1, &groups).expect("plan");
     let (payload, _) = seal(&plan, group, plain);
     let target = GroupTarget {
         membership: &s.membership,

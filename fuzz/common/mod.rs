@@ -169,7 +169,7 @@ fn build() -> Fixture {
     let mut upgrades: Vec<UpgradeFx> = Vec::new();
     for (deployer, seq, groups, resources, prev) in SPECS {
         let ids: Vec<GroupId> = groups.iter().map(|gi| GROUPS[*gi]).collect();
-        let plan = UpgradePlan::new(&mut rng, seq, &ids).expect("plan");
+        let plan = UpgradePlan::new(&mut rng, deployers[deployer].id(), seq, &ids).expect("plan");
         let prev_code = match prev {
             Prev::Genesis => genesis[deployer].clone(),
             Prev::Trigger(u) => upgrades[u].trigger.clone(),

@@ -21,7 +21,7 @@ use bft_upgrade::client::Client;
 use bft_upgrade::crypto::{ShareKind, Signature};
 use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupReplica, GuardianIds, Neighbor, Verdict};
 use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig};
-use bft_upgrade::installer::DefaultInstaller;
+use bft_upgrade::installer::{DefaultInstaller, InstallerOptions};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
     Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, Diffused, GroupId, Message, Operation, Outcome,
@@ -78,7 +78,7 @@ fn main() {
     let Custody::Guardians { guardians, .. } = &guarded.header.custody else { unreachable!("guardian custody") };
 
     let mut installer =
-        DefaultInstaller::new(3, u.header.clone(), &[(GROUPS[0], 1), (GROUPS[1], 1)], true, 100).expect("installer");
+        DefaultInstaller::new(3, u.header.clone(), &[(GROUPS[0], 1), (GROUPS[1], 1)], InstallerOptions::default().retry_ms(100)).expect("installer");
     let _ = installer.start(Instant(5));
     let from = Peer::Replica { group: GROUPS[0], index: 1 };
     let _ = installer.handle_answer(Instant(6), from, &answer, &piece).expect("right piece");

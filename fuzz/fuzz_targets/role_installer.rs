@@ -21,7 +21,13 @@ mod common;
 
 use arbitrary::Arbitrary;
 use bft_upgrade::crypto::{Binding, Code, Domain, ShareKind};
-use bft_upgrade::installer::{DefaultInstaller, InstallerEffect};
+use bft_upgrade::installer::{DefaultInstaller, Finishing, InstallerEffect, InstallerOptions};
+
+/// Every group at once, or one a sweep and diffusion (the rest after two).
+fn options(finish_all: bool, retry: u64) -> InstallerOptions {
+    let finishing = if finish_all { Finishing::EveryGroup } else { Finishing::Diffusion { grace: 2 } };
+    InstallerOptions::default().retry_ms(retry).finishing(finishing)
+}
 use bft_upgrade::step::{Instant, Peer, Step, MAX_STEP_EFFECTS, MAX_STEP_MESSAGES};
 use bft_upgrade::wire::{Answer, GroupId, Outcome, Refusal, Reply, UpgradeHeader};
 use common::{fixture, to_bytes, CodePick, Fixture, GroupPick, PeerPick, PiecePick, SharePick, UpgradePick, GROUPS};
@@ -235,7 +241,7 @@ fuzz_target!(|s: Scenario| {
     let u = &fx.upgrades[upgrade];
     let groups: Vec<(GroupId, u8)> = u.groups.iter().map(|gi| (GROUPS[*gi], fx.memberships[*gi].f)).collect();
     let retry = 1 + u64::from(s.retry_ms);
-    let installer = DefaultInstaller::new(7, u.header.clone(), &groups, s.finish_all, retry).expect("valid installer");
+    let installer = DefaultInstaller::new(7, u.header.clone(), &groups, options(s.finish_all, retry)).expect("valid installer");
     let mut run = Run { fx, upgrade, installer, now: Instant(1_000), decided: None, done: false };
     for op in s.ops.iter().take(MAX_INPUTS) {
         run.op(op);

@@ -123,8 +123,8 @@ impl Material {
             let mut ids: Vec<GroupId> = spec.groups.iter().map(|gi| memberships[*gi].group).collect();
             ids.sort();
             ids.dedup();
-            let plan = UpgradePlan::new(&mut rng, spec.order_seq, &ids).expect("valid plan");
             let deployer = &deployers[spec.deployer];
+            let plan = UpgradePlan::new(&mut rng, deployer.id(), spec.order_seq, &ids).expect("valid plan");
             let mut pieces = BTreeMap::new();
             let stale = Code::from_bytes([0xEE; 32]);
             for gi in &spec.groups {

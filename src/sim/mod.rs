@@ -30,4 +30,5 @@ mod world;
 pub use swarm::{FaultMode, Swarm};
 pub use world::{
     ByzantineGuardian, ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation, World,
+    DIFFUSION_GRACE,
 };

@@ -17,7 +17,7 @@ use crate::crypto::{Code, Share};
 use crate::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
 use crate::group::{GuardianIds, PieceCrypto};
 use crate::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
-use crate::installer::{Installer, InstallerEffect};
+use crate::installer::{pool_needed, Finishing, Installer, InstallerEffect, InstallerOptions};
 use crate::planted::Planted;
 use crate::step::{Instant, Peer, Step};
 use crate::wire::Custody;
@@ -45,13 +45,19 @@ macro_rules! each {
 }
 
 impl SimInstaller {
+    /// An installer at the smallest capacity the deployment declares: its
+    /// pool is exactly what the groups need.
     fn new(id: u32, header: UpgradeHeader, groups: &[(GroupId, u8)], finish_all: bool, retry_ms: u64) -> Self {
+        let finishing =
+            if finish_all { Finishing::EveryGroup } else { Finishing::Diffusion { grace: DIFFUSION_GRACE } };
+        let need = pool_needed(groups);
+        let options = InstallerOptions::default().retry_ms(retry_ms).finishing(finishing).share_pool(need);
         // Each size is built in a frame of its own: a frame sized for the
         // large one would overflow test threads' stacks.
-        if groups.len() <= 256 {
-            Self::Small(boxed(id, header, groups, finish_all, retry_ms))
+        if groups.len() <= 256 && need <= 4096 {
+            Self::Small(boxed(id, header, groups, options))
         } else {
-            Self::Large(boxed(id, header, groups, finish_all, retry_ms))
+            Self::Large(boxed(id, header, groups, options))
         }
     }
     fn peer(&self) -> Peer {
@@ -87,15 +93,18 @@ impl SimInstaller {
     }
 }
 
+/// Sweeps an installer that commits through one group leaves to diffusion
+/// before it sends the outcome to every group still silent.
+pub const DIFFUSION_GRACE: u32 = 5;
+
 #[inline(never)]
 fn boxed<const G: usize, const P: usize>(
     id: u32,
     header: UpgradeHeader,
     groups: &[(GroupId, u8)],
-    finish_all: bool,
-    retry_ms: u64,
+    options: InstallerOptions,
 ) -> Box<Installer<G, P>> {
-    Box::new(Installer::new(id, header, groups, finish_all, retry_ms).expect("installer"))
+    Box::new(Installer::new(id, header, groups, options).expect("installer"))
 }
 
 #[inline(never)]

@@ -1,7 +1,7 @@
 //! The installer role: prepare one group of 4, rebuild `s_g` from the
 //! `f + 1` shares its replicas released, decide the commit with `τ`.
 
-use bft_upgrade::installer::{Installer, InstallerEffect};
+use bft_upgrade::installer::{Installer, InstallerEffect, InstallerOptions};
 use bft_upgrade::step::{Instant, Peer, Step};
 use bft_upgrade::wire::{self, GroupId, Message, Outcome, Piece, SmallOperation, UpgradeHeader};
 use static_cell::StaticCell;
@@ -36,7 +36,7 @@ fn decode_piece() -> Result<&'static mut Piece, Failure> {
 
 pub fn run(meter: &Meter) -> Result<(), Failure> {
     report!("size.Installer<1,8>", core::mem::size_of::<OneGroupInstaller>());
-    report!("size.Installer<64,512>", core::mem::size_of::<bft_upgrade::installer::DefaultInstaller>());
+    report!("size.Installer<64,1024>", core::mem::size_of::<bft_upgrade::installer::DefaultInstaller>());
     report!("size.Step<InstallerEffect>", core::mem::size_of::<Step<InstallerEffect>>());
     report!("size.Piece", core::mem::size_of::<Piece>());
     let bundle_bytes = HEADER.len() + PIECE.len() + ANSWERS.iter().map(|a| a.len()).sum::<usize>() + TAU.len();
@@ -44,7 +44,7 @@ pub fn run(meter: &Meter) -> Result<(), Failure> {
     let piece = phase(meter, "decode_piece", decode_piece)?;
     let header: UpgradeHeader = wire::decode(HEADER).or_fail("decode header")?;
     let group = GroupId(7);
-    let mut installer = OneGroupInstaller::new(1, header, &[(group, 1)], true, 100).or_fail("Installer::new")?;
+    let mut installer = OneGroupInstaller::new(1, header, &[(group, 1)], InstallerOptions::default().retry_ms(100)).or_fail("Installer::new")?;
     let step = installer.start(Instant(0));
     ensure(step.effects.contains(&InstallerEffect::SendPrepare { group }), "start: no SendPrepare")?;
     drop(step);

@@ -202,7 +202,7 @@ pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBu
     write_private(&seq_path, seq.to_string().as_bytes())?;
     let ids: Vec<GroupId> = cluster.groups.iter().map(|g| GroupId(g.id)).collect();
     let mut rng = os_rng();
-    let plan = UpgradePlan::new(&mut rng, seq, &ids).map_err(|e| anyhow!("plan: {e:?}"))?;
+    let plan = UpgradePlan::new(&mut rng, deployer.id(), seq, &ids).map_err(|e| anyhow!("plan: {e:?}"))?;
     let upgrade = plan.header().upgrade;
     let genesis = cluster.genesis_code()?;
     let mut pieces = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use bft_upgrade::installer::{Installer, InstallerEffect};
+use bft_upgrade::installer::{Finishing, Installer, InstallerEffect, InstallerOptions};
 use bft_upgrade::step::{Peer, Step};
 use bft_upgrade::wire::{Message, Operation, Outcome};
 use tokio::sync::mpsc;
@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::transport::{Net, Policy};
 
 /// The installer role for up to 64 groups.
-pub type NodeInstaller = Installer<64, 512>;
+pub type NodeInstaller = Installer<64, 1024>;
 
 /// Runs installer `id` on the bundle at `path` until every group it
 /// finishes through acknowledged, or `timeout` passes.
@@ -43,7 +43,14 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration) -> Result<
             postcard::from_bytes(&b).context("stored installer state")?
         }
         None => Box::new(
-            Installer::new(id, bundle.header.clone(), &bundle.groups, false, cluster.retry_ms)
+            Installer::new(
+                id,
+                bundle.header.clone(),
+                &bundle.groups,
+                InstallerOptions::default()
+                    .retry_ms(cluster.retry_ms)
+                    .finishing(Finishing::Diffusion { grace: 3 }),
+            )
                 .map_err(|e| anyhow!("installer: {e:?}"))?,
         ),
     };
