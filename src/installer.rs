@@ -284,6 +284,18 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         self.planted = bug;
     }
 
+    /// Whether `bug` is planted (never, without the feature).
+    #[allow(clippy::unused_self)]
+    fn planted(&self, bug: crate::planted::Planted) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.planted == bug;
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = bug;
+            false
+        }
+    }
+
     /// This installer as a peer.
     pub fn peer(&self) -> Peer {
         Peer::Installer(self.id)
@@ -342,6 +354,9 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                     // diffusion carries τ to the rest, and after the grace
                     // sweeps every group still silent gets τ directly.
                     let direct = match self.finishing {
+                        Finishing::Diffusion { .. } if self.planted(crate::planted::Planted::DoneAfterOneGroup) => {
+                            Some(self.cursor) == self.sweeps.checked_rem(n)
+                        }
                         Finishing::EveryGroup => true,
                         Finishing::Diffusion { grace } => {
                             self.sweeps.wrapping_sub(self.decided_sweep) >= grace
@@ -560,7 +575,9 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             self.pool_push(step, si32, replica, Pooled::Share(kind, share.clone()));
             return;
         }
-        self.pool.retain(|p| p.slot != si32);
+        if !self.planted(crate::planted::Planted::PoolKeepsUsedShares) {
+            self.pool.retain(|p| p.slot != si32);
+        }
         let Ok(secret) = reconstruct(&shares) else {
             return;
         };
@@ -596,13 +613,14 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         code: &Code,
     ) {
         let bit = 1u64 << (replica % 64);
+        let per_message = self.planted(crate::planted::Planted::VotesPerMessage);
         let Some(slot) = self.slots.get_mut(si) else { return };
         if slot.progress != GroupProgress::Preparing || self.decided.is_some() {
             return;
         }
         let si32 = u32::try_from(si).unwrap_or(u32::MAX);
         let f = slot.f;
-        if slot.voted & bit != 0 {
+        if slot.voted & bit != 0 && !per_message {
             let same = self
                 .pool
                 .iter()
@@ -631,6 +649,11 @@ impl<const G: usize, const P: usize> Installer<G, P> {
     /// guaranteed by the budget [`new`](Self::new) checked; a full pool
     /// would be this crate's bug, counted in the step's `lost`.
     fn pool_push(&mut self, step: &mut Step<InstallerEffect>, slot: u32, replica: u8, value: Pooled) {
+        if self.planted(crate::planted::Planted::PoolKeepsUsedShares) {
+            // The bug drops what does not fit, as installers once did.
+            let _ = self.pool.push(Pending { slot, replica, value });
+            return;
+        }
         if self.pool.len() >= self.pool_limit || self.pool.push(Pending { slot, replica, value }).is_err() {
             debug_assert!(false, "installer pool over its budget");
             step.lost = step.lost.saturating_add(1);
@@ -681,7 +704,10 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 s.progress = GroupProgress::Finished;
             }
         }
-        if self.slots.iter().all(|s| s.progress == GroupProgress::Finished) {
+        let one = self.planted(crate::planted::Planted::DoneAfterOneGroup)
+            && matches!(self.finishing, Finishing::Diffusion { .. })
+            && self.slots.iter().any(|s| s.progress == GroupProgress::Finished);
+        if one || self.slots.iter().all(|s| s.progress == GroupProgress::Finished) {
             self.done = true;
             step.emit_effect(InstallerEffect::Done);
         }

@@ -77,7 +77,7 @@ pub mod error;
 pub mod group;
 pub mod guardian;
 pub mod installer;
-#[cfg(any(feature = "std", feature = "planted-bugs"))]
+/// The names of the planted bugs; they act only with `planted-bugs`.
 pub mod planted;
 #[cfg(feature = "std")]
 pub mod sim;

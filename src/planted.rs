@@ -1,4 +1,4 @@
-//! Deliberate bugs, compiled only with the `planted-bugs` feature, so tests
+//! Deliberate bugs, active only with the `planted-bugs` feature, so tests
 //! can show that the simulator's checkers find each one.
 //!
 //! Never enable this feature in a build that runs a real deployment.
@@ -32,4 +32,13 @@ pub enum Planted {
     /// A replica whose guardian tells may fill a step, leaving no room for
     /// the answer it owes an operation's origin.
     TellsFillSteps,
+    /// An installer that counts every `s_g` value a replica sends, not
+    /// only its first (one faulty replica can then make `f + 1`).
+    VotesPerMessage,
+    /// An installer that keeps a group's pooled shares after rebuilding its
+    /// code and drops what no longer fits (the pool fills with dead sets).
+    PoolKeepsUsedShares,
+    /// An installer that is done once one group acknowledged and never
+    /// sends the outcome to the groups diffusion does not reach.
+    DoneAfterOneGroup,
 }

@@ -2846,3 +2846,65 @@ mod liveness {
         assert_eq!(learned.len(), 9 * 16);
     }
 }
+
+mod guardian_squatting {
+    use super::*;
+    use bft_upgrade::crypto::PublicKey;
+    use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
+    use bft_upgrade::wire::GuardianSet;
+
+    /// Class 3 at a guardian: a piece carrying another deployer's upgrade
+    /// id is dropped as forged, so the genuine piece that comes after it is
+    /// kept and its shares are released once `f + 1` replicas ask.
+    #[test]
+    fn a_guardian_keeps_the_genuine_piece_after_a_squatter() {
+        let mut w = World::with_deployers(77, &[4], 2);
+        let g = w.gid(0);
+        let guardian_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut w.rng)).collect();
+        let members: Vec<(u32, PublicKey)> =
+            guardian_keys.iter().enumerate().map(|(i, k)| (600 + i as u32, k.public_key())).collect();
+        let set = GuardianSet::new(&members).unwrap();
+        let m = w.groups[0].membership.clone();
+        let build = |w: &mut World, d: usize| {
+            let ids = [g];
+            let plan = UpgradePlan::new(&mut w.rng, w.deployers[d].id(), 1, &ids).unwrap();
+            let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
+            let prev = w.genesis[d].clone();
+            let t = GroupTarget { membership: &m, resources: &[], prev_version: &prev, guardians: Some(&set), payload };
+            plan.piece(&w.deployers[d], &mut w.rng, &t).unwrap()
+        };
+        let genuine = build(&mut w, 0);
+        let mut squat = build(&mut w, 1);
+        squat.header.upgrade = genuine.header.upgrade;
+        squat.signature = w.signing[1].sign(&squat.header.digest()).unwrap();
+        let config = GuardianConfig {
+            id: 600,
+            deployers: w.deployers.iter().map(|d| (d.id(), d.public_key())).collect(),
+            groups: heapless::Vec::from_slice(&[GuardedGroup { group: g, members: m.digest() }]).unwrap(),
+        };
+        let mut guardian: Guardian<8> = Guardian::new(config);
+        let host = Peer::Replica { group: g, index: 0 };
+        let step = guardian.handle_piece(T0, host, &squat, &guardian_keys[0]).unwrap();
+        assert_eq!(step.faults.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![FaultKind::ForgedPiece]);
+        let step = guardian.handle_piece(T0, host, &genuine, &guardian_keys[0]).unwrap();
+        assert!(step.faults.is_empty(), "{:?}", step.faults);
+        let mut persisted = Vec::new();
+        for r in 0..2u8 {
+            let (_, token) = genuine.open_token(usize::from(r), &w.keys(0)[usize::from(r)]).unwrap();
+            let request = Message::GuardianRequest {
+                upgrade: genuine.header.upgrade,
+                group: g,
+                replica: r,
+                kind: ShareKind::Secret,
+                token,
+            };
+            let step = guardian.handle_message(T0, Peer::Replica { group: g, index: r }, &request);
+            assert!(step.faults.is_empty(), "{:?}", step.faults);
+            persisted.extend(step.effects);
+        }
+        assert_eq!(
+            persisted,
+            vec![GuardianEffect::Persist { upgrade: genuine.header.upgrade, group: g, kind: ShareKind::Secret }]
+        );
+    }
+}

@@ -12,8 +12,9 @@
 //!   upgrade it also discarded or released its `c` share for;
 //! - its version counts the `Apply` effects; a client reply carries exactly
 //!   the commits since the client's version, or says `TooOld`;
-//! - the step stays within `MAX_STEP_MESSAGES` / `MAX_STEP_EFFECTS`, and its
-//!   deadline is the replica's `deadline()`;
+//! - no step lost an output (`Step::lost`), every outcome the replica
+//!   records has yielded its `Apply`/`Discard`, and a step's deadline is the
+//!   replica's `deadline()`;
 //! - on a copy, calling `handle_timeout` at the returned deadline moves the
 //!   deadline forward (or keeps it due only while it sends messages).
 
@@ -29,7 +30,7 @@ use bft_upgrade::crypto::ShareKind;
 use bft_upgrade::group::{
     AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Neighbor, TxnId, Verdict,
 };
-use bft_upgrade::step::{Instant, Peer, Step, MAX_STEP_EFFECTS, MAX_STEP_MESSAGES};
+use bft_upgrade::step::{Instant, Peer, Step};
 use bft_upgrade::wire::{
     self, Answer, ClientCall, ClientStatus, GroupId, Message, Operation, Outcome, Reply, UpgradeId,
 };
@@ -152,8 +153,7 @@ struct Run {
 
 impl Run {
     fn observe(&mut self, step: &Step<GroupEffect>) {
-        assert!(step.messages.len() <= MAX_STEP_MESSAGES);
-        assert!(step.effects.len() <= MAX_STEP_EFFECTS);
+        assert_eq!(step.lost, 0, "a step lost an output the role had decided");
         assert_eq!(step.deadline, self.replica.deadline(), "the step's deadline is not the replica's");
         for out in &step.messages {
             if let Message::Answer(a) = &out.message {
@@ -185,6 +185,10 @@ impl Run {
             assert!(prev.is_none(), "{upgrade:?} finished twice: {prev:?} then {outcome:?}");
         }
         assert_eq!(self.replica.version(), self.applies, "version is not the number of commits");
+        // Every outcome the replica recorded has yielded its effect.
+        for (upgrade, outcome, _) in self.replica.finished_upgrades() {
+            assert_eq!(self.finished.get(&upgrade), Some(&outcome), "{upgrade:?} finished here without its effect");
+        }
         // A finished upgrade that left the history is forgotten by the
         // replica: only a deployer that reuses codes can bring it back.
         let replica = &self.replica;
@@ -209,7 +213,7 @@ impl Run {
         for _ in 0..64 {
             now = now.max(due);
             let step = copy.handle_timeout(now);
-            assert!(step.messages.len() <= MAX_STEP_MESSAGES);
+            assert_eq!(step.lost, 0, "a timeout step lost an output");
             assert_eq!(step.deadline, copy.deadline());
             match step.deadline {
                 None => return,

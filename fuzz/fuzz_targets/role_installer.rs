@@ -28,7 +28,7 @@ fn options(finish_all: bool, retry: u64) -> InstallerOptions {
     let finishing = if finish_all { Finishing::EveryGroup } else { Finishing::Diffusion { grace: 2 } };
     InstallerOptions::default().retry_ms(retry).finishing(finishing)
 }
-use bft_upgrade::step::{Instant, Peer, Step, MAX_STEP_EFFECTS, MAX_STEP_MESSAGES};
+use bft_upgrade::step::{Instant, Peer, Step};
 use bft_upgrade::wire::{Answer, GroupId, Outcome, Refusal, Reply, UpgradeHeader};
 use common::{fixture, to_bytes, CodePick, Fixture, GroupPick, PeerPick, PiecePick, SharePick, UpgradePick, GROUPS};
 use libfuzzer_sys::fuzz_target;
@@ -117,8 +117,7 @@ fn checks(header: &UpgradeHeader, outcome: Outcome, code: &Code) -> bool {
 
 impl Run {
     fn observe(&mut self, step: &Step<InstallerEffect>) {
-        assert!(step.messages.len() <= MAX_STEP_MESSAGES);
-        assert!(step.effects.len() <= MAX_STEP_EFFECTS);
+        assert_eq!(step.lost, 0, "a step lost an output the installer had decided");
         assert_eq!(step.deadline, self.installer.deadline(), "the step's deadline is not the installer's");
         let header = &self.fx.upgrades[self.upgrade].header;
         for e in &step.effects {
@@ -147,6 +146,7 @@ impl Run {
             (a, b) => panic!("decision {b:?} without its effect (tracked {a:?})"),
         }
         assert_eq!(self.installer.is_done(), self.done);
+        assert_eq!(self.installer.decided().is_some(), self.decided.is_some(), "decided without a Decided effect");
         self.check_deadline(step.deadline);
     }
 

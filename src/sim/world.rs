@@ -844,13 +844,20 @@ impl World {
                 }
             }
             #[cfg(feature = "planted-bugs")]
-            Planted::SkipTriggerCheck | Planted::SkipVersionCheck | Planted::NoPostponement => {
+            Planted::SkipTriggerCheck
+            | Planted::SkipVersionCheck
+            | Planted::NoPostponement
+            | Planted::SquattableIds
+            | Planted::TellsFillSteps => {
                 for r in self.groups.iter_mut().flat_map(|g| g.replicas.iter_mut()) {
                     r.role.plant(bug);
                 }
             }
             #[cfg(feature = "planted-bugs")]
-            Planted::CommitWithMissingGroup => {
+            Planted::CommitWithMissingGroup
+            | Planted::VotesPerMessage
+            | Planted::PoolKeepsUsedShares
+            | Planted::DoneAfterOneGroup => {
                 for i in self.installers.iter_mut().filter(|i| !i.byzantine) {
                     each!(&mut i.role, x => x.plant(bug));
                 }
