@@ -42,7 +42,6 @@ use ShimPlanted as Planted;
 #[derive(Clone, Copy)]
 enum ShimPlanted {
     SquattableIds,
-    TellsFillSteps,
     SkipVersionCheck,
     NoPostponement,
     SkipTriggerCheck,
@@ -1029,14 +1028,13 @@ impl GroupReplica {
     /// `deadline`).
     fn tell_guardians(&mut self, step: &mut Step<GroupEffect>) {
         let (group, ids) = (self.group(), self.config.guardians.as_ref().map_or(&[][..], |g| g.ids.as_slice()));
-        let reserve = if self.planted(Planted::TellsFillSteps) { 0 } else { 1 };
         'tells: for t in self.telling.iter_mut() {
             for (i, id) in ids.iter().enumerate().take(64) {
                 let bit = 1u64 << i;
                 if t.pending & bit == 0 {
                     continue;
                 }
-                if step.room() <= reserve {
+                if step.room() <= 1 {
                     break 'tells;
                 }
                 let msg = Message::Learned { group, diffused: t.diffused.clone() };

@@ -378,6 +378,12 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 }
                 _ => true,
             };
+            if !sent && self.planted(crate::planted::Planted::SweepIgnoresRoom) {
+                // The bug: what did not fit is counted lost, not kept due.
+                step.lost = step.lost.saturating_add(1);
+                self.cursor = self.cursor.saturating_add(1);
+                continue;
+            }
             if !sent {
                 full = true;
                 break;

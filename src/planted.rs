@@ -29,9 +29,10 @@ pub enum Planted {
     /// A group that takes a piece whose upgrade id names another deployer
     /// (an upgrade id squatted by another deployer).
     SquattableIds,
-    /// A replica whose guardian tells may fill a step, leaving no room for
-    /// the answer it owes an operation's origin.
-    TellsFillSteps,
+    /// An installer whose sweep sends past a full step instead of keeping
+    /// the rest due for the next call (the outputs that do not fit are
+    /// lost).
+    SweepIgnoresRoom,
     /// An installer that counts every `s_g` value a replica sends, not
     /// only its first (one faulty replica can then make `f + 1`).
     VotesPerMessage,

@@ -847,8 +847,7 @@ impl World {
             Planted::SkipTriggerCheck
             | Planted::SkipVersionCheck
             | Planted::NoPostponement
-            | Planted::SquattableIds
-            | Planted::TellsFillSteps => {
+            | Planted::SquattableIds => {
                 for r in self.groups.iter_mut().flat_map(|g| g.replicas.iter_mut()) {
                     r.role.plant(bug);
                 }
@@ -857,7 +856,8 @@ impl World {
             Planted::CommitWithMissingGroup
             | Planted::VotesPerMessage
             | Planted::PoolKeepsUsedShares
-            | Planted::DoneAfterOneGroup => {
+            | Planted::DoneAfterOneGroup
+            | Planted::SweepIgnoresRoom => {
                 for i in self.installers.iter_mut().filter(|i| !i.byzantine) {
                     each!(&mut i.role, x => x.plant(bug));
                 }
