@@ -82,6 +82,10 @@ struct Args {
     /// roles need `--features planted-bugs`).
     #[arg(long, value_enum)]
     plant: Option<Plant>,
+    /// Byzantine replicas may also race, lie repeatedly, replay genuine
+    /// values and mutate real messages.
+    #[arg(long)]
+    hostile: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -127,6 +131,7 @@ impl Args {
             guardians: self.guardians,
             installers: self.installers,
             faults,
+            hostile: self.hostile,
         }
     }
 
@@ -148,13 +153,23 @@ impl Args {
         };
         format!(
             "cargo run --release{features} --example simulate -- --seed {seed} --groups {} --replicas {} --guardians {} \
-             --installers {} --faults {}{plant} --trace",
+             --installers {} --faults {}{plant}{} --trace",
             self.groups,
             self.replicas,
             self.guardians,
             self.installers,
             self.faults.to_possible_value().map_or("all".into(), |v| v.get_name().to_string()),
+            self.mode_flags(),
         )
+    }
+
+    /// The flags beyond the shape that a replay needs.
+    fn mode_flags(&self) -> String {
+        let mut out = String::new();
+        if self.hostile {
+            out.push_str(" --hostile");
+        }
+        out
     }
 }
 

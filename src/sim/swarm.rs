@@ -44,13 +44,16 @@ pub struct Swarm {
     pub installers: usize,
     /// Which faults may be enabled.
     pub faults: FaultMode,
+    /// Byzantine replicas may also race, lie repeatedly, replay and mutate
+    /// ([`ByzantineReplica::HOSTILE`]).
+    pub hostile: bool,
 }
 
 impl Default for Swarm {
     /// The simulator's built-in deployment: 12 groups of 4 with 4 guardians
     /// each, 3 installers, every fault on.
     fn default() -> Self {
-        Self { groups: 12, replicas: 4, guardians: 4, installers: 3, faults: FaultMode::All }
+        Self { groups: 12, replicas: 4, guardians: 4, installers: 3, faults: FaultMode::All, hostile: false }
     }
 }
 
@@ -126,7 +129,9 @@ impl Swarm {
             for gi in 0..self.groups {
                 let count = if f == 0 { 0 } else { rng.next_u64() % (f + 1) };
                 for k in 0..count {
-                    let b = ByzantineReplica::ALL[(rng.next_u64() % ByzantineReplica::ALL.len() as u64) as usize];
+                    let menu: &[ByzantineReplica] =
+                        if self.hostile { &ByzantineReplica::EVERY } else { &ByzantineReplica::ALL };
+                    let b = menu[(rng.next_u64() % menu.len() as u64) as usize];
                     // Distinct indices: k-th from a random start.
                     let start = rng.next_u64() as usize % self.replicas;
                     let ri = (start + k as usize * 7) % self.replicas;
