@@ -383,7 +383,7 @@ impl Swarm {
         // A compromised group needs 3F + 1 guardians exactly: with more, two
         // quorums of 2F + 1 need not meet in a correct guardian (see
         // `GuardianSet::new`), and both codes can be rebuilt.
-        let exact = guardians % 3 == 1; // n = 3F + 1
+        let exact = guardians == 0 || guardians % 3 == 1; // n = 3F + 1
         if compromised && groups >= 2 && self.upgrades == 0 && exact {
             let g = rng.next_u64() as usize % groups;
             cfg.compromised = vec![g];
