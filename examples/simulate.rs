@@ -82,6 +82,23 @@ struct Args {
     /// roles need `--features planted-bugs`).
     #[arg(long, value_enum)]
     plant: Option<Plant>,
+    /// Byzantine replicas may also race, lie repeatedly, replay genuine
+    /// values and mutate real messages.
+    #[arg(long)]
+    hostile: bool,
+    /// Each seed draws its own deployment (group sizes 1 to 64, 1 to 200
+    /// groups, 0 to 16 guardians, call graphs with isolated groups, tight
+    /// installers, proactive and finish-all on or off); implies --hostile.
+    /// --groups, --replicas and --guardians are then ignored.
+    #[arg(long)]
+    shapes: bool,
+    /// Many successive upgrades per run (48), chained on each deployer's
+    /// version codes; implies --hostile.
+    #[arg(long)]
+    long: bool,
+    /// Upgrades per run, chained (0: the built-in workload; --long: 48).
+    #[arg(long)]
+    upgrades: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -127,6 +144,9 @@ impl Args {
             guardians: self.guardians,
             installers: self.installers,
             faults,
+            hostile: self.hostile || self.shapes || self.long,
+            shapes: self.shapes,
+            upgrades: self.upgrades.unwrap_or(if self.long { bft_upgrade::sim::LONG_UPGRADES } else { 0 }),
         }
     }
 
@@ -148,13 +168,32 @@ impl Args {
         };
         format!(
             "cargo run --release{features} --example simulate -- --seed {seed} --groups {} --replicas {} --guardians {} \
-             --installers {} --faults {}{plant} --trace",
+             --installers {} --faults {}{plant}{} --trace",
             self.groups,
             self.replicas,
             self.guardians,
             self.installers,
             self.faults.to_possible_value().map_or("all".into(), |v| v.get_name().to_string()),
+            self.mode_flags(),
         )
+    }
+
+    /// The flags beyond the shape that a replay needs.
+    fn mode_flags(&self) -> String {
+        let mut out = String::new();
+        if self.hostile {
+            out.push_str(" --hostile");
+        }
+        if self.shapes {
+            out.push_str(" --shapes");
+        }
+        if self.long {
+            out.push_str(" --long");
+        }
+        if let Some(n) = self.upgrades {
+            out.push_str(&format!(" --upgrades {n}"));
+        }
+        out
     }
 }
 
@@ -355,7 +394,30 @@ fn record(t: &mut Totals, seed: u64, r: &Report) {
 fn replay(args: &Args, _swarm: Swarm, seed: u64) -> ExitCode {
     let mut cfg = args.config(seed);
     cfg.print_trace = args.trace;
-    println!("seed {seed}: {} groups of {} replicas, {} guardians each", args.groups, args.replicas, args.guardians);
+    if args.shapes {
+        println!(
+            "seed {seed}: shape template {}, group sizes {:?}, {} guardians each",
+            Swarm::template_of(seed),
+            cfg.group_sizes,
+            cfg.guardians
+        );
+        println!(
+            "  installers {} (tight {}), finish_all {}, proactive {}, ring {}, extra edges {}, isolated {:?}",
+            cfg.installers,
+            cfg.tight_installers,
+            cfg.finish_all,
+            cfg.proactive,
+            cfg.ring,
+            cfg.extra_edges,
+            cfg.isolated
+        );
+    } else {
+        println!(
+            "seed {seed}: {} groups of {} replicas, {} guardians each",
+            args.groups, args.replicas, args.guardians
+        );
+    }
+    println!("  {} upgrades", cfg.upgrades.len());
     println!("  byzantine replicas {:?}", cfg.byzantine);
     println!("  byzantine guardians {:?}, compromised groups {:?}", cfg.byzantine_guardians, cfg.compromised);
     println!("  network {:?}, crashes {}, byzantine installers {}", cfg.network, cfg.crashes, cfg.byzantine_installers);
@@ -383,10 +445,25 @@ fn replay(args: &Args, _swarm: Swarm, seed: u64) -> ExitCode {
 fn print_table(args: &Args, t: &Totals, seconds: f64) {
     let d = t.diffusing.json();
     let p = t.two_pc.json();
-    println!(
-        "bft-upgrade simulation: {} groups × {} replicas, {} guardians/group, {} installers, faults {:?}",
-        args.groups, args.replicas, args.guardians, args.installers, args.faults
-    );
+    if args.shapes {
+        println!(
+            "bft-upgrade simulation: shape swarm ({} templates), {} installers, faults {:?}{}",
+            Swarm::templates().len(),
+            args.installers,
+            args.faults,
+            args.mode_flags()
+        );
+    } else {
+        println!(
+            "bft-upgrade simulation: {} groups × {} replicas, {} guardians/group, {} installers, faults {:?}{}",
+            args.groups,
+            args.replicas,
+            args.guardians,
+            args.installers,
+            args.faults,
+            args.mode_flags()
+        );
+    }
     println!();
     println!(
         "  runs                      {:>10}   (seeds {}..{}, {seconds:.1} s)",

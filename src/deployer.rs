@@ -214,7 +214,7 @@ impl<'g> UpgradePlan<'g> {
                 Custody::Replicas
             }
             Some(set) => {
-                // Guardian custody: shares of threshold 2F + 1 go to the
+                // Guardian custody: shares of the guardian threshold go to the
                 // guardians; each replica gets k_g and a membership token.
                 if !set.is_well_formed() {
                     return Err(MisuseError::BadArgument);

@@ -108,7 +108,8 @@ pub struct GroupConfig {
 /// A group's guardians as its configuration names them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuardianIds {
-    /// `F`: guardians that may be faulty (threshold `2F + 1`).
+    /// `F`: guardians that may be faulty (threshold
+    /// [`guardian_threshold`](crate::wire::guardian_threshold)).
     pub f: u8,
     /// Guardian ids, in share order.
     pub ids: Vec<u32, MAX_GUARDIANS>,
@@ -167,7 +168,7 @@ pub enum GroupEffect {
 
 /// Status of a held piece in Figure 3's terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Status {
+pub enum Status {
     /// In `A`, its `s_g` shares released.
     Released,
     /// In `A`, postponed: nothing released yet.
@@ -384,6 +385,12 @@ impl GroupReplica {
     /// The outcome of `upgrade` here, if it finished within the history.
     pub fn outcome(&self, upgrade: UpgradeId) -> Option<Outcome> {
         self.finished.iter().find(|f| f.upgrade == upgrade).map(|f| f.outcome)
+    }
+
+    /// The Figure 3 status of `upgrade`'s piece, if it is held here and
+    /// unfinished (for hosts' status displays and diagnosis).
+    pub fn status(&self, upgrade: UpgradeId) -> Option<Status> {
+        self.held.iter().find(|h| h.upgrade == upgrade).map(|h| h.status)
     }
 
     /// Whether `upgrade` is held here and unfinished, and if so whether it
@@ -868,7 +875,8 @@ impl GroupReplica {
         }
     }
 
-    /// Guardian custody: a guardian's share; at `2F + 1` valid ones the
+    /// Guardian custody: a guardian's share; at the threshold of valid ones
+    /// ([`guardian_threshold`](crate::wire::guardian_threshold)) the
     /// code is rebuilt (and a `c` checked against `D(c)`).
     fn guardian_share(
         &mut self,
@@ -905,7 +913,7 @@ impl GroupReplica {
         if fetch.shares.push(share.clone()).is_err() {
             return;
         }
-        let k = usize::from(g.f).saturating_mul(2).saturating_add(1);
+        let k = crate::wire::guardian_threshold(g.guardians.len(), g.f);
         if fetch.shares.len() < k {
             return;
         }

@@ -1,7 +1,8 @@
 //! The guardian role: holding a group's shares so that even a compromised
 //! group cannot rebuild both codes (paper section 5; PROTOCOL.md section 7).
 //!
-//! A group has `3F + 1` guardians and its codes have threshold `2F + 1`.
+//! A group has `3F + 1` (or more) guardians and its codes have threshold
+//! `2F + 1` (in general [`guardian_threshold`](crate::wire::guardian_threshold)).
 //! A correct guardian releases, per group and upgrade, shares of **one kind
 //! only**; two quorums of `2F + 1` meet in a correct guardian, so no group,
 //! however compromised, gets both `s_g` and `c`.

@@ -49,8 +49,9 @@ impl UpgradeId {
 
 impl core::fmt::Debug for UpgradeId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let [a, b, c, d, ..] = self.0;
-        write!(f, "U{a:02x}{b:02x}{c:02x}{d:02x}")
+        // The deployer, then the first random bytes.
+        let [_, _, _, _, a, b, c, d, ..] = self.0;
+        write!(f, "U{}:{a:02x}{b:02x}{c:02x}{d:02x}", self.deployer().0)
     }
 }
 
@@ -140,8 +141,24 @@ impl Membership {
     }
 }
 
+/// The share threshold of `n` guardians of which `f` may be faulty: the
+/// least `t` with `2t > n + f`, that is `⌊(n + f) / 2⌋ + 1` (`2F + 1` for the
+/// paper's `n = 3F + 1`).
+///
+/// Why: correct guardians release one kind each, but a compromised group
+/// may ask different ones for different kinds. Both codes are rebuilt only
+/// if `f` plus the correct guardians that chose each kind reach `t` twice,
+/// which needs `2t ≤ n + f`. With `2F + 1` kept for more than `3F + 1`
+/// guardians (6 guardians, `F = 1`: two disjoint quorums of 3), a
+/// compromised group could rebuild both. And `t ≤ n − f` for `n ≥ 3f + 1`,
+/// so the correct guardians alone always reach it.
+pub const fn guardian_threshold(n: usize, f: u8) -> usize {
+    n.saturating_add(f as usize) / 2 + 1
+}
+
 /// A group's guardians (section 7): `3F + 1` or more hosts, each with an
-/// address (its id) and a P-256 key; shares have threshold `2F + 1`.
+/// address (its id) and a P-256 key; shares have threshold
+/// [`guardian_threshold`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct GuardianSet {
@@ -166,9 +183,10 @@ impl GuardianSet {
         Ok(Self { f, members })
     }
 
-    /// The share threshold `2F + 1`.
+    /// The share threshold, [`guardian_threshold`] (`2F + 1` for
+    /// `3F + 1` guardians).
     pub fn threshold(&self) -> usize {
-        usize::from(self.f).saturating_mul(2).saturating_add(1)
+        guardian_threshold(self.members.len(), self.f)
     }
 
     /// Whether `3F + 1 <= n` and ids are distinct.
@@ -240,7 +258,8 @@ pub enum Custody {
     /// shares (threshold `f + 1`).
     #[default]
     Replicas,
-    /// `3F + 1` guardians (threshold `2F + 1`). Each replica's box holds
+    /// `3F + 1` or more guardians (threshold [`guardian_threshold`]:
+    /// `2F + 1` for `3F + 1`). Each replica's box holds
     /// `k_g` and a membership token; its entry's `secret_share` digest is
     /// the token's digest and its `cancel_share` digest is all zeros.
     Guardians {

@@ -27,7 +27,7 @@ mod swarm;
 pub mod twopc;
 mod world;
 
-pub use swarm::{FaultMode, Swarm};
+pub use swarm::{chained_workload, FaultMode, Swarm, Template, LONG_UPGRADES};
 pub use world::{
     ByzantineGuardian, ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation, World,
     DIFFUSION_GRACE,

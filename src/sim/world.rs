@@ -1,5 +1,7 @@
 //! The world: configuration, event loop, adversary and checkers.
 
+mod hostile;
+
 use std::boxed::Box;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::format;
@@ -28,6 +30,9 @@ use std::sync::Arc;
 
 /// The installer type the simulator runs (up to 256 groups per upgrade).
 pub enum SimInstaller {
+    /// Up to 64 groups, 512 pooled shares: the crate's `DefaultInstaller`,
+    /// the smallest size; runs with `tight_installers` use it when it fits.
+    Tiny(Box<Installer<64, 512>>),
     /// Up to 256 groups.
     Small(Box<Installer<256, 4096>>),
     /// Up to 16,384 groups (the scaling runs).
@@ -38,6 +43,7 @@ pub enum SimInstaller {
 macro_rules! each {
     ($self:expr, $i:ident => $e:expr) => {
         match $self {
+            SimInstaller::Tiny($i) => $e,
             SimInstaller::Small($i) => $e,
             SimInstaller::Large($i) => $e,
         }
@@ -45,16 +51,30 @@ macro_rules! each {
 }
 
 impl SimInstaller {
-    /// An installer at the smallest capacity the deployment declares: its
-    /// pool is exactly what the groups need.
-    fn new(id: u32, header: UpgradeHeader, groups: &[(GroupId, u8)], finish_all: bool, retry_ms: u64) -> Self {
+    /// An installer of the upgrade over `groups`; with `tight`, at the
+    /// smallest capacity the deployment declares (its pool is exactly what
+    /// the groups need, in the smallest type that holds them), so anything
+    /// that overflows the pool shows.
+    fn new(
+        id: u32,
+        header: UpgradeHeader,
+        groups: &[(GroupId, u8)],
+        finish_all: bool,
+        retry_ms: u64,
+        tight: bool,
+    ) -> Self {
         let finishing =
             if finish_all { Finishing::EveryGroup } else { Finishing::Diffusion { grace: DIFFUSION_GRACE } };
         let need = pool_needed(groups);
-        let options = InstallerOptions::default().retry_ms(retry_ms).finishing(finishing).share_pool(need);
+        let mut options = InstallerOptions::default().retry_ms(retry_ms).finishing(finishing);
+        if tight {
+            options = options.share_pool(need);
+        }
         // Each size is built in a frame of its own: a frame sized for the
         // large one would overflow test threads' stacks.
-        if groups.len() <= 256 && need <= 4096 {
+        if tight && groups.len() <= 64 && need <= 512 {
+            Self::Tiny(boxed(id, header, groups, options))
+        } else if groups.len() <= 256 && need <= 4096 {
             Self::Small(boxed(id, header, groups, options))
         } else {
             Self::Large(boxed(id, header, groups, options))
@@ -134,6 +154,19 @@ pub enum ByzantineReplica {
     /// A member of a compromised group: releases both kinds of share, and
     /// in guardian custody asks the guardians for both kinds.
     Compromised,
+    /// Races the correct replicas: with every answer, first (early) sends
+    /// every installer of the upgrade several distinct bogus values of both
+    /// kinds (in guardian custody, more bogus `Code(Secret, …)` values than
+    /// an installer tracks), then the honest answer, then another lie.
+    Racer,
+    /// Replays genuine answers and codes seen on the wire (other replicas,
+    /// upgrades and groups), as its own and verbatim, to every installer of
+    /// the upgrade and to neighbour groups.
+    Replayer,
+    /// ByzzFuzz-style: takes each real outgoing message and alters one
+    /// field (value, kind, index, upgrade id), duplicates it, or sends it
+    /// early or late.
+    Mutator,
 }
 
 /// How a Byzantine guardian misbehaves.
@@ -157,6 +190,23 @@ impl ByzantineReplica {
         ByzantineReplica::WrongDecision,
         ByzantineReplica::Equivocate,
         ByzantineReplica::Garbage,
+    ];
+
+    /// The behaviors that race, lie repeatedly, replay and mutate.
+    pub const HOSTILE: [ByzantineReplica; 3] =
+        [ByzantineReplica::Racer, ByzantineReplica::Replayer, ByzantineReplica::Mutator];
+
+    /// [`ALL`](Self::ALL) and [`HOSTILE`](Self::HOSTILE), for seeded choice.
+    pub const EVERY: [ByzantineReplica; 9] = [
+        ByzantineReplica::Silent,
+        ByzantineReplica::ForgeShares,
+        ByzantineReplica::BothKinds,
+        ByzantineReplica::WrongDecision,
+        ByzantineReplica::Equivocate,
+        ByzantineReplica::Garbage,
+        ByzantineReplica::Racer,
+        ByzantineReplica::Replayer,
+        ByzantineReplica::Mutator,
     ];
 }
 
@@ -262,6 +312,14 @@ pub struct SimConfig {
     /// shape (group sizes, upgrades), not on `seed`, so runs of one shape
     /// share it and the crypto stays out of each run's cost.
     pub material_seed: u64,
+    /// Whether the neighbor graph starts from a ring (else only the random
+    /// edges: disconnected components are likely).
+    pub ring: bool,
+    /// Groups with no neighbors at all (isolated in the call graph).
+    pub isolated: Vec<usize>,
+    /// Installers at the smallest capacity that fits their upgrade, so a
+    /// share pool that fills up shows as a liveness failure.
+    pub tight_installers: bool,
 }
 
 impl SimConfig {
@@ -304,6 +362,9 @@ impl SimConfig {
             byzantine_guardians: vec![],
             compromised: vec![],
             planted: Planted::None,
+            ring: true,
+            isolated: vec![],
+            tight_installers: false,
         }
     }
 }
@@ -433,15 +494,24 @@ struct Tally {
     unfinished: usize,
     /// Whether there are any such replicas at all.
     watched: bool,
+    /// Replicas of any kind, in its groups, that have not finished it: at
+    /// zero the host retires it at the guardians.
+    left: usize,
+    /// Whether it covers a compromised group (never retired then).
+    compromised: bool,
 }
 
 impl Tally {
     fn new(b: &Built, groups: &[Group]) -> Self {
         let mut member = vec![false; groups.len()];
         let mut unfinished = 0;
+        let mut left = 0;
+        let mut compromised = false;
         for gi in &b.groups {
             member[*gi] = true;
             let g = &groups[*gi];
+            left += g.replicas.len();
+            compromised |= g.replicas.iter().all(|r| r.byz == Some(ByzantineReplica::Compromised));
             if g.correct {
                 unfinished += g.replicas.iter().filter(|r| r.byz.is_none()).count();
             }
@@ -455,6 +525,8 @@ impl Tally {
             c_at: BTreeSet::new(),
             unfinished,
             watched: unfinished > 0,
+            left,
+            compromised,
         }
     }
 
@@ -584,6 +656,13 @@ pub struct World {
     /// Guardian shares that reached Byzantine hands: (upgrade, group,
     /// kind) → guardian share indices.
     leaked: BTreeMap<(UpgradeId, GroupId, bool), BTreeSet<u8>>,
+    /// Genuine messages correct replicas sent (answers, codes), for
+    /// Byzantine replicas to replay: a small store, overwritten at random.
+    genuine: Vec<Message>,
+    /// Whether the event limit cut the run short.
+    out_of_events: bool,
+    /// Whether some replica replays (only then is `genuine` kept).
+    replaying: bool,
 }
 
 struct GuardianSlot {
@@ -626,7 +705,7 @@ impl World {
         // Neighbor graph: a ring plus random extra edges.
         let g = cfg.group_sizes.len();
         let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
-        if g > 1 {
+        if g > 1 && cfg.ring {
             for i in 0..g {
                 let j = (i + 1) % g;
                 edges.insert((i.min(j), i.max(j)));
@@ -638,6 +717,7 @@ impl World {
                 edges.insert((a.min(b), a.max(b)));
             }
         }
+        edges.retain(|(a, b)| !cfg.isolated.contains(a) && !cfg.isolated.contains(b));
         let mut neighbors: Vec<Vec<usize>> = vec![vec![]; g];
         for (a, b) in &edges {
             if neighbors[*a].len() < crate::group::MAX_NEIGHBORS && neighbors[*b].len() < crate::group::MAX_NEIGHBORS {
@@ -747,7 +827,8 @@ impl World {
             list.sort();
             list.dedup();
             for k in 0..cfg.installers + cfg.byzantine_installers {
-                let role = SimInstaller::new(next_id, b.header.clone(), &list, cfg.finish_all, cfg.retry_ms);
+                let tight = cfg.tight_installers;
+                let role = SimInstaller::new(next_id, b.header.clone(), &list, cfg.finish_all, cfg.retry_ms, tight);
                 installers.push(InstallerSlot {
                     upgrade: ui,
                     role,
@@ -785,6 +866,9 @@ impl World {
             to_check,
             tallies,
             byz_guardians: Vec::new(),
+            genuine: Vec::new(),
+            out_of_events: false,
+            replaying: cfg.byzantine.iter().any(|(_, _, b)| *b == ByzantineReplica::Replayer),
             cfg,
         };
         for client in 0..world.clients.len() {
@@ -952,7 +1036,11 @@ impl World {
     /// finished or the deadline passed.
     pub fn run(mut self) -> Report {
         while let Some(q) = self.queue.pop() {
-            if q.at > self.cfg.deadline_ms || self.metrics.events >= self.cfg.max_events {
+            if q.at > self.cfg.deadline_ms {
+                break;
+            }
+            if self.metrics.events >= self.cfg.max_events {
+                self.out_of_events = true;
                 break;
             }
             self.now = q.at;
@@ -1352,6 +1440,9 @@ impl World {
             }
         }
         for out in &step.messages {
+            if byz.is_none() && self.replaying {
+                self.keep_genuine(&out.message);
+            }
             if byz.is_none() {
                 if let Message::Answer(a) = &out.message {
                     self.touch(a.upgrade, gi);
@@ -1492,6 +1583,9 @@ impl World {
         let with = |a: &Answer, reply: Reply| Message::Answer(Answer { reply, ..a.clone() });
         if b == ByzantineReplica::Compromised {
             return self.compromised(gi, ri, to, message, op);
+        }
+        if ByzantineReplica::HOSTILE.contains(&b) {
+            return self.hostile(gi, ri, b, to, message);
         }
         match (b, answer, shares) {
             (ByzantineReplica::Silent, _, _) | (ByzantineReplica::Compromised, _, _) => {}
@@ -1711,7 +1805,27 @@ impl World {
         if counted {
             self.tallies[ui].unfinished -= 1;
         }
+        if first {
+            self.tallies[ui].left -= 1;
+            if self.tallies[ui].left == 0 && !self.tallies[ui].compromised {
+                self.retire(u);
+            }
+        }
         self.to_check.insert((ui, gi));
+    }
+
+    /// The host's duty once `u` finished at every replica of every group it
+    /// covers: guardians forget its records (they hold at most 64, and a
+    /// record that released a kind stays until retired). The durable copy
+    /// is rewritten too, as a host would.
+    fn retire(&mut self, u: UpgradeId) {
+        for slot in &mut self.guardians {
+            slot.role.retire(u);
+            if slot.durable.is_some() {
+                let mut buf = vec![0u8; wire::encoded_len(&slot.role)];
+                slot.durable = Some(wire::encode(&slot.role, &mut buf).expect("sized").to_vec());
+            }
+        }
     }
 
     /// No replay (section 4.4): a correct replica releases shares only for
@@ -1857,6 +1971,37 @@ impl World {
         }
     }
 
+    /// One stuck group of upgrade `ui`, for a liveness report: what its
+    /// first correct replica holds, and each live correct installer's view.
+    fn diagnose(&self, ui: usize, id: GroupId) -> String {
+        let u = self.upgrades[ui].header.upgrade;
+        let Some(gi) = self.group_index(id) else { return String::new() };
+        let g = &self.groups[gi];
+        let Some((ri, r)) = g.replicas.iter().enumerate().find(|(_, r)| r.byz.is_none()) else {
+            return String::new();
+        };
+        let held = r.role.status(u);
+        // What a prepare would answer now, on a copy.
+        let answer = self.upgrades[ui].pieces.get(&id).map(|piece| {
+            let mut copy = r.role.clone();
+            let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
+            let op = Operation::PrepareInstall(piece.clone());
+            let step =
+                copy.handle_ordered_with(Instant(self.now), Peer::Installer(0), &op, &mut crypto, |_| Verdict::Accept);
+            step.messages.iter().find_map(|m| match &m.message {
+                Message::Answer(a) => Some(format!("{:?}", a.reply)),
+                _ => None,
+            })
+        });
+        let views: Vec<String> = self
+            .installers
+            .iter()
+            .filter(|i| i.upgrade == ui && !i.byzantine && !i.dead)
+            .map(|i| format!("{:?}", each!(&i.role, x => x.progress(id))))
+            .collect();
+        format!("g{}: {held:?}, a prepare now: {answer:?}, installers {}", id.0, views.join("/"))
+    }
+
     fn report(self) -> Report {
         use sha2::Digest as _;
         let outcomes: Vec<Option<Outcome>> = (0..self.upgrades.len()).map(|ui| self.outcome_of(ui)).collect();
@@ -1879,10 +2024,12 @@ impl World {
                         })
                         .map(|gi| self.groups[*gi].id.0)
                         .collect();
-                    format!("upgrade #{ui} unfinished at groups {stuck:?}")
+                    let why: Vec<String> = stuck.iter().map(|g| self.diagnose(ui, GroupId(*g))).collect();
+                    format!("upgrade #{ui} unfinished at groups {stuck:?} ({})", why.join(", "))
                 })
                 .collect();
-            Some(pending.join("; "))
+            let cut = if self.out_of_events { " (event limit hit)" } else { "" };
+            Some(format!("{}{cut}", pending.join("; ")))
         };
         let _ = (&self.upgrades.first().map(|b| (&b.trigger, &b.cancel)), &self.txns);
         let byz_replicas = self.groups.iter().flat_map(|g| &g.replicas).filter(|r| r.byz.is_some()).count();
