@@ -153,7 +153,7 @@ impl Membership {
 /// compromised group could rebuild both. And `t ≤ n − f` for `n ≥ 3f + 1`,
 /// so the correct guardians alone always reach it.
 pub const fn guardian_threshold(n: usize, f: u8) -> usize {
-    n.saturating_add(f as usize) / 2 + 1
+    (n.saturating_add(f as usize) / 2).saturating_add(1)
 }
 
 /// A group's guardians (section 7): `3F + 1` or more hosts, each with an
