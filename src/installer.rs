@@ -581,9 +581,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             self.pool_push(step, si32, replica, Pooled::Share(kind, share.clone()));
             return;
         }
-        if !self.planted(crate::planted::Planted::PoolKeepsUsedShares) {
-            self.pool.retain(|p| p.slot != si32);
-        }
+        self.pool.retain(|p| p.slot != si32);
         let Ok(secret) = reconstruct(&shares) else {
             return;
         };
@@ -655,9 +653,12 @@ impl<const G: usize, const P: usize> Installer<G, P> {
     /// guaranteed by the budget [`new`](Self::new) checked; a full pool
     /// would be this crate's bug, counted in the step's `lost`.
     fn pool_push(&mut self, step: &mut Step<InstallerEffect>, slot: u32, replica: u8, value: Pooled) {
-        if self.planted(crate::planted::Planted::PoolKeepsUsedShares) {
-            // The bug drops what does not fit, as installers once did.
-            let _ = self.pool.push(Pending { slot, replica, value });
+        if self.planted(crate::planted::Planted::PoolHalfBudget) {
+            // The bug: half the budget, and what does not fit is dropped.
+            let half = self.pool_limit / 2;
+            if self.pool.len() < half {
+                let _ = self.pool.push(Pending { slot, replica, value });
+            }
             return;
         }
         if self.pool.len() >= self.pool_limit || self.pool.push(Pending { slot, replica, value }).is_err() {

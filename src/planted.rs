@@ -36,9 +36,10 @@ pub enum Planted {
     /// An installer that counts every `s_g` value a replica sends, not
     /// only its first (one faulty replica can then make `f + 1`).
     VotesPerMessage,
-    /// An installer that keeps a group's pooled shares after rebuilding its
-    /// code and drops what no longer fits (the pool fills with dead sets).
-    PoolKeepsUsedShares,
+    /// An installer whose pool budget counts `f` entries a group instead of
+    /// `2f` (forgetting the other kind, or wrong values beside right ones)
+    /// and drops what does not fit, as installers once did.
+    PoolHalfBudget,
     /// An installer that is done once one group acknowledged and never
     /// sends the outcome to the groups diffusion does not reach.
     DoneAfterOneGroup,

@@ -933,6 +933,23 @@ mod tests {
         assert!(decode::<OrderKey>(&overlong).is_err());
     }
 
+    /// Two quorums of `t` among `n` guardians share more than `f` of them
+    /// (so a correct one), and the `n - f` correct ones reach `t`, for every
+    /// size up to the capacity and every `F` it tolerates.
+    #[test]
+    fn guardian_threshold_keeps_quorums_meeting() {
+        assert_eq!(guardian_threshold(4, 1), 3);
+        assert_eq!(guardian_threshold(16, 5), 11);
+        assert_eq!(guardian_threshold(6, 1), 4, "2F + 1 = 3 would let two quorums of 6 miss each other");
+        for n in 1..=64usize {
+            for f in 0..=((n - 1) / 3) as u8 {
+                let t = guardian_threshold(n, f);
+                assert!(2 * t > n + usize::from(f), "n {n} f {f}: quorums of {t} need not meet in a correct one");
+                assert!(t <= n - usize::from(f), "n {n} f {f}: correct guardians cannot reach {t}");
+            }
+        }
+    }
+
     #[test]
     fn over_capacity_is_refused() {
         // A resource list claiming 17 entries.

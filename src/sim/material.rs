@@ -47,6 +47,8 @@ type Slot = (UpgradeId, GroupId, usize);
 /// Everything cryptographic about a deployment shape.
 pub(crate) struct Material {
     pub(crate) deployers: Vec<(DeployerId, PublicKey)>,
+    /// Their signing keys (a Byzantine installer borrows one to squat).
+    pub(crate) deployer_keys: Vec<DeployerKey>,
     pub(crate) genesis: Vec<Code>,
     pub(crate) keys: Vec<Vec<ReplicaSecretKey>>,
     pub(crate) memberships: Vec<Membership>,
@@ -86,8 +88,9 @@ impl Material {
         s[..8].copy_from_slice(&seed.to_le_bytes());
         s[8..16].copy_from_slice(b"material");
         let mut rng = ChaCha20Rng::from_seed(s);
+        let deployer_keys: Vec<DeployerKey> = (0..DEPLOYERS).map(|_| DeployerKey::random(&mut rng)).collect();
         let deployers: Vec<Deployer> =
-            (0..DEPLOYERS as u32).map(|i| Deployer::new(DeployerId(i + 1), DeployerKey::random(&mut rng))).collect();
+            deployer_keys.iter().zip(1..).map(|(k, i)| Deployer::new(DeployerId(i), k.clone())).collect();
         let genesis: Vec<Code> = (0..DEPLOYERS as u8).map(|i| Code::from_bytes([i + 1; 32])).collect();
         let mut keys = Vec::new();
         let mut memberships = Vec::new();
@@ -175,6 +178,7 @@ impl Material {
         }
         Self {
             deployers: deployers.iter().map(|d| (d.id(), d.public_key())).collect(),
+            deployer_keys,
             genesis,
             keys,
             memberships,

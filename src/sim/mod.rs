@@ -29,6 +29,6 @@ mod world;
 
 pub use swarm::{chained_workload, FaultMode, Swarm, Template, LONG_UPGRADES};
 pub use world::{
-    ByzantineGuardian, ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation, World,
-    DIFFUSION_GRACE,
+    ByzantineGuardian, ByzantineReplica, Metrics, NetworkFaults, Report, SimConfig, UpgradeSpec, Violation,
+    ViolationKind, World, DIFFUSION_GRACE,
 };

@@ -374,8 +374,31 @@ impl SimConfig {
 pub struct Violation {
     /// Virtual time, ms.
     pub at_ms: u64,
-    /// What broke.
+    /// Which property broke.
+    pub kind: ViolationKind,
+    /// What broke, in words.
     pub what: String,
+}
+
+/// The property a [`Violation`] breaks (PROTOCOL.md section 2, and the
+/// crate's own promises).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// A correct group committed while another aborted.
+    SplitOutcome,
+    /// A correct group released both kinds of share for one piece.
+    BothKinds,
+    /// Both the trigger and the cancellation code can be rebuilt.
+    BothCodes,
+    /// A correct replica released shares of a piece not built on its
+    /// deployer's current version code (a replay).
+    Replay,
+    /// A correct installer decided to commit before every group accepted.
+    EarlyCommit,
+    /// A client saw a group older than one it saw before (section 4.3).
+    ClientOrder,
+    /// A role's step lost an output it had decided (`Step::lost`).
+    LostOutput,
 }
 
 /// Message and work counters.
@@ -939,7 +962,7 @@ impl World {
             #[cfg(feature = "planted-bugs")]
             Planted::CommitWithMissingGroup
             | Planted::VotesPerMessage
-            | Planted::PoolKeepsUsedShares
+            | Planted::PoolHalfBudget
             | Planted::DoneAfterOneGroup
             | Planted::SweepIgnoresRoom => {
                 for i in self.installers.iter_mut().filter(|i| !i.byzantine) {
@@ -1238,6 +1261,7 @@ impl World {
                 if covers && behind {
                     self.violation = Some(Violation {
                         at_ms: self.now,
+                        kind: ViolationKind::ClientOrder,
                         what: format!(
                             "client {client} saw {:?} committed, then group {:?} without it",
                             d.upgrade, g.id
@@ -1248,6 +1272,7 @@ impl World {
             if reply.version < call.seen {
                 self.violation = Some(Violation {
                     at_ms: self.now,
+                    kind: ViolationKind::ClientOrder,
                     what: format!("client {client} saw version {} of {:?} after {}", reply.version, g.id, call.seen),
                 });
             }
@@ -1422,7 +1447,17 @@ impl World {
     }
 
     /// Carries out a replica's step, through the adversary if Byzantine.
+    /// Every role runs the real code, so every step must keep what it
+    /// decided: a lost output is this crate's bug, whoever's step it is.
+    fn check_lost(&mut self, lost: u32, who: impl FnOnce() -> String) {
+        if lost > 0 {
+            let what = format!("{}'s step lost {lost} output(s) it had decided", who());
+            self.flag(ViolationKind::LostOutput, what);
+        }
+    }
+
     fn route_group(&mut self, gi: usize, ri: usize, step: Step<GroupEffect>, op: Option<&Operation>) {
+        self.check_lost(step.lost, || format!("replica {ri} of group {gi}"));
         self.dirty |= !step.effects.is_empty() || step.messages.iter().any(|m| matches!(m.message, Message::Answer(_)));
         self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
         let me = Peer::Replica { group: self.groups[gi].id, index: ri as u8 };
@@ -1493,6 +1528,7 @@ impl World {
     }
 
     fn route_guardian(&mut self, k: usize, step: Step<GuardianEffect>) {
+        self.check_lost(step.lost, || format!("guardian {k}"));
         self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
         let me = self.guardians[k].role.peer();
         for e in &step.effects {
@@ -1682,6 +1718,7 @@ impl World {
     }
 
     fn route_installer(&mut self, ii: usize, step: Step<InstallerEffect>) {
+        self.check_lost(step.lost, || format!("installer {ii}"));
         self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
         let me = self.installers[ii].role.peer();
         let ui = self.installers[ii].upgrade;
@@ -1707,7 +1744,7 @@ impl World {
                 "installer {me:?} decided to commit {:?} before every group accepted",
                 self.upgrades[ui].header.upgrade
             );
-            self.flag(what);
+            self.flag(ViolationKind::EarlyCommit, what);
         }
         for out in &step.messages {
             if let (Peer::Group(g), Message::Submit(op)) = (out.to, &out.message) {
@@ -1721,13 +1758,13 @@ impl World {
     }
 
     /// A Byzantine installer's extra moves: wrong codes, replays of other
-    /// upgrades' pieces, and stray aborts and commits.
+    /// upgrades' pieces, stray aborts and commits, and squatted pieces.
     fn byzantine_installer(&mut self, ii: usize) {
         let me = self.installers[ii].role.peer();
         let gi = below(&mut self.rng, self.groups.len());
         let ui = below(&mut self.rng, self.upgrades.len());
         let upgrade = self.upgrades[ui].header.upgrade;
-        match self.rng.next_u32() % 4 {
+        match self.rng.next_u32() % 5 {
             0 => {
                 let mut junk = [0u8; 32];
                 self.rng.fill_bytes(&mut junk);
@@ -1754,7 +1791,31 @@ impl World {
                     self.submit(me, gi, Operation::PrepareInstall(p.clone()));
                 }
             }
+            3 => self.squat(me, ui),
             _ => {}
+        }
+    }
+
+    /// Upgrade-id squatting: the last authorized deployer (whose chain the
+    /// workloads leave at genesis) signs, under its own name, a copy of a
+    /// piece of upgrade `ui`, typically before the upgrade starts. Groups
+    /// and guardians must refuse it: the id names another deployer.
+    fn squat(&mut self, me: Peer, ui: usize) {
+        let squatter = self.material.deployers.len() - 1;
+        let (id, _) = self.material.deployers[squatter];
+        let count = self.upgrades[ui].pieces.len();
+        let pick = below(&mut self.rng, count);
+        let Some((g, genuine)) = self.upgrades[ui].pieces.iter().nth(pick) else { return };
+        if genuine.header.deployer == id {
+            return;
+        }
+        let mut piece = genuine.clone();
+        piece.header.deployer = id;
+        piece.header.prev_version = self.material.genesis[squatter].clone();
+        piece.signature =
+            self.material.deployer_keys[squatter].sign(&piece.header.digest()).expect("a valid key signs");
+        if let Some(target) = self.group_index(*g) {
+            self.submit(me, target, Operation::PrepareInstall(piece));
         }
     }
 
@@ -1843,7 +1904,7 @@ impl World {
                 "replica {ri} of {:?} released shares of {upgrade:?}, built on a stale version",
                 self.groups[gi].id
             );
-            self.flag(what);
+            self.flag(ViolationKind::Replay, what);
         }
     }
 
@@ -1889,9 +1950,9 @@ impl World {
         }
     }
 
-    fn flag(&mut self, what: String) {
+    fn flag(&mut self, kind: ViolationKind, what: String) {
         if self.violation.is_none() {
-            self.violation = Some(Violation { at_ms: self.now, what });
+            self.violation = Some(Violation { at_ms: self.now, kind, what });
         }
     }
 
@@ -1916,11 +1977,11 @@ impl World {
         }
         if g.correct && kinds.0 && kinds.1 {
             let what = format!("correct group {:?} released both kinds of share for {u:?}", g.id);
-            return self.flag(what);
+            return self.flag(ViolationKind::BothKinds, what);
         }
         if let (Some(c), Some(a)) = (t.committed, t.aborted) {
             let what = format!("{u:?} committed at {c:?} but aborted at {a:?}");
-            return self.flag(what);
+            return self.flag(ViolationKind::SplitOutcome, what);
         }
         let (tau, c) = self.rebuildable(ui, gi);
         let t = &mut self.tallies[ui];
@@ -1931,7 +1992,10 @@ impl World {
             t.c_at.insert(gi);
         }
         if t.tau_at.len() == t.groups && !t.c_at.is_empty() {
-            self.flag(format!("both the trigger and the cancellation code of {u:?} can be rebuilt"));
+            self.flag(
+                ViolationKind::BothCodes,
+                format!("both the trigger and the cancellation code of {u:?} can be rebuilt"),
+            );
         }
     }
 
