@@ -12,9 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use bft_upgrade::capacity;
 use bft_upgrade::planted::Planted;
 use bft_upgrade::sim::{twopc, FaultMode, Report, Swarm, World};
 use bft_upgrade::wire::Outcome;
+use clap::builder::RangedU64ValueParser;
+use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -34,7 +37,31 @@ enum Protocol {
     Both,
 }
 
+/// The most groups a world may have: what the simulator's largest installer
+/// holds (`SimInstaller::Large` in `src/sim/world.rs`).
+const MAX_GROUPS: usize = 16_384;
+/// Above this many groups the simulator builds its large installers (about
+/// 4.7 MB each, built and restored by value): the workers need deep stacks.
+const SMALL_GROUPS: usize = 256;
+/// The most guardians a group may have. A guardian of the simulator guards
+/// up to that many neighbouring groups, so it is bounded by both capacities.
+const MAX_GUARDIANS: usize =
+    if capacity::MAX_GUARDIANS < capacity::MAX_GUARDED { capacity::MAX_GUARDIANS } else { capacity::MAX_GUARDED };
+/// The most correct installers per upgrade (a bound of this tool: each one
+/// holds its own state for every group).
+const MAX_INSTALLERS: usize = 64;
+/// The most worker threads.
+const MAX_THREADS: usize = 256;
+
+/// A parser for a count in `min..=max`: out of range is a one-line usage
+/// error naming the flag and its bounds.
+fn count(min: usize, max: usize) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min as u64..=max as u64)
+}
+
 /// Simulate bft-upgrade deployments under Byzantine faults.
+///
+/// A value out of bounds is refused with one line on stderr and exit code 2.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -47,17 +74,36 @@ struct Args {
     /// Number of runs (seeds first..first+runs).
     #[arg(long, default_value_t = 300)]
     runs: u64,
-    /// Groups.
-    #[arg(long, default_value_t = 12)]
+    #[arg(
+        long,
+        default_value_t = 12,
+        value_parser = count(1, MAX_GROUPS),
+        help = format!("Groups, 1 to {MAX_GROUPS} (above {SMALL_GROUPS}, runs are slow and take gigabytes)"),
+    )]
     groups: usize,
-    /// Replicas per group.
-    #[arg(long, default_value_t = 4)]
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_parser = count(1, capacity::MAX_REPLICAS),
+        help = format!("Replicas per group, 1 to {}", capacity::MAX_REPLICAS),
+    )]
     replicas: usize,
-    /// Guardians per group (0: off).
-    #[arg(long, default_value_t = 4)]
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_parser = count(0, MAX_GUARDIANS),
+        help = format!(
+            "Guardians per group, 0 (off) to {MAX_GUARDIANS}; counts other than 3F + 1 (1, 4, 7, ...) \
+             may not hold a compromised group"
+        ),
+    )]
     guardians: usize,
-    /// Correct installers per upgrade.
-    #[arg(long, default_value_t = 3)]
+    #[arg(
+        long,
+        default_value_t = 3,
+        value_parser = count(1, MAX_INSTALLERS),
+        help = format!("Correct installers per upgrade, 1 to {MAX_INSTALLERS}"),
+    )]
     installers: usize,
     /// Which faults the seeds may enable.
     #[arg(long, value_enum, default_value_t = Faults::All)]
@@ -66,7 +112,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Protocol::Both)]
     protocol: Protocol,
     /// Runs of the side-by-side comparison with two-phase commit (the first
-    /// upgrade of the workload alone, on the first seeds of the batch).
+    /// upgrade of the workload alone, on the first runs of the batch).
     #[arg(long, default_value_t = 50)]
     compare: u64,
     /// Print every event of a replayed seed.
@@ -75,8 +121,11 @@ struct Args {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
-    /// Worker threads (default: the machine's cores).
-    #[arg(long)]
+    #[arg(
+        long,
+        value_parser = count(1, MAX_THREADS),
+        help = format!("Worker threads, 1 to {MAX_THREADS} (default: the machine's cores)"),
+    )]
     threads: Option<usize>,
     /// Plant a deliberate bug to watch the checkers find it (the bugs inside
     /// roles need `--features planted-bugs`).
@@ -219,11 +268,37 @@ struct Totals {
     two_pc: Side,
 }
 
+/// Parses the command line; a usage error is one line on stderr and exit
+/// code 2 (help and version print as usual).
+fn parse() -> Result<Args, ExitCode> {
+    match Args::try_parse() {
+        Ok(args) => Ok(args),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            // clap renders the error, a tip or two, the usage and a pointer
+            // to --help over several lines: keep the error and its tips.
+            let text = e.render().to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("error: bad arguments");
+            let tips: Vec<&str> = lines.filter(|l| l.starts_with("tip:")).collect();
+            if tips.is_empty() {
+                eprintln!("{first}");
+            } else {
+                eprintln!("{first} ({})", tips.join("; "));
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match parse() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     let swarm = args.swarm();
     if args.plant.is_some_and(Plant::in_role) && !cfg!(feature = "planted-bugs") {
-        eprintln!("this planted bug lives inside a role: add --features planted-bugs");
+        eprintln!("error: this planted bug lives inside a role: add --features planted-bugs");
         return ExitCode::from(2);
     }
     if let Some(seed) = args.seed {
