@@ -61,7 +61,11 @@ fn count(min: usize, max: usize) -> RangedU64ValueParser<usize> {
 
 /// Simulate bft-upgrade deployments under Byzantine faults.
 ///
-/// A value out of bounds is refused with one line on stderr and exit code 2.
+/// A batch runs the seeds first, first + 1, ... for --runs runs, and stops
+/// after seed 18446744073709551615 (u64::MAX): a range that would pass it
+/// runs fewer seeds (the summary's run count says how many, and a note on
+/// stderr says so). A value out of bounds is refused with one line on stderr
+/// and exit code 2.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -71,7 +75,8 @@ struct Args {
     /// First seed of a batch.
     #[arg(long, default_value_t = 0)]
     first: u64,
-    /// Number of runs (seeds first..first+runs).
+    /// Number of runs: seeds first..first+runs, stopping after u64::MAX (0:
+    /// none, an empty summary).
     #[arg(long, default_value_t = 300)]
     runs: u64,
     #[arg(
@@ -304,73 +309,84 @@ fn main() -> ExitCode {
     if let Some(seed) = args.seed {
         return replay(&args, swarm, seed);
     }
+    // Run `index` of the batch is seed `first + index`; the batch stops
+    // after u64::MAX.
+    let runs = args.runs.min((u64::MAX - args.first).saturating_add(1));
+    if runs < args.runs {
+        eprintln!("note: the batch stops after seed {}: {runs} of {} runs", u64::MAX, args.runs);
+    }
     let started = Instant::now();
     let totals = Mutex::new(Totals::default());
-    let next = AtomicU64::new(args.first);
-    let end = args.first.saturating_add(args.runs);
+    let next = AtomicU64::new(0);
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let progress = (!args.json && std::io::stderr().is_terminal() && args.runs > 20).then(|| {
-        let bar = indicatif::ProgressBar::new(args.runs);
+    // No more threads than runs.
+    let threads = threads.min(MAX_THREADS).min(usize::try_from(runs).unwrap_or(usize::MAX));
+    let progress = (!args.json && std::io::stderr().is_terminal() && runs > 20).then(|| {
+        let bar = indicatif::ProgressBar::new(runs);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs ({per_sec})")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
-                    break;
-                }
-                let cfg = args.config(seed);
-                let diffusing = (args.protocol != Protocol::TwoPc).then(|| World::new(cfg.clone()).run());
-                // Side by side: the first upgrade alone, both protocols.
-                let compare = (seed < args.first.saturating_add(args.compare)).then(|| {
-                    let mut one = cfg.clone();
-                    one.upgrades.truncate(1);
-                    // One correct installer, as 2PC has one coordinator.
-                    one.installers = 1;
-                    one.byzantine_installers = 0;
-                    one.compromised.clear();
-                    one.byzantine_guardians.clear();
-                    let ours = (args.protocol != Protocol::TwoPc).then(|| World::new(one.clone()).run());
-                    let piece = ours.as_ref().map_or(12_000, |r| r.piece_bytes);
-                    let theirs = (args.protocol != Protocol::Diffusing).then(|| twopc::run(&one, piece));
-                    (ours, theirs)
-                });
-                let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
-                t.runs += 1;
-                if let Some(r) = &diffusing {
-                    record(&mut t, seed, r);
-                }
-                if let Some((ours, theirs)) = compare {
-                    if let Some(r) = ours {
-                        let start = 0;
-                        t.diffusing.add(
-                            (r.metrics.replica_messages + r.metrics.installer_messages) as f64 / r.replicas as f64,
-                            (r.metrics.replica_bytes + r.metrics.installer_bytes) as f64 / r.replicas as f64,
-                            r.finished_at_ms.map(|f| f.saturating_sub(start)),
-                            r.availability,
-                            0,
-                        );
-                    }
-                    if let Some(b) = theirs {
-                        t.two_pc.add(
-                            b.messages_per_replica,
-                            b.bytes_per_replica,
-                            b.time_to_install_ms,
-                            b.availability,
-                            b.lock_window_ms,
-                        );
-                    }
-                }
-                drop(t);
-                if let Some(bar) = &progress {
-                    bar.inc(1);
-                }
+    // Each worker takes the next index below `runs`, never counting past it.
+    let take = || next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| (i < runs).then(|| i + 1));
+    let work = || {
+        while let Ok(index) = take() {
+            let Some(seed) = args.first.checked_add(index) else {
+                break;
+            };
+            let cfg = args.config(seed);
+            let diffusing = (args.protocol != Protocol::TwoPc).then(|| World::new(cfg.clone()).run());
+            // Side by side: the first upgrade alone, both protocols.
+            let compare = (index < args.compare).then(|| {
+                let mut one = cfg.clone();
+                one.upgrades.truncate(1);
+                // One correct installer, as 2PC has one coordinator.
+                one.installers = 1;
+                one.byzantine_installers = 0;
+                one.compromised.clear();
+                one.byzantine_guardians.clear();
+                let ours = (args.protocol != Protocol::TwoPc).then(|| World::new(one.clone()).run());
+                let piece = ours.as_ref().map_or(12_000, |r| r.piece_bytes);
+                let theirs = (args.protocol != Protocol::Diffusing).then(|| twopc::run(&one, piece));
+                (ours, theirs)
             });
+            let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+            t.runs += 1;
+            if let Some(r) = &diffusing {
+                record(&mut t, seed, r);
+            }
+            if let Some((ours, theirs)) = compare {
+                if let Some(r) = ours {
+                    let start = 0;
+                    t.diffusing.add(
+                        (r.metrics.replica_messages + r.metrics.installer_messages) as f64 / r.replicas as f64,
+                        (r.metrics.replica_bytes + r.metrics.installer_bytes) as f64 / r.replicas as f64,
+                        r.finished_at_ms.map(|f| f.saturating_sub(start)),
+                        r.availability,
+                        0,
+                    );
+                }
+                if let Some(b) = theirs {
+                    t.two_pc.add(
+                        b.messages_per_replica,
+                        b.bytes_per_replica,
+                        b.time_to_install_ms,
+                        b.availability,
+                        b.lock_window_ms,
+                    );
+                }
+            }
+            drop(t);
+            if let Some(bar) = &progress {
+                bar.inc(1);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(work);
         }
     });
     if let Some(bar) = &progress {
@@ -463,12 +479,11 @@ fn print_table(args: &Args, t: &Totals, seconds: f64) {
         args.groups, args.replicas, args.guardians, args.installers, args.faults
     );
     println!();
-    println!(
-        "  runs                      {:>10}   (seeds {}..{}, {seconds:.1} s)",
-        t.runs,
-        args.first,
-        args.first + t.runs
-    );
+    let seeds = match t.runs.checked_sub(1) {
+        None => "no seeds".to_string(),
+        Some(last) => format!("seeds {}..={}", args.first, args.first.saturating_add(last)),
+    };
+    println!("  runs                      {:>10}   ({seeds}, {seconds:.1} s)", t.runs);
     println!("  upgrades committed        {:>10}", t.committed);
     println!("  upgrades aborted          {:>10}", t.aborted);
     println!("  faults injected           {:>10}", t.faults);
