@@ -296,6 +296,16 @@ fn parse() -> Result<Args, ExitCode> {
     }
 }
 
+/// The stack of a thread that runs worlds: deep enough for the large
+/// installers, which are built and restored by value.
+fn stack_size(groups: usize) -> usize {
+    if groups > SMALL_GROUPS {
+        256 << 20
+    } else {
+        16 << 20
+    }
+}
+
 fn main() -> ExitCode {
     let args = match parse() {
         Ok(args) => args,
@@ -307,7 +317,19 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Some(seed) = args.seed {
-        return replay(&args, swarm, seed);
+        let stack = stack_size(args.groups);
+        return std::thread::scope(|scope| {
+            let worker =
+                std::thread::Builder::new().stack_size(stack).spawn_scoped(scope, || replay(&args, swarm, seed));
+            match worker.map(|w| w.join()) {
+                Ok(Ok(code)) => code,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(e) => {
+                    eprintln!("error: cannot start the replay thread: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        });
     }
     // Run `index` of the batch is seed `first + index`; the batch stops
     // after u64::MAX.
@@ -384,11 +406,24 @@ fn main() -> ExitCode {
             }
         }
     };
-    std::thread::scope(|scope| {
+    let stack = stack_size(args.groups);
+    let started_threads = std::thread::scope(|scope| {
+        let mut started_threads = 0;
         for _ in 0..threads {
-            scope.spawn(work);
+            match std::thread::Builder::new().stack_size(stack).spawn_scoped(scope, work) {
+                Ok(_) => started_threads += 1,
+                Err(e) => {
+                    eprintln!("note: cannot start a worker thread: {e}");
+                    break;
+                }
+            }
         }
+        started_threads
     });
+    if started_threads == 0 && runs > 0 {
+        eprintln!("error: no worker thread started");
+        return ExitCode::FAILURE;
+    }
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
