@@ -12,9 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use bft_upgrade::capacity;
 use bft_upgrade::planted::Planted;
 use bft_upgrade::sim::{twopc, FaultMode, Report, Swarm, World};
 use bft_upgrade::wire::Outcome;
+use clap::builder::RangedU64ValueParser;
+use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -34,7 +37,35 @@ enum Protocol {
     Both,
 }
 
+/// The most groups a world may have: what the simulator's largest installer
+/// holds (`SimInstaller::Large` in `src/sim/world.rs`).
+const MAX_GROUPS: usize = 16_384;
+/// Above this many groups the simulator builds its large installers (about
+/// 4.7 MB each, built and restored by value): the workers need deep stacks.
+const SMALL_GROUPS: usize = 256;
+/// The most guardians a group may have. A guardian of the simulator guards
+/// up to that many neighbouring groups, so it is bounded by both capacities.
+const MAX_GUARDIANS: usize =
+    if capacity::MAX_GUARDIANS < capacity::MAX_GUARDED { capacity::MAX_GUARDIANS } else { capacity::MAX_GUARDED };
+/// The most correct installers per upgrade (a bound of this tool: each one
+/// holds its own state for every group).
+const MAX_INSTALLERS: usize = 64;
+/// The most worker threads.
+const MAX_THREADS: usize = 256;
+
+/// A parser for a count in `min..=max`: out of range is a one-line usage
+/// error naming the flag and its bounds.
+fn count(min: usize, max: usize) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min as u64..=max as u64)
+}
+
 /// Simulate bft-upgrade deployments under Byzantine faults.
+///
+/// A batch runs the seeds first, first + 1, ... for --runs runs, and stops
+/// after seed 18446744073709551615 (u64::MAX): a range that would pass it
+/// runs fewer seeds (the summary's run count says how many, and a note on
+/// stderr says so). A value out of bounds is refused with one line on stderr
+/// and exit code 2.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -44,20 +75,40 @@ struct Args {
     /// First seed of a batch.
     #[arg(long, default_value_t = 0)]
     first: u64,
-    /// Number of runs (seeds first..first+runs).
+    /// Number of runs: seeds first..first+runs, stopping after u64::MAX (0:
+    /// none, an empty summary).
     #[arg(long, default_value_t = 300)]
     runs: u64,
-    /// Groups.
-    #[arg(long, default_value_t = 12)]
+    #[arg(
+        long,
+        default_value_t = 12,
+        value_parser = count(1, MAX_GROUPS),
+        help = format!("Groups, 1 to {MAX_GROUPS} (above {SMALL_GROUPS}, runs are slow and take gigabytes)"),
+    )]
     groups: usize,
-    /// Replicas per group.
-    #[arg(long, default_value_t = 4)]
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_parser = count(1, capacity::MAX_REPLICAS),
+        help = format!("Replicas per group, 1 to {}", capacity::MAX_REPLICAS),
+    )]
     replicas: usize,
-    /// Guardians per group (0: off).
-    #[arg(long, default_value_t = 4)]
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_parser = count(0, MAX_GUARDIANS),
+        help = format!(
+            "Guardians per group, 0 (off) to {MAX_GUARDIANS}; counts other than 3F + 1 (1, 4, 7, ...) \
+             may not hold a compromised group"
+        ),
+    )]
     guardians: usize,
-    /// Correct installers per upgrade.
-    #[arg(long, default_value_t = 3)]
+    #[arg(
+        long,
+        default_value_t = 3,
+        value_parser = count(1, MAX_INSTALLERS),
+        help = format!("Correct installers per upgrade, 1 to {MAX_INSTALLERS}"),
+    )]
     installers: usize,
     /// Which faults the seeds may enable.
     #[arg(long, value_enum, default_value_t = Faults::All)]
@@ -66,7 +117,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Protocol::Both)]
     protocol: Protocol,
     /// Runs of the side-by-side comparison with two-phase commit (the first
-    /// upgrade of the workload alone, on the first seeds of the batch).
+    /// upgrade of the workload alone, on the first runs of the batch).
     #[arg(long, default_value_t = 50)]
     compare: u64,
     /// Print every event of a replayed seed.
@@ -75,8 +126,11 @@ struct Args {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
-    /// Worker threads (default: the machine's cores).
-    #[arg(long)]
+    #[arg(
+        long,
+        value_parser = count(1, MAX_THREADS),
+        help = format!("Worker threads, 1 to {MAX_THREADS} (default: the machine's cores)"),
+    )]
     threads: Option<usize>,
     /// Plant a deliberate bug to watch the checkers find it (the bugs inside
     /// roles need `--features planted-bugs`).
@@ -258,85 +312,157 @@ struct Totals {
     two_pc: Side,
 }
 
+/// Parses the command line; a usage error is one line on stderr and exit
+/// code 2 (help and version print as usual).
+fn parse() -> Result<Args, ExitCode> {
+    match Args::try_parse() {
+        Ok(args) => Ok(args),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            // clap renders the error, a tip or two, the usage and a pointer
+            // to --help over several lines: keep the error and its tips.
+            let text = e.render().to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("error: bad arguments");
+            let tips: Vec<&str> = lines.filter(|l| l.starts_with("tip:")).collect();
+            if tips.is_empty() {
+                eprintln!("{first}");
+            } else {
+                eprintln!("{first} ({})", tips.join("; "));
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The stack of a thread that runs worlds: deep enough for the large
+/// installers, which are built and restored by value.
+fn stack_size(groups: usize) -> usize {
+    if groups > SMALL_GROUPS {
+        256 << 20
+    } else {
+        16 << 20
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match parse() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     let swarm = args.swarm();
     if args.plant.is_some_and(Plant::in_role) && !cfg!(feature = "planted-bugs") {
-        eprintln!("this planted bug lives inside a role: add --features planted-bugs");
+        eprintln!("error: this planted bug lives inside a role: add --features planted-bugs");
         return ExitCode::from(2);
     }
     if let Some(seed) = args.seed {
-        return replay(&args, swarm, seed);
+        let stack = stack_size(args.groups);
+        return std::thread::scope(|scope| {
+            let worker =
+                std::thread::Builder::new().stack_size(stack).spawn_scoped(scope, || replay(&args, swarm, seed));
+            match worker.map(|w| w.join()) {
+                Ok(Ok(code)) => code,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(e) => {
+                    eprintln!("error: cannot start the replay thread: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        });
+    }
+    // Run `index` of the batch is seed `first + index`; the batch stops
+    // after u64::MAX.
+    let runs = args.runs.min((u64::MAX - args.first).saturating_add(1));
+    if runs < args.runs {
+        eprintln!("note: the batch stops after seed {}: {runs} of {} runs", u64::MAX, args.runs);
     }
     let started = Instant::now();
     let totals = Mutex::new(Totals::default());
-    let next = AtomicU64::new(args.first);
-    let end = args.first.saturating_add(args.runs);
+    let next = AtomicU64::new(0);
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let progress = (!args.json && std::io::stderr().is_terminal() && args.runs > 20).then(|| {
-        let bar = indicatif::ProgressBar::new(args.runs);
+    // No more threads than runs.
+    let threads = threads.min(MAX_THREADS).min(usize::try_from(runs).unwrap_or(usize::MAX));
+    let progress = (!args.json && std::io::stderr().is_terminal() && runs > 20).then(|| {
+        let bar = indicatif::ProgressBar::new(runs);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs ({per_sec})")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
+    // Each worker takes the next index below `runs`, never counting past it.
+    let take = || next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| (i < runs).then(|| i + 1));
+    let work = || {
+        while let Ok(index) = take() {
+            let Some(seed) = args.first.checked_add(index) else {
+                break;
+            };
+            let cfg = args.config(seed);
+            let diffusing = (args.protocol != Protocol::TwoPc).then(|| World::new(cfg.clone()).run());
+            // Side by side: the first upgrade alone, both protocols.
+            let compare = (index < args.compare).then(|| {
+                let mut one = cfg.clone();
+                one.upgrades.truncate(1);
+                // One correct installer, as 2PC has one coordinator.
+                one.installers = 1;
+                one.byzantine_installers = 0;
+                one.compromised.clear();
+                one.byzantine_guardians.clear();
+                let ours = (args.protocol != Protocol::TwoPc).then(|| World::new(one.clone()).run());
+                let piece = ours.as_ref().map_or(12_000, |r| r.piece_bytes);
+                let theirs = (args.protocol != Protocol::Diffusing).then(|| twopc::run(&one, piece));
+                (ours, theirs)
+            });
+            let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+            t.runs += 1;
+            if let Some(r) = &diffusing {
+                record(&mut t, seed, r);
+            }
+            if let Some((ours, theirs)) = compare {
+                if let Some(r) = ours {
+                    let start = 0;
+                    t.diffusing.add(
+                        (r.metrics.replica_messages + r.metrics.installer_messages) as f64 / r.replicas as f64,
+                        (r.metrics.replica_bytes + r.metrics.installer_bytes) as f64 / r.replicas as f64,
+                        r.finished_at_ms.map(|f| f.saturating_sub(start)),
+                        r.availability,
+                        0,
+                    );
+                }
+                if let Some(b) = theirs {
+                    t.two_pc.add(
+                        b.messages_per_replica,
+                        b.bytes_per_replica,
+                        b.time_to_install_ms,
+                        b.availability,
+                        b.lock_window_ms,
+                    );
+                }
+            }
+            drop(t);
+            if let Some(bar) = &progress {
+                bar.inc(1);
+            }
+        }
+    };
+    let stack = stack_size(args.groups);
+    let started_threads = std::thread::scope(|scope| {
+        let mut started_threads = 0;
+        for _ in 0..threads {
+            match std::thread::Builder::new().stack_size(stack).spawn_scoped(scope, work) {
+                Ok(_) => started_threads += 1,
+                Err(e) => {
+                    eprintln!("note: cannot start a worker thread: {e}");
                     break;
                 }
-                let cfg = args.config(seed);
-                let diffusing = (args.protocol != Protocol::TwoPc).then(|| World::new(cfg.clone()).run());
-                // Side by side: the first upgrade alone, both protocols.
-                let compare = (seed < args.first.saturating_add(args.compare)).then(|| {
-                    let mut one = cfg.clone();
-                    one.upgrades.truncate(1);
-                    // One correct installer, as 2PC has one coordinator.
-                    one.installers = 1;
-                    one.byzantine_installers = 0;
-                    one.compromised.clear();
-                    one.byzantine_guardians.clear();
-                    let ours = (args.protocol != Protocol::TwoPc).then(|| World::new(one.clone()).run());
-                    let piece = ours.as_ref().map_or(12_000, |r| r.piece_bytes);
-                    let theirs = (args.protocol != Protocol::Diffusing).then(|| twopc::run(&one, piece));
-                    (ours, theirs)
-                });
-                let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
-                t.runs += 1;
-                if let Some(r) = &diffusing {
-                    record(&mut t, seed, r);
-                }
-                if let Some((ours, theirs)) = compare {
-                    if let Some(r) = ours {
-                        let start = 0;
-                        t.diffusing.add(
-                            (r.metrics.replica_messages + r.metrics.installer_messages) as f64 / r.replicas as f64,
-                            (r.metrics.replica_bytes + r.metrics.installer_bytes) as f64 / r.replicas as f64,
-                            r.finished_at_ms.map(|f| f.saturating_sub(start)),
-                            r.availability,
-                            0,
-                        );
-                    }
-                    if let Some(b) = theirs {
-                        t.two_pc.add(
-                            b.messages_per_replica,
-                            b.bytes_per_replica,
-                            b.time_to_install_ms,
-                            b.availability,
-                            b.lock_window_ms,
-                        );
-                    }
-                }
-                drop(t);
-                if let Some(bar) = &progress {
-                    bar.inc(1);
-                }
-            });
+            }
         }
+        started_threads
     });
+    if started_threads == 0 && runs > 0 {
+        eprintln!("error: no worker thread started");
+        return ExitCode::FAILURE;
+    }
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -465,12 +591,11 @@ fn print_table(args: &Args, t: &Totals, seconds: f64) {
         );
     }
     println!();
-    println!(
-        "  runs                      {:>10}   (seeds {}..{}, {seconds:.1} s)",
-        t.runs,
-        args.first,
-        args.first + t.runs
-    );
+    let seeds = match t.runs.checked_sub(1) {
+        None => "no seeds".to_string(),
+        Some(last) => format!("seeds {}..={}", args.first, args.first.saturating_add(last)),
+    };
+    println!("  runs                      {:>10}   ({seeds}, {seconds:.1} s)", t.runs);
     println!("  upgrades committed        {:>10}", t.committed);
     println!("  upgrades aborted          {:>10}", t.aborted);
     println!("  faults injected           {:>10}", t.faults);
