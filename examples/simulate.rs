@@ -98,8 +98,8 @@ struct Args {
         default_value_t = 4,
         value_parser = count(0, MAX_GUARDIANS),
         help = format!(
-            "Guardians per group, 0 (off) to {MAX_GUARDIANS}; counts other than 3F + 1 (1, 4, 7, ...) \
-             may not hold a compromised group"
+            "Guardians per group, 0 (off) to {MAX_GUARDIANS} (F = (n - 1) / 3; shares have threshold \
+             floor((n + F) / 2) + 1)"
         ),
     )]
     guardians: usize,
@@ -136,18 +136,20 @@ struct Args {
     /// roles need `--features planted-bugs`).
     #[arg(long, value_enum)]
     plant: Option<Plant>,
-    /// Byzantine replicas may also race, lie repeatedly, replay genuine
-    /// values and mutate real messages.
+    /// Byzantine replicas only from the original fixed menu (silence,
+    /// forged shares, both kinds, wrong decisions, equivocation, garbage):
+    /// by default they may also race, lie repeatedly, replay genuine values
+    /// and mutate real messages.
     #[arg(long)]
-    hostile: bool,
+    tame: bool,
     /// Each seed draws its own deployment (group sizes 1 to 64, 1 to 200
     /// groups, 0 to 16 guardians, call graphs with isolated groups, tight
-    /// installers, proactive and finish-all on or off); implies --hostile.
+    /// installers, proactive and finish-all on or off); not with --tame.
     /// --groups, --replicas and --guardians are then ignored.
     #[arg(long)]
     shapes: bool,
     /// Many successive upgrades per run (48), chained on each deployer's
-    /// version codes; implies --hostile.
+    /// version codes; not with --tame.
     #[arg(long)]
     long: bool,
     /// Upgrades per run, chained (0: the built-in workload; --long: 48).
@@ -198,7 +200,7 @@ impl Args {
             guardians: self.guardians,
             installers: self.installers,
             faults,
-            hostile: self.hostile || self.shapes || self.long,
+            hostile: !self.tame || self.shapes || self.long,
             shapes: self.shapes,
             upgrades: self.upgrades.unwrap_or(if self.long { bft_upgrade::sim::LONG_UPGRADES } else { 0 }),
         }
@@ -235,8 +237,8 @@ impl Args {
     /// The flags beyond the shape that a replay needs.
     fn mode_flags(&self) -> String {
         let mut out = String::new();
-        if self.hostile {
-            out.push_str(" --hostile");
+        if self.tame && !self.shapes && !self.long {
+            out.push_str(" --tame");
         }
         if self.shapes {
             out.push_str(" --shapes");

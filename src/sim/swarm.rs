@@ -67,7 +67,7 @@ impl Default for Swarm {
             guardians: 4,
             installers: 3,
             faults: FaultMode::All,
-            hostile: false,
+            hostile: true,
             shapes: false,
             upgrades: 0,
         }
