@@ -216,7 +216,7 @@ impl Swarm {
     /// The fixed set of shape templates, drawn once from a fixed seed: a
     /// few corner cases first (one replica; 64 replicas with 16 guardians;
     /// 200 groups; groups of 64), then random ones. At most
-    /// [`MAX_REPLICAS_PER_SEED`] replicas each.
+    /// `MAX_REPLICAS_PER_SEED` (600) replicas each.
     pub fn templates() -> &'static [Template] {
         static T: OnceLock<Vec<Template>> = OnceLock::new();
         T.get_or_init(|| {
