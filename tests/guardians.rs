@@ -358,7 +358,7 @@ mod guarded_replica {
         let members: Vec<(u32, _)> = (1..=4).map(|i| (i, ReplicaSecretKey::random(&mut rng).public_key())).collect();
         let set = GuardianSet::new(&members).unwrap();
         let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-        let plan = UpgradePlan::new(&mut rng, 1, &[GROUP]).unwrap();
+        let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GROUP]).unwrap();
         let genesis = Code::default();
         let target = GroupTarget {
             membership: &membership,

@@ -55,7 +55,7 @@ fn trigger_code_is_xor_of_group_secrets() {
         })
         .collect();
     let ids: Vec<GroupId> = groups.iter().map(|(m, _)| m.group).collect();
-    let plan = UpgradePlan::new(&mut rng, 9, &ids).unwrap();
+    let plan = UpgradePlan::new(&mut rng, deployer.id(), 9, &ids).unwrap();
     let genesis = Code::default();
 
     let mut expected = [0u8; 32];
@@ -134,7 +134,7 @@ fn guardian_boxes_and_digests_are_bound_per_index() {
         guardian_keys.iter().enumerate().map(|(i, k)| (i as u32 + 50, k.public_key())).collect();
     let set = GuardianSet::new(&members).unwrap();
     let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-    let plan = UpgradePlan::new(&mut rng, 1, &[GroupId(4)]).unwrap();
+    let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(4)]).unwrap();
     let genesis = Code::default();
     let target = GroupTarget {
         membership: &membership,
@@ -190,29 +190,29 @@ fn version_chain_capacity_counts_only_new_groups() {
     // One slot, one group, advanced twice.
     let mut one: VersionChain<1> = VersionChain::new(genesis.clone());
     let g1 = [GroupId(1)];
-    let p1 = UpgradePlan::new(&mut rng, 1, &g1).unwrap();
+    let p1 = UpgradePlan::new(&mut rng, DeployerId(1), 1, &g1).unwrap();
     one.advance(&p1, Outcome::Committed).unwrap();
     assert_eq!(one.prev(GroupId(1)), p1.trigger_code());
-    let p2 = UpgradePlan::new(&mut rng, 2, &g1).unwrap();
+    let p2 = UpgradePlan::new(&mut rng, DeployerId(1), 2, &g1).unwrap();
     one.advance(&p2, Outcome::Aborted).unwrap();
     assert_eq!(one.prev(GroupId(1)), p2.cancel_code());
 
     // Two slots full: the same two groups again are fine, a third is not.
     let mut two: VersionChain<2> = VersionChain::new(genesis.clone());
     let g12 = [GroupId(1), GroupId(2)];
-    let p3 = UpgradePlan::new(&mut rng, 3, &g12).unwrap();
+    let p3 = UpgradePlan::new(&mut rng, DeployerId(1), 3, &g12).unwrap();
     two.advance(&p3, Outcome::Committed).unwrap();
-    let p4 = UpgradePlan::new(&mut rng, 4, &g12).unwrap();
+    let p4 = UpgradePlan::new(&mut rng, DeployerId(1), 4, &g12).unwrap();
     two.advance(&p4, Outcome::Committed).unwrap();
     let g3 = [GroupId(3)];
-    let p5 = UpgradePlan::new(&mut rng, 5, &g3).unwrap();
+    let p5 = UpgradePlan::new(&mut rng, DeployerId(1), 5, &g3).unwrap();
     assert_eq!(two.advance(&p5, Outcome::Committed), Err(CapacityError::Groups));
     assert_eq!(two.prev(GroupId(3)), &genesis, "a refused advance tracks nothing");
     assert_eq!(two.prev(GroupId(1)), p4.trigger_code());
     assert_eq!(two.prev(GroupId(2)), p4.trigger_code());
     // One tracked and one new group: one new slot needed, none free.
     let g23 = [GroupId(2), GroupId(3)];
-    let p6 = UpgradePlan::new(&mut rng, 6, &g23).unwrap();
+    let p6 = UpgradePlan::new(&mut rng, DeployerId(1), 6, &g23).unwrap();
     assert_eq!(two.advance(&p6, Outcome::Aborted), Err(CapacityError::Groups));
     assert_eq!(two.prev(GroupId(2)), p4.trigger_code(), "unchanged after a refusal");
 }
