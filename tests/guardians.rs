@@ -224,6 +224,57 @@ mod guardian_role {
         assert!(step.is_empty());
     }
 
+    /// Once the release is decided and before it is written, no request
+    /// gets a share: not a repeated one, not one from a replica that did
+    /// not count towards f + 1. After the write, a request gets it.
+    #[test]
+    fn no_share_between_decision_and_write() {
+        let s = setup();
+        let mut g = G::new(s.config.clone());
+        let (u, grp) = (s.piece.header.upgrade, GroupId(1));
+        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).unwrap();
+        let _ = g.handle_message(Instant(1), from(0), &request(&s, 0, ShareKind::Secret));
+        let step = g.handle_message(Instant(2), from(1), &request(&s, 1, ShareKind::Secret));
+        assert_eq!(
+            step.effects.as_slice(),
+            &[GuardianEffect::Persist { upgrade: u, group: grp, kind: ShareKind::Secret }]
+        );
+        for (t, r) in [(3, 0u8), (4, 1), (5, 2)] {
+            let step = g.handle_message(Instant(t), from(r), &request(&s, r, ShareKind::Secret));
+            assert!(step.messages.is_empty() && step.effects.is_empty(), "replica {r}: a share before the write");
+        }
+        let _ = g.persisted(Instant(6), u, grp);
+        let step = g.handle_message(Instant(7), from(3), &request(&s, 3, ShareKind::Secret));
+        assert!(
+            matches!(step.messages.as_slice(), [m] if matches!(m.message, Message::GuardianShare { kind: ShareKind::Secret, .. })),
+            "after the write, a request gets the share"
+        );
+    }
+
+    /// `retire` forgets the records of that upgrade, and only those.
+    #[test]
+    fn retire_forgets_one_upgrade() {
+        let s = setup();
+        let mut g = G::new(s.config.clone());
+        let (u, grp) = (s.piece.header.upgrade, GroupId(1));
+        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).unwrap();
+        for r in 0..2 {
+            let _ = g.handle_message(Instant(1), from(r), &request(&s, r, ShareKind::Secret));
+        }
+        assert_eq!(g.released(u, grp), Some(ShareKind::Secret));
+        g.retire(wire::UpgradeId([0xEE; 16]));
+        assert_eq!(g.released(u, grp), Some(ShareKind::Secret), "retiring another upgrade kept this one");
+        g.retire(u);
+        assert_eq!(g.released(u, grp), None);
+        // Forgotten: a request now asks for the piece again.
+        let step = g.handle_message(Instant(2), from(2), &request(&s, 2, ShareKind::Secret));
+        assert!(
+            matches!(step.messages.as_slice(), [m] if matches!(m.message, Message::GuardianNeedsPiece { .. })),
+            "{:?}",
+            step.messages
+        );
+    }
+
     /// Random request orders with crashes at every step, restarting from the
     /// last state written at a `Persist`: across the whole history the
     /// guardian never sends shares of both kinds, and never a share before
@@ -282,6 +333,90 @@ mod guardian_role {
                 assert!(!(sent[0] && sent[1]), "seed {seed}: both kinds released");
             }
         }
+    }
+}
+
+/// The group replica's side of guardian custody, driven by hand.
+mod guarded_replica {
+    use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, ReplicaSecretKey};
+    use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+    use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Verdict};
+    use bft_upgrade::step::{FaultKind, Instant, Peer, Step};
+    use bft_upgrade::wire::{DeployerId, GroupId, GuardianSet, Membership, Message, Operation, Piece};
+    use chacha20::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    const GROUP: GroupId = GroupId(1);
+
+    /// Seven replicas (`f = 2`) with four guardians (ids 1..=4, `F = 1`),
+    /// and a piece for them in guardian custody.
+    fn setup() -> (Vec<GroupReplica>, Vec<ReplicaSecretKey>, Piece) {
+        let mut rng = ChaCha20Rng::from_seed([44; 32]);
+        let keys: Vec<ReplicaSecretKey> = (0..7).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
+        let pks: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+        let membership = Membership::new(GROUP, &pks).unwrap();
+        let members: Vec<(u32, _)> = (1..=4).map(|i| (i, ReplicaSecretKey::random(&mut rng).public_key())).collect();
+        let set = GuardianSet::new(&members).unwrap();
+        let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+        let plan = UpgradePlan::new(&mut rng, 1, &[GROUP]).unwrap();
+        let genesis = Code::default();
+        let target = GroupTarget {
+            membership: &membership,
+            resources: &[],
+            prev_version: &genesis,
+            guardians: Some(&set),
+            payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
+        };
+        let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+        let mut deployers = heapless::Vec::new();
+        deployers
+            .push(AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() })
+            .unwrap();
+        let config = GroupConfig {
+            membership: membership.clone(),
+            deployers,
+            neighbors: heapless::Vec::new(),
+            retry_ms: 100,
+            proactive: false,
+            guardians: Some(GuardianIds { f: set.f, ids: (1..=4).collect() }),
+        };
+        let reps = (0..7).map(|i| GroupReplica::new(config.clone(), i).unwrap()).collect();
+        (reps, keys, piece)
+    }
+
+    fn forwards(step: &Step<GroupEffect>, who: Option<u32>) -> bool {
+        step.effects.iter().any(|e| matches!(e, GroupEffect::ForwardPiece { guardian, .. } if *guardian == who))
+    }
+
+    /// After the decision, the first f + 1 replicas (and only they) hand
+    /// the piece to the guardians; every replica asks every guardian.
+    #[test]
+    fn first_f_plus_one_forward_the_piece() {
+        let (mut reps, keys, piece) = setup();
+        let op = Operation::PrepareInstall(piece);
+        for (i, (r, k)) in reps.iter_mut().zip(&keys).enumerate() {
+            let step = r.handle_ordered(Instant(0), Peer::Installer(1), &op, k, |_| Verdict::Accept);
+            assert_eq!(forwards(&step, None), i <= 2, "replica {i}");
+            let asked = step.messages.iter().filter(|m| matches!(m.message, Message::GuardianRequest { .. })).count();
+            assert_eq!(asked, 4, "replica {i}");
+        }
+    }
+
+    /// A guardian that needs the piece gets it from a replica holding it;
+    /// asking about another group is a fault and gets nothing.
+    #[test]
+    fn guardian_needs_piece_of_this_group_only() {
+        let (mut reps, keys, piece) = setup();
+        let upgrade = piece.header.upgrade;
+        let op = Operation::PrepareInstall(piece);
+        let r = &mut reps[4];
+        let _ = r.handle_ordered(Instant(0), Peer::Installer(1), &op, &keys[4], |_| Verdict::Accept);
+        let ask = |group| Message::GuardianNeedsPiece { upgrade, group };
+        let step = r.handle_message(Instant(1), Peer::Guardian(3), &ask(GROUP));
+        assert!(forwards(&step, Some(3)) && step.faults.is_empty());
+        let step = r.handle_message(Instant(2), Peer::Guardian(3), &ask(GroupId(2)));
+        assert!(step.effects.is_empty(), "{:?}", step.effects);
+        assert!(step.faults.iter().any(|f| f.kind == FaultKind::Unsolicited));
     }
 }
 

@@ -174,3 +174,99 @@ fn guardian_boxes_and_digests_are_bound_per_index() {
         }
     }
 }
+
+/// `VersionChain` at capacity: groups it already tracks advance again
+/// (they take no new room), a new group is refused and leaves the chain
+/// as it was.
+#[test]
+fn version_chain_capacity_counts_only_new_groups() {
+    use bft_upgrade::deployer::VersionChain;
+    use bft_upgrade::error::CapacityError;
+    use bft_upgrade::wire::Outcome;
+
+    let mut rng = ChaCha20Rng::from_seed([12; 32]);
+    let genesis = Code::from_bytes([3; 32]);
+
+    // One slot, one group, advanced twice.
+    let mut one: VersionChain<1> = VersionChain::new(genesis.clone());
+    let g1 = [GroupId(1)];
+    let p1 = UpgradePlan::new(&mut rng, 1, &g1).unwrap();
+    one.advance(&p1, Outcome::Committed).unwrap();
+    assert_eq!(one.prev(GroupId(1)), p1.trigger_code());
+    let p2 = UpgradePlan::new(&mut rng, 2, &g1).unwrap();
+    one.advance(&p2, Outcome::Aborted).unwrap();
+    assert_eq!(one.prev(GroupId(1)), p2.cancel_code());
+
+    // Two slots full: the same two groups again are fine, a third is not.
+    let mut two: VersionChain<2> = VersionChain::new(genesis.clone());
+    let g12 = [GroupId(1), GroupId(2)];
+    let p3 = UpgradePlan::new(&mut rng, 3, &g12).unwrap();
+    two.advance(&p3, Outcome::Committed).unwrap();
+    let p4 = UpgradePlan::new(&mut rng, 4, &g12).unwrap();
+    two.advance(&p4, Outcome::Committed).unwrap();
+    let g3 = [GroupId(3)];
+    let p5 = UpgradePlan::new(&mut rng, 5, &g3).unwrap();
+    assert_eq!(two.advance(&p5, Outcome::Committed), Err(CapacityError::Groups));
+    assert_eq!(two.prev(GroupId(3)), &genesis, "a refused advance tracks nothing");
+    assert_eq!(two.prev(GroupId(1)), p4.trigger_code());
+    assert_eq!(two.prev(GroupId(2)), p4.trigger_code());
+    // One tracked and one new group: one new slot needed, none free.
+    let g23 = [GroupId(2), GroupId(3)];
+    let p6 = UpgradePlan::new(&mut rng, 6, &g23).unwrap();
+    assert_eq!(two.advance(&p6, Outcome::Aborted), Err(CapacityError::Groups));
+    assert_eq!(two.prev(GroupId(2)), p4.trigger_code(), "unchanged after a refusal");
+}
+
+/// `Signature::to_bytes` is `r || s` as the wire encodes the signature,
+/// and `from_bytes` of it is the same signature, which still verifies.
+#[test]
+fn signature_bytes_round_trip() {
+    use bft_upgrade::crypto::Signature;
+    use bft_upgrade::wire;
+
+    let mut rng = ChaCha20Rng::from_seed([13; 32]);
+    let key = DeployerKey::random(&mut rng);
+    let d1 = crypto::digest(Domain::PieceHeader, &Binding::upgrade(UpgradeId([1; 16])), b"one");
+    let d2 = crypto::digest(Domain::PieceHeader, &Binding::upgrade(UpgradeId([1; 16])), b"two");
+    let (s1, s2) = (key.sign(&d1).unwrap(), key.sign(&d2).unwrap());
+    for (sig, d) in [(s1, d1), (s2, d2)] {
+        let bytes = sig.to_bytes();
+        let mut buf = [0u8; 64];
+        assert_eq!(&bytes[..], wire::encode(&sig, &mut buf).unwrap(), "r || s, as encoded");
+        let back = Signature::from_bytes(&bytes);
+        assert_eq!(back, sig);
+        back.verify(&key.public_key(), &d).unwrap();
+    }
+    assert_ne!(s1.to_bytes(), s2.to_bytes());
+}
+
+/// `SealedBox::flip_bit` (the tamper tests' helper) flips one bit for each
+/// index below 112, in a different byte for each, and wraps modulo 112: so
+/// a loop over 0..112 tampers with every byte of the box.
+#[test]
+fn flip_bit_reaches_every_bit() {
+    let mut rng = ChaCha20Rng::from_seed([14; 32]);
+    let key = ReplicaSecretKey::random(&mut rng);
+    let sealer = crypto::BoxSealer::new(&mut rng);
+    let contents = crypto::BoxContents { first: [1; 32], second: [2; 32], third: [3; 32] };
+    let sealed = sealer.seal(&key.public_key(), &Binding::upgrade(UpgradeId([2; 16])), &contents).unwrap();
+    let flipped: Vec<_> = (0..112)
+        .map(|i| {
+            let mut t = sealed.clone();
+            t.flip_bit(i);
+            assert_ne!(t, sealed, "index {i}");
+            let mut twice = t.clone();
+            twice.flip_bit(i);
+            assert_eq!(twice, sealed, "index {i} flipped back");
+            let mut wrapped = sealed.clone();
+            wrapped.flip_bit(i + 112);
+            assert_eq!(wrapped, t, "index {i} modulo 112");
+            t
+        })
+        .collect();
+    for (i, a) in flipped.iter().enumerate() {
+        for b in &flipped[i + 1..] {
+            assert_ne!(a, b, "two indices flip the same bit");
+        }
+    }
+}

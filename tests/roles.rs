@@ -1115,6 +1115,22 @@ mod refusals {
         let s = order(&mut reps, w.keys(0), &fine.prepare(gid), ORIGIN, Verdict::Accept);
         expect_accepted(&replies(&s, ORIGIN), fine.piece(gid));
     }
+
+    /// With two deployers, a piece ahead of its predecessor on its own
+    /// deployer's chain is still `OutOfOrder`: the other deployer's chain
+    /// and genesis do not make it `WrongChain`.
+    #[test]
+    fn piece_ahead_with_two_deployers() {
+        let mut w = World::with_deployers(27, &[4], 2);
+        let gid = w.gid(0);
+        for d in 0..2 {
+            let prev = w.genesis[d].clone();
+            let first = w.upgrade_on(d, 1, &[0], &[1], &prev);
+            let ahead = w.upgrade_on(d, 2, &[0], &[2], &first.trigger);
+            let mut reps = w.replicas(0, &[]);
+            let _ = refused(&mut reps, w.keys(0), ahead.piece(gid), Refusal::OutOfOrder);
+        }
+    }
 }
 
 // =====================================================================
@@ -1934,6 +1950,67 @@ mod installer {
         assert!(inst.is_done());
         assert_eq!(inst.deadline(), None);
         assert_eq!(inst.progress(target), Some(GroupProgress::Finished));
+    }
+
+    /// A rebuilt `s_g` (guardian custody's answer) counts once f + 1
+    /// replicas sent the same value: one replica's value, wrong or right,
+    /// does not, and neither do two different values.
+    #[test]
+    fn rebuilt_secret_needs_f_plus_one_senders() {
+        let mut w = World::new(63, &[4, 4]);
+        let up = w.upgrade(1, &[0, 1], &[1]);
+        let mut inst = new_installer(&w, &up, &[0, 1], false);
+        let _ = inst.start(T0);
+        for g in 0..2 {
+            let gid = w.gid(g);
+            let piece = up.piece(gid);
+            let shares: Vec<Share> =
+                (0..2).map(|i| piece.open_for(i, &w.keys(g)[i]).unwrap().secret_share.clone()).collect();
+            let s_g = rebuild(&shares);
+            let send = |inst: &mut DefaultInstaller, replica: u8, c: Code| {
+                let a = answer(gid, replica, &up, Reply::Code(ShareKind::Secret, c));
+                inst.handle_answer(T0, from(gid, replica), &a, piece).unwrap()
+            };
+            let _ = send(&mut inst, 0, corrupt(&s_g));
+            let _ = send(&mut inst, 1, s_g.clone());
+            let _ = send(&mut inst, 0, corrupt(&s_g));
+            assert_eq!(inst.progress(gid), Some(GroupProgress::Preparing), "group {g}: f values, or two different");
+            let _ = send(&mut inst, 2, s_g.clone());
+            assert_eq!(inst.progress(gid), Some(GroupProgress::Accepted), "group {g}");
+        }
+        assert_eq!(inst.decided(), Some((Outcome::Committed, &up.trigger)));
+    }
+
+    /// After the outcome, `Refused(Replayed)` from f + 1 replicas of a group
+    /// means the group is past the piece: it counts as finished, so the
+    /// installer is done; f such refusals, or `OutOfOrder`, do not.
+    #[test]
+    fn replayed_after_the_outcome_counts_as_finished() {
+        let mut w = World::new(62, &[4, 4]);
+        let up = w.upgrade(1, &[0, 1], &[1]);
+        let mut inst = new_installer(&w, &up, &[0, 1], false);
+        let _ = inst.start(T0);
+        for g in 0..2 {
+            let gid = w.gid(g);
+            let mut reps = w.replicas(g, &[]);
+            let steps = order(&mut reps, w.keys(g), &up.prepare(gid), inst.peer(), Verdict::Accept);
+            let _ = feed(&mut inst, T0, &steps, up.piece(gid));
+        }
+        assert_eq!(inst.decided(), Some((Outcome::Committed, &up.trigger)));
+        let g0 = w.gid(0);
+        let piece = up.piece(g0);
+        let refuse = |inst: &mut DefaultInstaller, replica: u8, why: Refusal| {
+            let a = answer(g0, replica, &up, Reply::Refused(why));
+            inst.handle_answer(T0, from(g0, replica), &a, piece).unwrap()
+        };
+        let s = refuse(&mut inst, 0, Refusal::OutOfOrder);
+        assert!(s.effects.is_empty() && !inst.is_done());
+        let s = refuse(&mut inst, 1, Refusal::Replayed);
+        assert!(s.effects.is_empty() && !inst.is_done(), "f = 1 refusals are not enough");
+        let s = refuse(&mut inst, 2, Refusal::Replayed);
+        assert_eq!(s.effects.as_slice(), &[InstallerEffect::Done]);
+        assert!(inst.is_done());
+        assert_eq!(inst.progress(g0), Some(GroupProgress::Finished));
     }
 
     /// Forged shares, a share under another replica's index, a replica
