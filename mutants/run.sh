@@ -3,7 +3,9 @@
 # Not in CI: a run takes about an hour on the 2-core machine.
 #
 # What it does:
-#  1. installs cargo-mutants (pinned) if `cargo mutants` is missing;
+#  1. installs cargo-mutants (pinned) if `cargo mutants` is missing, and
+#     snapshots the work tree into target/mutants-run/tree, which every
+#     phase below tests (so the tree may be edited during the run);
 #  2. lists the mutants of src/group.rs, src/installer.rs, src/guardian.rs,
 #     src/deployer.rs and src/crypto/ (formatting-only impls are excluded by
 #     .cargo/mutants.toml);
@@ -23,8 +25,9 @@
 # as one anchored `--re` of its exact name.
 #
 # Why a missed mutant is missed is a human's call: reasons live in
-# mutants/reasons.tsv (key TAB reason, the key as above, unnumbered) and are
-# copied into MUTANTS.md; a missed mutant without one gets "(to explain)".
+# mutants/reasons.tsv (key TAB reason, the key as above, numbered or not:
+# unnumbered covers every occurrence) and are copied into MUTANTS.md; a
+# missed mutant without one gets "(to explain)".
 # After editing reasons.tsv, `bash mutants/run.sh --report-only` rewrites
 # MUTANTS.md from the last run's results (kept in target/mutants-run/).
 #
@@ -38,6 +41,11 @@
 # in single quotes are Markdown.)
 # shellcheck disable=SC2154,SC2016
 set -euo pipefail
+
+# The whole script is one brace group, read before it runs: bash reads a
+# script as it goes, so editing this file during an hour-long run would
+# otherwise break the run.
+{
 
 CARGO_MUTANTS_VERSION=27.1.0
 SEED=${MUTANTS_SEED:-1}
@@ -94,6 +102,7 @@ re_of() {
 
 if ! $report_only; then
     start=$SECONDS
+    started=$(date -u '+%Y-%m-%d %H:%M UTC')
     deadline=$((BUDGET_MIN * 60))
     if ! cargo mutants --version >/dev/null 2>&1; then
         "${NICE[@]}" cargo install --locked cargo-mutants --version "$CARGO_MUTANTS_VERSION"
@@ -104,11 +113,18 @@ if ! $report_only; then
     fi
 
     rm -rf "$RUN"
-    mkdir -p "$RUN"
+    mkdir -p "$RUN/tree"
+    # Both phases test one snapshot of the tree (tracked and untracked,
+    # not ignored files), so edits made during the run do not leak in.
+    commit=$(git rev-parse HEAD)
+    dirty=$(git status --porcelain -- src tests Cargo.toml Cargo.lock .cargo | wc -l)
+    git ls-files -z --cached --others --exclude-standard |
+        tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$RUN/tree"
+    tree=(-d "$RUN/tree")
     # Old scratch paths leave incremental caches nobody will read again.
     rm -rf "$CARGO_TARGET_DIR/release/incremental"
 
-    cargo mutants --list "${file_args[@]}" --features std >"$RUN/all.txt"
+    cargo mutants --list "${tree[@]}" "${file_args[@]}" --features std >"$RUN/all.txt"
     # Keys, numbered where one function has the same mutation twice.
     key_of <"$RUN/all.txt" | awk '{ n[$0]++; print $0 " #" n[$0] }' >"$RUN/keys.txt"
     while IFS=$'\t' read -r key name; do
@@ -123,7 +139,7 @@ if ! $report_only; then
     # The regexes must select the sample. cargo-mutants 27.1.0 applies
     # neither --re nor --exclude-re to its "delete field ... from struct
     # expression" mutants, so those always run too: kept, and reported.
-    cargo mutants --list "${file_args[@]}" --features std "${re_args[@]}" >"$RUN/selected.txt"
+    cargo mutants --list "${tree[@]}" "${file_args[@]}" --features std "${re_args[@]}" >"$RUN/selected.txt"
     comm -23 <(sort "$RUN/sample.txt") <(sort "$RUN/selected.txt") >"$RUN/unselected.txt"
     comm -13 <(sort "$RUN/sample.txt") <(sort "$RUN/selected.txt") >"$RUN/extra.txt"
     if [[ -s "$RUN/unselected.txt" ]] || grep -qv ': delete field .* from struct ' "$RUN/extra.txt"; then
@@ -133,12 +149,12 @@ if ! $report_only; then
     fi
 
     main_cmd=(cargo mutants --no-shuffle --jobs 1 "${file_args[@]}" --profile release --features std
-        --minimum-test-timeout 60 --output target/mutants-run/main --colors never "${test_args[@]}")
+        --minimum-test-timeout 60 --output "$RUN/main" --colors never "${test_args[@]}")
     main_secs=$((deadline - CONFIRM_MIN * 60 - (SECONDS - start)))
     echo "running $(wc -l <"$RUN/selected.txt") mutants, at most ${main_secs} s (log: $RUN/main.log)"
     main_start=$SECONDS
     main_status=0
-    timeout --signal=INT --kill-after=120 "$main_secs" "${NICE[@]}" "${main_cmd[@]}" "${re_args[@]}" \
+    timeout --signal=INT --kill-after=120 "$main_secs" "${NICE[@]}" "${main_cmd[@]}" "${tree[@]}" "${re_args[@]}" \
         >"$RUN/main.log" 2>&1 || main_status=$?
     main_wall=$((SECONDS - main_start))
     case $main_status in
@@ -166,8 +182,8 @@ if ! $report_only; then
         if ((confirm_secs > 120)); then
             confirm_status=0
             timeout --signal=INT --kill-after=120 "$confirm_secs" "${NICE[@]}" \
-                cargo mutants --no-shuffle --jobs 1 "${file_args[@]}" --profile release --features std \
-                --baseline skip --timeout 300 --output target/mutants-run/confirm --colors never "${confirm_re[@]}" \
+                cargo mutants "${tree[@]}" --no-shuffle --jobs 1 "${file_args[@]}" --profile release --features std \
+                --baseline skip --timeout 300 --output "$RUN/confirm" --colors never "${confirm_re[@]}" \
                 >"$RUN/confirm.log" 2>&1 || confirm_status=$?
             for kind in caught missed; do
                 cp "$RUN/confirm/mutants.out/$kind.txt" "$RUN/confirm-$kind.txt" 2>/dev/null || true
@@ -178,9 +194,9 @@ if ! $report_only; then
     fi
 
     {
-        echo "commit=$(git rev-parse HEAD)"
-        echo "dirty=$(git status --porcelain -- src tests Cargo.toml Cargo.lock .cargo | wc -l)"
-        echo "run_date='$(date -u '+%Y-%m-%d %H:%M UTC')'"
+        echo "commit=$commit"
+        echo "dirty=$dirty"
+        echo "run_date='$started'"
         echo "version='$have'"
         echo "total=$(wc -l <"$RUN/all.txt")"
         echo "partial=$partial"
@@ -188,7 +204,9 @@ if ! $report_only; then
         echo "main_status=$main_status"
         echo "confirm_status=$confirm_status"
         printf 'command_line=%q\n' "CARGO_PROFILE_RELEASE_INCREMENTAL=true CARGO_PROFILE_RELEASE_DEBUG=0 \
-CARGO_TARGET_DIR=target/mutants nice -n 15 $(printf '%q ' "${main_cmd[@]}")--re ... (one per sampled mutant)"
+CARGO_TARGET_DIR=target/mutants nice -n 15 $(printf '%s ' "${main_cmd[@]}" |
+            sed -e "s|src/crypto/\*\.rs|'src/crypto/*.rs'|" -e "s|$ROOT/||g")-d target/mutants-run/tree \
+--re ... (one per sampled mutant)"
     } >"$RUN/meta.env"
 fi
 
@@ -219,6 +237,10 @@ timing=$(jq -r '
     | if ($t | length) == 0 then "n/a" else
       "mean \($t | add / length | . * 10 | round / 10) s, median \($t | sort | .[length / 2 | floor] | . * 10 | round / 10) s, max \($t | max | . * 10 | round / 10) s over \($t | length) mutants"
       end' "$out/outcomes.json" 2>/dev/null || echo "n/a")
+by_outcome=$(jq -r '
+    [.outcomes[] | select(.scenario != "Baseline") | {s: .summary, t: ([.phase_results[].duration] | add)}]
+    | group_by(.s) | map("\(.[0].s) \(length) x \((map(.t) | add / length) * 10 | round / 10) s") | join(", ")
+    ' "$out/outcomes.json" 2>/dev/null || echo "n/a")
 baseline=$(jq -r '
     .outcomes[] | select(.scenario == "Baseline") | .phase_results
     | map("\(.phase) \(.duration * 10 | round / 10) s") | join(", ")' "$out/outcomes.json" 2>/dev/null || echo "n/a")
@@ -230,6 +252,28 @@ if [[ -f "$REASONS" ]]; then
         reason[$k]=$r
     done <"$REASONS"
 fi
+
+# The reason of each missed mutant; its category is the reason's first
+# words up to a colon ("Gap", "Equivalent", ...).
+declare -A numbered=()
+while IFS=$'\t' read -r k name; do
+    numbered[$name]=$k
+done < <(paste "$RUN/keys.txt" "$RUN/all.txt")
+declare -A why_of=()
+declare -A per_category=()
+not_real=0
+touch "$out/missed.txt"
+while IFS= read -r name; do
+    key=${numbered[$name]:-$(key_of <<<"$name")}
+    why=${reason[$key]:-${reason[${key% #*}]:-"(to explain)"}}
+    why_of[$name]=$why
+    category=${why%%:*}
+    [[ "$category" == "$why" ]] && category="(to explain)"
+    per_category[$category]=$((${per_category[$category]:-0} + 1))
+    case $category in
+        Equivalent* | "Not compiled"*) not_real=$((not_real + 1)) ;;
+    esac
+done <"$out/missed.txt"
 
 md_cell() {
     sed -e 's/|/\\|/g'
@@ -250,7 +294,7 @@ md_cell() {
     echo "  \`--re\` of its exact name (so the sample stays put when unrelated lines move)."
     if ((extra > 0)); then
         echo "  cargo-mutants $CARGO_MUTANTS_VERSION applies neither \`--re\` nor \`--exclude-re\` to its field-deletion"
-        echo "  mutants, so these $extra ran as well, and are counted below:"
+        echo "  mutants, so the one(s) below, outside the sample, ran as well and are counted:"
         while IFS= read -r name; do
             printf -- '  `%s`;\n' "$name"
         done <"$RUN/extra.txt"
@@ -265,7 +309,8 @@ md_cell() {
     echo "  $command_line"
     echo '  ```'
     echo
-    echo "- Time: baseline $baseline; per mutant (build + test) $timing; the sampled run took $((main_wall / 60)) min $((main_wall % 60)) s."
+    echo "- Time: baseline $baseline; per mutant (build + test) $timing"
+    echo "  (by outcome, mean: $by_outcome); the sampled run took $((main_wall / 60)) min $((main_wall % 60)) s."
     echo
     if [[ "$partial" == true ]]; then
         echo "**Partial report**: the wall-clock budget stopped the run after $ran of the $planned mutants."
@@ -283,6 +328,14 @@ md_cell() {
     echo
     echo "Caught rate over viable mutants: $(pct "$caught" "$viable") caught ($caught of $viable);"
     echo "$(pct $((caught + timeouts)) "$viable") counting timeouts as caught. Goal: at least 95 %."
+    if ((missed > 0)); then
+        echo
+        categories=$(for c in "${!per_category[@]}"; do echo "$c ${per_category[$c]}"; done | sort | paste -sd ';' -)
+        echo "Missed, by the category of their reason: ${categories//;/, }."
+        real=$((viable - not_real))
+        echo "Leaving out the $not_real that no test can kill in this build (equivalent, or not compiled):"
+        echo "$(pct $((caught + timeouts)) "$real") caught or timed out ($((caught + timeouts)) of $real)."
+    fi
     echo
     echo "## Missed mutants"
     echo
@@ -295,15 +348,14 @@ md_cell() {
         echo "| mutant | full suite | why it is missed |"
         echo "| --- | --- | --- |"
         while IFS= read -r name; do
-            key=$(key_of <<<"$name")
             if grep -qxF "$name" "$RUN/confirm-caught.txt"; then
                 full=caught
             elif grep -qxF "$name" "$RUN/confirm-missed.txt"; then
                 full=missed
             else
-                full="not run (budget)"
+                full="not run (out of time)"
             fi
-            why=${reason[$key]:-"(to explain)"}
+            why=${why_of[$name]}
             printf '| `%s` | %s | %s |\n' "$(md_cell <<<"$name")" "$full" "$(md_cell <<<"$why")"
         done <"$out/missed.txt"
     fi
@@ -318,3 +370,5 @@ md_cell() {
 } >"$ROOT/MUTANTS.md"
 
 echo "MUTANTS.md: $caught caught, $missed missed, $unviable unviable, $timeouts timeout ($ran of $planned run)"
+exit
+}

@@ -1977,33 +1977,40 @@ mod installer {
     /// does not, and neither do two different values.
     #[test]
     fn rebuilt_secret_needs_f_plus_one_senders() {
-        let mut w = World::new(63, &[4, 4]);
-        let up = w.upgrade(1, &[0, 1], &[1]);
-        let mut inst = new_installer(&w, &up, &[0, 1], false);
+        let mut w = World::new(63, &[4]);
+        let set = super::liveness::guardian_set(&mut w, 4);
+        let up = super::liveness::build_guarded(&mut w, 0, 1, &[1], &set);
+        let mut inst = new_installer(&w, &up, &[0], false);
         let _ = inst.start(T0);
-        for g in 0..2 {
-            let gid = w.gid(g);
-            let piece = up.piece(gid);
-            let shares: Vec<Share> =
-                (0..2).map(|i| piece.open_for(i, &w.keys(g)[i]).unwrap().secret_share.clone()).collect();
-            let s_g = rebuild(&shares);
-            let send = |inst: &mut DefaultInstaller, replica: u8, c: Code| {
-                let a = answer(gid, replica, &up, Reply::Code(ShareKind::Secret, c));
-                inst.handle_answer(T0, from(gid, replica), &a, piece).unwrap()
-            };
-            let _ = send(&mut inst, 0, corrupt(&s_g));
-            let _ = send(&mut inst, 1, s_g.clone());
-            let _ = send(&mut inst, 0, corrupt(&s_g));
-            assert_eq!(inst.progress(gid), Some(GroupProgress::Preparing), "group {g}: f values, or two different");
-            let _ = send(&mut inst, 2, s_g.clone());
-            assert_eq!(inst.progress(gid), Some(GroupProgress::Accepted), "group {g}");
-        }
+        let gid = w.gid(0);
+        let piece = up.piece(gid);
+        // One group: its s_g is τ.
+        let s_g = up.trigger.clone();
+        let send = |inst: &mut DefaultInstaller, replica: u8, c: Code| {
+            let a = answer(gid, replica, &up, Reply::Code(ShareKind::Secret, c));
+            inst.handle_answer(T0, from(gid, replica), &a, piece).unwrap()
+        };
+        let _ = send(&mut inst, 0, corrupt(&s_g));
+        let _ = send(&mut inst, 1, s_g.clone());
+        let _ = send(&mut inst, 0, corrupt(&s_g));
+        assert_eq!(inst.progress(gid), Some(GroupProgress::Preparing), "f values, or two different");
+        let _ = send(&mut inst, 2, s_g.clone());
+        assert_eq!(inst.progress(gid), Some(GroupProgress::Accepted));
         assert_eq!(inst.decided(), Some((Outcome::Committed, &up.trigger)));
+        // In replica custody a rebuilt code is no answer: a fault.
+        let mut w = World::new(64, &[4]);
+        let up = w.upgrade(1, &[0], &[1]);
+        let mut inst = new_installer(&w, &up, &[0], false);
+        let gid = w.gid(0);
+        let a = answer(gid, 0, &up, Reply::Code(ShareKind::Secret, up.trigger.clone()));
+        let s = inst.handle_answer(T0, from(gid, 0), &a, up.piece(gid)).unwrap();
+        assert_eq!(s.faults.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![FaultKind::Unsolicited]);
     }
 
     /// After the outcome, `Refused(Replayed)` from f + 1 replicas of a group
-    /// means the group is past the piece: it counts as finished, so the
-    /// installer is done; f such refusals, or `OutOfOrder`, do not.
+    /// means the group is past the piece: it counts as finished (and the
+    /// installer is done once every group is); f such refusals, or
+    /// `OutOfOrder`, do not.
     #[test]
     fn replayed_after_the_outcome_counts_as_finished() {
         let mut w = World::new(62, &[4, 4]);
@@ -2028,9 +2035,15 @@ mod installer {
         let s = refuse(&mut inst, 1, Refusal::Replayed);
         assert!(s.effects.is_empty() && !inst.is_done(), "f = 1 refusals are not enough");
         let s = refuse(&mut inst, 2, Refusal::Replayed);
-        assert_eq!(s.effects.as_slice(), &[InstallerEffect::Done]);
-        assert!(inst.is_done());
+        assert!(s.effects.is_empty() && !inst.is_done(), "done only once every group finished");
         assert_eq!(inst.progress(g0), Some(GroupProgress::Finished));
+        let g1 = w.gid(1);
+        for r in 0..2u8 {
+            let a = answer(g1, r, &up, Reply::Refused(Refusal::Replayed));
+            let s = inst.handle_answer(T0, from(g1, r), &a, up.piece(g1)).unwrap();
+            assert_eq!(s.effects.is_empty(), r == 0);
+        }
+        assert!(inst.is_done());
     }
 
     /// Forged shares, a share under another replica's index, a replica
@@ -2845,14 +2858,14 @@ mod liveness {
     }
 
     /// `count` guardians with fresh keys, ids 500, 501, ...
-    fn guardian_set(w: &mut World, count: usize) -> GuardianSet {
+    pub(super) fn guardian_set(w: &mut World, count: usize) -> GuardianSet {
         let members: Vec<(u32, PublicKey)> =
             (0..count).map(|i| (500 + i as u32, ReplicaSecretKey::random(&mut w.rng).public_key())).collect();
         GuardianSet::new(&members).unwrap()
     }
 
     /// An upgrade of one group in guardian custody, by deployer `d`.
-    fn build_guarded(w: &mut World, d: usize, seq: u64, resources: &[u32], set: &GuardianSet) -> Upgrade {
+    pub(super) fn build_guarded(w: &mut World, d: usize, seq: u64, resources: &[u32], set: &GuardianSet) -> Upgrade {
         let m = w.groups[0].membership.clone();
         let prev = w.genesis[d].clone();
         let ids = [m.group];
