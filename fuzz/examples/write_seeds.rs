@@ -77,8 +77,13 @@ fn main() {
     let answer = Answer { upgrade: u.id(), group: GROUPS[0], replica: 1, reply: Reply::Accepted(share.clone()) };
     let Custody::Guardians { guardians, .. } = &guarded.header.custody else { unreachable!("guardian custody") };
 
-    let mut installer =
-        DefaultInstaller::new(3, u.header.clone(), &[(GROUPS[0], 1), (GROUPS[1], 1)], InstallerOptions::default().retry_ms(100)).expect("installer");
+    let mut installer = DefaultInstaller::new(
+        3,
+        u.header.clone(),
+        &[(GROUPS[0], 1), (GROUPS[1], 1)],
+        InstallerOptions::default().retry_ms(100),
+    )
+    .expect("installer");
     let _ = installer.start(Instant(5));
     let from = Peer::Replica { group: GROUPS[0], index: 1 };
     let _ = installer.handle_answer(Instant(6), from, &answer, &piece).expect("right piece");

@@ -241,7 +241,8 @@ fuzz_target!(|s: Scenario| {
     let u = &fx.upgrades[upgrade];
     let groups: Vec<(GroupId, u8)> = u.groups.iter().map(|gi| (GROUPS[*gi], fx.memberships[*gi].f)).collect();
     let retry = 1 + u64::from(s.retry_ms);
-    let installer = DefaultInstaller::new(7, u.header.clone(), &groups, options(s.finish_all, retry)).expect("valid installer");
+    let installer =
+        DefaultInstaller::new(7, u.header.clone(), &groups, options(s.finish_all, retry)).expect("valid installer");
     let mut run = Run { fx, upgrade, installer, now: Instant(1_000), decided: None, done: false };
     for op in s.ops.iter().take(MAX_INPUTS) {
         run.op(op);

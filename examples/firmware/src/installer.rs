@@ -44,7 +44,8 @@ pub fn run(meter: &Meter) -> Result<(), Failure> {
     let piece = phase(meter, "decode_piece", decode_piece)?;
     let header: UpgradeHeader = wire::decode(HEADER).or_fail("decode header")?;
     let group = GroupId(7);
-    let mut installer = OneGroupInstaller::new(1, header, &[(group, 1)], InstallerOptions::default().retry_ms(100)).or_fail("Installer::new")?;
+    let mut installer = OneGroupInstaller::new(1, header, &[(group, 1)], InstallerOptions::default().retry_ms(100))
+        .or_fail("Installer::new")?;
     let step = installer.start(Instant(0));
     ensure(step.effects.contains(&InstallerEffect::SendPrepare { group }), "start: no SendPrepare")?;
     drop(step);

@@ -47,11 +47,9 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration) -> Result<
                 id,
                 bundle.header.clone(),
                 &bundle.groups,
-                InstallerOptions::default()
-                    .retry_ms(cluster.retry_ms)
-                    .finishing(Finishing::Diffusion { grace: 3 }),
+                InstallerOptions::default().retry_ms(cluster.retry_ms).finishing(Finishing::Diffusion { grace: 3 }),
             )
-                .map_err(|e| anyhow!("installer: {e:?}"))?,
+            .map_err(|e| anyhow!("installer: {e:?}"))?,
         ),
     };
     let policy: Policy = Arc::new(|peer, frame| match (peer, frame) {
