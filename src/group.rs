@@ -33,19 +33,7 @@ use p256::elliptic_curve::ff::PrimeField;
 
 pub use crate::wire::{PieceCrypto, WithKey};
 
-#[cfg(feature = "planted-bugs")]
 use crate::planted::Planted;
-#[cfg(not(feature = "planted-bugs"))]
-use ShimPlanted as Planted;
-/// Without the feature, planted bugs are names only.
-#[cfg(not(feature = "planted-bugs"))]
-#[derive(Clone, Copy)]
-enum ShimPlanted {
-    SquattableIds,
-    SkipVersionCheck,
-    NoPostponement,
-    SkipTriggerCheck,
-}
 
 use crate::crypto::{
     reconstruct, Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share, ShareKind,
@@ -356,15 +344,17 @@ impl GroupReplica {
         self.planted = bug;
     }
 
-    #[cfg(feature = "planted-bugs")]
-    fn planted(&self, bug: crate::planted::Planted) -> bool {
-        self.planted == bug
-    }
-
-    #[cfg(not(feature = "planted-bugs"))]
+    /// Whether `bug` is planted (never, without the feature).
+    #[allow(clippy::unused_self)]
     #[inline(always)]
-    fn planted(&self, _: ShimPlanted) -> bool {
-        false
+    fn planted(&self, bug: Planted) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.planted == bug;
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = bug;
+            false
+        }
     }
 
     /// The group's id.

@@ -233,7 +233,8 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         if options.retry_ms == 0 || groups.iter().any(|(_, f)| usize::from(*f) > max_f) {
             return Err(MisuseError::BadArgument);
         }
-        if pool_needed(groups) > options.share_pool.map_or(P, |n| n.min(P)) {
+        let pool_limit = options.share_pool.map_or(P, |n| n.min(P));
+        if pool_needed(groups) > pool_limit {
             return Err(CapacityError::Shares.into());
         }
         let mut slots: Vec<Slot, G> = Vec::new();
@@ -262,7 +263,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             header,
             slots,
             pool: Vec::new(),
-            pool_limit: options.share_pool.map_or(P, |n| n.min(P)),
+            pool_limit,
             trigger: Code::default(),
             accepted: 0,
             decided: None,
