@@ -1,5 +1,5 @@
 //! The group role: one instance per replica (paper sections 4.1–4.4,
-//! Figures 2 and 3; PROTOCOL.md sections 4 and 5).
+//! Figures 2 and 3; [installation](crate::protocol#installation-section-4) and [conflicts](crate::protocol#conflicts-and-replays-section-44-figure-3)).
 //!
 //! A [`GroupReplica`] has two halves:
 //! - the **deterministic** half, driven only by the group's ordered
@@ -25,6 +25,53 @@
 //!   (open it with [`PayloadOpener`](crate::crypto::PayloadOpener)).
 //! - Persist the role with serde; the state holds this replica's shares and
 //!   `k_g`, so store it as carefully as the replica's key.
+//!
+//! One group of one replica (`f = 0`): a prepare releases its share of
+//! `s_g` (with one group, `s_g = τ`), and `CommitInstall(τ)` applies it.
+//!
+//! ```
+//! use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, ReplicaSecretKey};
+//! use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+//! use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Verdict};
+//! use bft_upgrade::rand_core::SeedableRng;
+//! use bft_upgrade::step::{Instant, Peer};
+//! use bft_upgrade::wire::{DeployerId, GroupId, Membership, Message, Operation, Reply, ResourceId};
+//!
+//! let mut rng = chacha20::ChaCha20Rng::from_seed([2; 32]);
+//! let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+//! let key = ReplicaSecretKey::random(&mut rng);
+//! let membership = Membership::new(GroupId(1), &[key.public_key()]).unwrap();
+//! let genesis = Code::from_bytes([0; 32]);
+//! let mut config = GroupConfig {
+//!     membership: membership.clone(),
+//!     deployers: Default::default(),
+//!     neighbors: Default::default(),
+//!     retry_ms: 100,
+//!     proactive: false,
+//!     guardians: None,
+//! };
+//! let authorized = AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() };
+//! config.deployers.push(authorized).unwrap();
+//! let mut replica = GroupReplica::new(config, 0).unwrap();
+//!
+//! let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(1)]).unwrap();
+//! let target = GroupTarget {
+//!     membership: &membership,
+//!     resources: &[ResourceId(1)],
+//!     prev_version: &genesis,
+//!     guardians: None,
+//!     payload: PayloadRef::default(),
+//! };
+//! let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+//! let installer = Peer::Installer(1);
+//! let step = replica.handle_ordered(Instant(0), installer, &Operation::PrepareInstall(piece), &key, |_| Verdict::Accept);
+//! assert!(matches!(&step.messages[0].message, Message::Answer(a) if matches!(a.reply, Reply::Accepted(_))));
+//!
+//! let commit = Operation::CommitInstall { upgrade: plan.header().upgrade, code: plan.trigger_code().clone() };
+//! let step = replica.handle_ordered(Instant(1), installer, &commit, &key, |_| Verdict::Accept);
+//! assert!(matches!(step.effects[0], GroupEffect::Apply { .. }));
+//! assert_eq!(replica.version(), 1);
+//! ```
 
 use heapless::{Deque, Vec};
 use serde::{Deserialize, Serialize};
@@ -103,7 +150,7 @@ pub struct GuardianIds {
     pub ids: Vec<u32, MAX_GUARDIANS>,
 }
 
-/// The application's verdict on a piece (PROTOCOL.md section 4).
+/// The application's verdict on a piece ([prepare](crate::protocol#installation-section-4)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The group can take this piece.
@@ -357,6 +404,11 @@ impl GroupReplica {
         }
     }
 
+    /// The configuration the replica was built with.
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
     /// The group's id.
     pub fn group(&self) -> GroupId {
         self.config.membership.group
@@ -408,7 +460,10 @@ impl GroupReplica {
         self.chains.get(slot)
     }
 
-    /// The earliest proactive-diffusion deadline.
+    /// When to call [`handle_timeout`](Self::handle_timeout) next: the
+    /// earliest of the proactive-diffusion retries, the guardian fetches
+    /// still waiting for shares, and (at once) outcomes still to be told to
+    /// guardians.
     pub fn deadline(&self) -> Option<Instant> {
         let fetches = self.held.iter().filter_map(|h| match &h.secrets {
             Some(Secrets::Guarded { fetch: Some(f), .. }) if f.code.is_none() => Some(f.deadline),
@@ -475,6 +530,12 @@ impl GroupReplica {
     /// the host executes the request. Call in the request's ordered
     /// execution, then [`take_attachment`](Self::take_attachment) for the
     /// response.
+    ///
+    /// This, [`on_response`](Self::on_response) and
+    /// [`on_client_call`](Self::on_client_call) change the replica's state
+    /// only by finishing pieces, and every finish is an `Apply` or
+    /// `Discard` effect: a step without effects left the state as it was,
+    /// so a host need not write it (the host layer relies on this).
     pub fn on_request(&mut self, now: Instant, from: GroupId, codes: &Attachment) -> Step<GroupEffect> {
         let mut step = Step::new();
         self.learn(now, &mut step, Some(from), codes);
@@ -550,8 +611,11 @@ impl GroupReplica {
         }
     }
 
-    /// A message from another party (answers from neighbor replicas
-    /// acknowledging proactive diffusion).
+    /// A message from another party: a neighbor replica's answer
+    /// acknowledging proactive diffusion, a guardian's share
+    /// (`GuardianShare`), or a guardian asking for the piece
+    /// (`GuardianNeedsPiece`, answered with a `ForwardPiece` effect).
+    /// Anything else is an `Unsolicited` fault.
     pub fn handle_message(&mut self, now: Instant, from: Peer, message: &Message) -> Step<GroupEffect> {
         let mut step = Step::new();
         match (from, message) {
@@ -1017,7 +1081,7 @@ impl GroupReplica {
                 self.tell_guardians(step);
             }
         }
-        self.diffuse(now, upgrade, outcome, code, None);
+        self.diffuse(now, upgrade, outcome, code);
     }
 
     /// Sends `Learned` to each guardian not yet told, as far as the step
@@ -1045,12 +1109,14 @@ impl GroupReplica {
         self.telling.retain(|t| t.pending != 0);
     }
 
-    /// Queues the code for every neighbor but `except` (Figure 2's `T_g'`)
-    /// and, on the first `f + 1` replicas, starts proactive diffusion.
-    fn diffuse(&mut self, now: Instant, upgrade: UpgradeId, outcome: Outcome, code: &Code, except: Option<GroupId>) {
+    /// Queues the code for every neighbor (Figure 2's `T_g'`; a finish
+    /// learned from a neighbor's codes drops the echo to that neighbor
+    /// afterwards) and, on the first `f + 1` replicas, starts proactive
+    /// diffusion.
+    fn diffuse(&mut self, now: Instant, upgrade: UpgradeId, outcome: Outcome, code: &Code) {
         let item = Diffused { upgrade, outcome, code: code.clone() };
-        for (n, out) in self.config.neighbors.iter().zip(self.outbox.iter_mut()) {
-            if Some(n.group) == except || out.iter().any(|x| x.upgrade == upgrade) {
+        for out in self.outbox.iter_mut() {
+            if out.iter().any(|x| x.upgrade == upgrade) {
                 continue;
             }
             if out.is_full() {

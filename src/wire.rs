@@ -248,7 +248,7 @@ pub struct PieceHeader {
     pub custody: Custody,
 }
 
-/// Who holds a group's shares (PROTOCOL.md sections 3 and 7).
+/// Who holds a group's shares ([codes](crate::protocol#codes), [guardians](crate::protocol#guardians-section-5)).
 #[derive(Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 // The piece is one fixed-size value; there is no heap to box into.
@@ -748,6 +748,18 @@ pub enum SmallOperation {
         /// `c`.
         code: Code,
     },
+}
+
+/// An operation that is not a finish (`PrepareInstall`) has no small form.
+impl TryFrom<Operation> for SmallOperation {
+    type Error = Operation;
+    fn try_from(op: Operation) -> Result<Self, Operation> {
+        match op {
+            Operation::CommitInstall { upgrade, code } => Ok(SmallOperation::CommitInstall { upgrade, code }),
+            Operation::AbortInstall { upgrade, code } => Ok(SmallOperation::AbortInstall { upgrade, code }),
+            other => Err(other),
+        }
+    }
 }
 
 impl From<SmallOperation> for Operation {

@@ -8,7 +8,7 @@
 //! have their outputs rewritten by an adversary. Everything follows from one
 //! `u64` seed: the same seed gives the same run, byte for byte.
 //!
-//! After every event the safety checker runs (PROTOCOL.md section 2); then
+//! After every event the safety checker runs ([what holds](crate::protocol#what-holds)); then
 //! a liveness phase (faults off, network healed) must finish every upgrade
 //! at every correct group within a bound.
 

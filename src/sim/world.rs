@@ -18,10 +18,12 @@ use crate::crypto::ShareKind;
 use crate::crypto::{Code, Share};
 use crate::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
 use crate::group::{GuardianIds, PieceCrypto};
-use crate::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
+use crate::guardian::{GuardedGroup, Guardian, GuardianConfig};
+use crate::host::{Batch, ReplicaReport};
+use crate::host::{Bundle, Faults, GuardianHost, InstallerHost, InstallerReport, MemStore, Outbound, ReplicaHost};
 use crate::installer::{pool_needed, Finishing, Installer, InstallerEffect, InstallerOptions};
 use crate::planted::Planted;
-use crate::step::{Instant, Peer, Step};
+use crate::step::{Instant, Peer};
 use crate::wire::Custody;
 use crate::wire::{
     self, Answer, Attachment, GroupId, Membership, Message, Operation, Outcome, Piece, Reply, UpgradeHeader, UpgradeId,
@@ -32,12 +34,19 @@ use std::sync::Arc;
 pub enum SimInstaller {
     /// Up to 64 groups, 512 pooled shares: the crate's `DefaultInstaller`,
     /// the smallest size; runs with `tight_installers` use it when it fits.
-    Tiny(Box<Installer<64, 512>>),
+    Tiny(SimInstallerHost<64, 512>),
     /// Up to 256 groups.
-    Small(Box<Installer<256, 4096>>),
+    Small(SimInstallerHost<256, 4096>),
     /// Up to 16,384 groups (the scaling runs).
-    Large(Box<Installer<16384, 32768>>),
+    Large(SimInstallerHost<16384, 32768>),
 }
+
+/// An installer as the simulator hosts it: through the host layer, over
+/// an in-memory store (a restart reopens it from its last checkpoint).
+pub type SimInstallerHost<const G: usize, const P: usize> = InstallerHost<MemStore, G, P>;
+
+/// The record name of the simulator's installers' checkpoints.
+const INSTALLER_KEY: &str = "installer";
 
 /// Calls the same method on either size.
 macro_rules! each {
@@ -55,14 +64,8 @@ impl SimInstaller {
     /// smallest capacity the deployment declares (its pool is exactly what
     /// the groups need, in the smallest type that holds them), so anything
     /// that overflows the pool shows.
-    fn new(
-        id: u32,
-        header: UpgradeHeader,
-        groups: &[(GroupId, u8)],
-        finish_all: bool,
-        retry_ms: u64,
-        tight: bool,
-    ) -> Self {
+    fn new(id: u32, bundle: Bundle, finish_all: bool, retry_ms: u64, tight: bool) -> Self {
+        let groups = &bundle.groups;
         let finishing =
             if finish_all { Finishing::EveryGroup } else { Finishing::Diffusion { grace: DIFFUSION_GRACE } };
         let need = pool_needed(groups);
@@ -73,43 +76,43 @@ impl SimInstaller {
         // Each size is built in a frame of its own: a frame sized for the
         // large one would overflow test threads' stacks.
         if tight && groups.len() <= 64 && need <= 512 {
-            Self::Tiny(boxed(id, header, groups, options))
+            Self::Tiny(hosted(id, bundle, options))
         } else if groups.len() <= 256 && need <= 4096 {
-            Self::Small(boxed(id, header, groups, options))
+            Self::Small(hosted(id, bundle, options))
         } else {
-            Self::Large(boxed(id, header, groups, options))
+            Self::Large(hosted(id, bundle, options))
         }
     }
     fn peer(&self) -> Peer {
-        each!(self, i => i.peer())
+        each!(self, i => i.role().peer())
     }
-    fn start(&mut self, now: Instant) -> Step<InstallerEffect> {
-        each!(self, i => i.start(now))
+    fn start(&mut self, now: Instant, out: &mut Vec<Outbound>) -> InstallerReport {
+        each!(self, i => i.start(now, out).expect("memory store"))
     }
-    fn handle_timeout(&mut self, now: Instant) -> Step<InstallerEffect> {
-        each!(self, i => i.handle_timeout(now))
+    fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Outbound>) -> InstallerReport {
+        each!(self, i => i.timeout(now, out).expect("memory store"))
     }
     fn handle_answer(
         &mut self,
         now: Instant,
         from: Peer,
         answer: &Answer,
-        piece: &Piece,
-    ) -> Result<Step<InstallerEffect>, crate::error::MisuseError> {
-        each!(self, i => i.handle_answer(now, from, answer, piece))
+        out: &mut Vec<Outbound>,
+    ) -> Result<InstallerReport, crate::host::HostError<core::convert::Infallible>> {
+        each!(self, i => i.answer(now, from, answer, out))
     }
     fn is_done(&self) -> bool {
-        each!(self, i => i.is_done())
+        each!(self, i => i.role().is_done())
     }
     fn decided(&self) -> Option<(Outcome, &Code)> {
-        each!(self, i => i.decided())
+        each!(self, i => i.role().decided())
     }
     fn deadline(&self) -> Option<Instant> {
         each!(self, i => i.deadline())
     }
-    /// Serialize, drop, restore.
+    /// Crash and restart from the last checkpoint in the store.
     fn restore(&mut self) {
-        each!(self, i => restore_boxed(i))
+        each!(self, i => i.reopen().expect("own checkpoint reads back"))
     }
 }
 
@@ -118,20 +121,21 @@ impl SimInstaller {
 pub const DIFFUSION_GRACE: u32 = 5;
 
 #[inline(never)]
-fn boxed<const G: usize, const P: usize>(
+fn hosted<const G: usize, const P: usize>(
     id: u32,
-    header: UpgradeHeader,
-    groups: &[(GroupId, u8)],
+    bundle: Bundle,
     options: InstallerOptions,
-) -> Box<Installer<G, P>> {
-    Box::new(Installer::new(id, header, groups, options).expect("installer"))
+) -> SimInstallerHost<G, P> {
+    InstallerHost::open(MemStore::default(), INSTALLER_KEY, bundle, |b| boxed(id, b, options)).expect("installer")
 }
 
 #[inline(never)]
-fn restore_boxed<T: serde::Serialize + serde::de::DeserializeOwned>(role: &mut Box<T>) {
-    let mut buf = vec![0u8; wire::encoded_len(&**role)];
-    let bytes = wire::encode(&**role, &mut buf).expect("sized").to_vec();
-    **role = wire::decode(&bytes).expect("own state decodes");
+fn boxed<const G: usize, const P: usize>(
+    id: u32,
+    bundle: &Bundle,
+    options: InstallerOptions,
+) -> Result<Box<Installer<G, P>>, crate::error::MisuseError> {
+    Installer::new(id, bundle.header.clone(), &bundle.groups, options).map(Box::new)
 }
 
 /// How a Byzantine replica misbehaves. It runs the real group code; the
@@ -380,7 +384,7 @@ pub struct Violation {
     pub what: String,
 }
 
-/// The property a [`Violation`] breaks (PROTOCOL.md section 2, and the
+/// The property a [`Violation`] breaks ([what holds](crate::protocol#what-holds), and the
 /// crate's own promises).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViolationKind {
@@ -426,8 +430,10 @@ pub struct Metrics {
     pub txns_restarted: u64,
     /// Events processed.
     pub events: u64,
-    /// Role restarts from serialized state.
+    /// Role restarts: each reopens the role from its host-layer store.
     pub restarts: u64,
+    /// Batches the roles' host layers committed to their stores.
+    pub store_writes: u64,
     /// External client calls.
     pub client_calls: u64,
     /// Client calls answered "too old: refresh".
@@ -466,7 +472,8 @@ pub struct Report {
 }
 
 struct Replica {
-    role: GroupReplica,
+    /// The replica, through the host layer, over an in-memory store.
+    host: ReplicaHost<MemStore>,
     byz: Option<ByzantineReplica>,
     /// Per upgrade: kinds of share this replica released (secret, cancel).
     released: BTreeMap<UpgradeId, (bool, bool)>,
@@ -591,9 +598,7 @@ enum Event {
     /// An external client calls a group.
     ClientCall { client: usize, group: usize },
     /// A replica's host hands a piece to a guardian.
-    PieceToGuardian { guardian: usize, upgrade: usize, group: GroupId, from: Peer },
-    /// A guardian's host finished writing its state.
-    Persisted { guardian: usize, upgrade: UpgradeId, group: GroupId },
+    PieceToGuardian { guardian: usize, piece: Box<Piece>, from: Peer },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -689,11 +694,10 @@ pub struct World {
 }
 
 struct GuardianSlot {
-    role: SimGuardian,
+    /// The guardian, through the host layer, over an in-memory store.
+    host: GuardianHost<MemStore, 64>,
     config: GuardianConfig,
     byz: Option<ByzantineGuardian>,
-    /// The state as last written to durable storage.
-    durable: Option<Vec<u8>>,
 }
 
 /// The guardian type the simulator runs.
@@ -779,7 +783,8 @@ impl World {
             let correct = byz_here.len() <= usize::from(f);
             let replicas = (0..n)
                 .map(|ri| Replica {
-                    role: GroupReplica::new(config.clone(), ri as u8).expect("valid config"),
+                    host: ReplicaHost::open(MemStore::default(), || GroupReplica::new(config.clone(), ri as u8))
+                        .expect("valid config"),
                     byz: byz_here.iter().find(|(_, r, _)| usize::from(*r) == ri).map(|(_, _, b)| *b),
                     released: BTreeMap::new(),
                     finished: BTreeMap::new(),
@@ -805,7 +810,9 @@ impl World {
                     }
                 }
                 let byz = cfg.byzantine_guardians.iter().find(|(i, _)| *i == k).map(|(_, b)| *b);
-                GuardianSlot { role: SimGuardian::new(config.clone()), config, byz, durable: None }
+                let host =
+                    GuardianHost::open(MemStore::default(), || SimGuardian::new(config.clone())).expect("memory store");
+                GuardianSlot { host, config, byz }
             })
             .collect();
         let upgrades: Vec<Built> = cfg
@@ -849,9 +856,11 @@ impl World {
             let mut list = list;
             list.sort();
             list.dedup();
+            let bundle =
+                Bundle { header: b.header.clone(), groups: list, pieces: b.pieces.values().cloned().collect() };
             for k in 0..cfg.installers + cfg.byzantine_installers {
                 let tight = cfg.tight_installers;
-                let role = SimInstaller::new(next_id, b.header.clone(), &list, cfg.finish_all, cfg.retry_ms, tight);
+                let role = SimInstaller::new(next_id, bundle.clone(), cfg.finish_all, cfg.retry_ms, tight);
                 installers.push(InstallerSlot {
                     upgrade: ui,
                     role,
@@ -943,7 +952,13 @@ impl World {
     fn plant(&mut self) {
         let bug = self.cfg.planted;
         match bug {
-            Planted::None | Planted::GuardianForgets => {}
+            Planted::None => {}
+            #[cfg(feature = "planted-bugs")]
+            Planted::GuardianForgets => {
+                for g in &mut self.guardians {
+                    g.host.plant(bug);
+                }
+            }
             Planted::ReleasesBoth => {
                 if let Some(r) = self.groups.first_mut().and_then(|g| g.replicas.last_mut()) {
                     r.byz = Some(ByzantineReplica::BothKinds);
@@ -956,7 +971,8 @@ impl World {
             | Planted::NoPostponement
             | Planted::SquattableIds => {
                 for r in self.groups.iter_mut().flat_map(|g| g.replicas.iter_mut()) {
-                    r.role.plant(bug);
+                    r.host.plant(bug);
+                    r.host.flush(Batch::new(), &mut Vec::new()).expect("memory store");
                 }
             }
             #[cfg(feature = "planted-bugs")]
@@ -966,7 +982,7 @@ impl World {
             | Planted::DoneAfterOneGroup
             | Planted::SweepIgnoresRoom => {
                 for i in self.installers.iter_mut().filter(|i| !i.byzantine) {
-                    each!(&mut i.role, x => x.plant(bug));
+                    each!(&mut i.role, x => x.plant(bug)).expect("memory store");
                 }
             }
             #[cfg(not(feature = "planted-bugs"))]
@@ -1161,8 +1177,9 @@ impl World {
                 for ii in 0..self.installers.len() {
                     if self.installers[ii].upgrade == upgrade && !self.installers[ii].dead {
                         let now = Instant(self.now);
-                        let step = self.installers[ii].role.start(now);
-                        self.route_installer(ii, step);
+                        let mut out = Vec::new();
+                        let report = self.installers[ii].role.start(now, &mut out);
+                        self.route_installer(ii, report, out);
                     }
                 }
             }
@@ -1171,24 +1188,14 @@ impl World {
             Event::Timer { who } => self.timer(who),
             Event::Restart { who } => self.restart(who),
             Event::ClientCall { client, group } => self.client_call(client, group),
-            Event::PieceToGuardian { guardian, upgrade, group, from } => {
-                let Some(piece) = self.upgrades[upgrade].pieces.get(&group).cloned() else { return };
+            Event::PieceToGuardian { guardian, piece, from } => {
                 let slot = &mut self.guardians[guardian];
                 let key = &self.material.guardian_keys[guardian];
                 let mut crypto = Cached { material: &self.material, key };
-                if let Ok(step) = slot.role.handle_piece_with(Instant(self.now), from, &piece, &mut crypto) {
-                    self.route_guardian(guardian, step);
+                let mut out = Vec::new();
+                if let Ok(faults) = slot.host.piece_with(Instant(self.now), from, &piece, &mut crypto, &mut out) {
+                    self.route_guardian(guardian, &faults, out);
                 }
-            }
-            Event::Persisted { guardian, upgrade, group } => {
-                // The write completed: this is the state a restart sees.
-                let slot = &mut self.guardians[guardian];
-                if self.cfg.planted != Planted::GuardianForgets {
-                    let mut buf = vec![0u8; wire::encoded_len(&slot.role)];
-                    slot.durable = Some(wire::encode(&slot.role, &mut buf).expect("sized").to_vec());
-                }
-                let step = slot.role.persisted(Instant(self.now), upgrade, group);
-                self.route_guardian(guardian, step);
             }
             Event::AppCall { caller, callee, txn } => {
                 // MakeRequest: the caller's replicas take T_callee.
@@ -1201,8 +1208,8 @@ impl World {
                 // ReceiveRequest at the callee, in its ordered execution.
                 let from = self.groups[caller].id;
                 for ri in 0..self.groups[callee].replicas.len() {
-                    let step = self.groups[callee].replicas[ri].role.on_request(Instant(self.now), from, &codes);
-                    self.route_group(callee, ri, step, None);
+                    let report = self.groups[callee].replicas[ri].host.request(Instant(self.now), from, &codes);
+                    self.route_group(callee, ri, report, None);
                 }
                 let back = self.take_attachment(callee, caller);
                 let delay = self.cfg.latency_ms;
@@ -1212,10 +1219,10 @@ impl World {
                 let from = self.groups[callee].id;
                 let mut restarted = false;
                 for ri in 0..self.groups[caller].replicas.len() {
-                    let step =
-                        self.groups[caller].replicas[ri].role.on_response(Instant(self.now), TxnId(txn), from, &codes);
-                    restarted |= step.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
-                    self.route_group(caller, ri, step, None);
+                    let report =
+                        self.groups[caller].replicas[ri].host.response(Instant(self.now), TxnId(txn), from, &codes);
+                    restarted |= report.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
+                    self.route_group(caller, ri, report, None);
                 }
                 self.txns.remove(&txn);
                 if restarted {
@@ -1246,11 +1253,11 @@ impl World {
         let call = self.clients[client].call(self.groups[gi].id);
         let mut chosen = None;
         for ri in 0..self.groups[gi].replicas.len() {
-            let (step, reply) = self.groups[gi].replicas[ri].role.on_client_call(Instant(self.now), &call);
+            let (report, reply) = self.groups[gi].replicas[ri].host.client_call(Instant(self.now), &call);
             if chosen.is_none() && self.groups[gi].replicas[ri].byz.is_none() {
                 chosen = Some(reply);
             }
-            self.route_group(gi, ri, step, None);
+            self.route_group(gi, ri, report, None);
         }
         let Some(reply) = chosen else { return };
         if self.groups[gi].correct && self.violation.is_none() {
@@ -1294,7 +1301,8 @@ impl World {
         let to_id = self.groups[to].id;
         let mut chosen = None;
         for r in self.groups[group].replicas.iter_mut() {
-            let a = r.role.take_attachment(to_id);
+            let a = r.host.attachment(to_id);
+            r.host.flush(Batch::new(), &mut Vec::new()).expect("memory store");
             if chosen.is_none() && r.byz.is_none() {
                 chosen = Some(a);
             }
@@ -1319,8 +1327,8 @@ impl World {
                 if ri >= self.groups[gi].replicas.len() {
                     return;
                 }
-                let step = self.groups[gi].replicas[ri].role.handle_message(Instant(self.now), from, &message);
-                self.route_group(gi, ri, step, None);
+                let report = self.groups[gi].replicas[ri].host.message(Instant(self.now), from, &message);
+                self.route_group(gi, ri, report, None);
             }
             (Peer::Guardian(id), message) => {
                 let Some(k) = (id as usize).checked_sub(1).filter(|k| *k < self.guardians.len()) else { return };
@@ -1328,19 +1336,20 @@ impl World {
                     self.byzantine_guardian(k, b, from, &message);
                     return;
                 }
-                let step = self.guardians[k].role.handle_message(Instant(self.now), from, &message);
-                self.route_guardian(k, step);
+                let mut out = Vec::new();
+                let faults =
+                    self.guardians[k].host.message(Instant(self.now), from, &message, &mut out).expect("memory store");
+                self.route_guardian(k, &faults, out);
             }
             (Peer::Installer(id), Message::Answer(answer)) => {
                 let Some(ii) = self.installers.iter().position(|i| i.role.peer() == Peer::Installer(id) && !i.dead)
                 else {
                     return;
                 };
-                let ui = self.installers[ii].upgrade;
-                let Some(piece) = self.upgrades[ui].pieces.get(&answer.group) else { return };
-                let step = self.installers[ii].role.handle_answer(Instant(self.now), from, &answer, piece);
-                if let Ok(step) = step {
-                    self.route_installer(ii, step);
+                let mut out = Vec::new();
+                let report = self.installers[ii].role.handle_answer(Instant(self.now), from, &answer, &mut out);
+                if let Ok(report) = report {
+                    self.route_installer(ii, report, out);
                 }
             }
             _ => {}
@@ -1360,8 +1369,8 @@ impl World {
             let r = &mut self.groups[gi].replicas[ri];
             let verdict = if reject { Verdict::Reject } else { Verdict::Accept };
             let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
-            let step = r.role.handle_ordered_with(Instant(self.now), origin, op, &mut crypto, |_| verdict);
-            self.route_group(gi, ri, step, Some(op));
+            let report = r.host.ordered_with(Instant(self.now), origin, op, &mut crypto, |_| verdict);
+            self.route_group(gi, ri, report, Some(op));
         }
     }
 
@@ -1371,11 +1380,11 @@ impl World {
             Who::Replica(gi, ri) => {
                 let r = &mut self.groups[gi].replicas[ri];
                 r.scheduled = None;
-                if r.role.deadline().is_some_and(|d| d <= now) {
-                    let step = r.role.handle_timeout(now);
-                    self.route_group(gi, ri, step, None);
+                if r.host.deadline().is_some_and(|d| d <= now) {
+                    let report = r.host.timeout(now);
+                    self.route_group(gi, ri, report, None);
                 } else {
-                    let d = r.role.deadline();
+                    let d = r.host.deadline();
                     self.schedule(who, d);
                 }
             }
@@ -1385,8 +1394,9 @@ impl World {
                 if self.installers[ii].dead {
                     return;
                 }
-                let step = self.installers[ii].role.handle_timeout(now);
-                self.route_installer(ii, step);
+                let mut out = Vec::new();
+                let report = self.installers[ii].role.handle_timeout(now, &mut out);
+                self.route_installer(ii, report, out);
                 // A Byzantine installer adds its own moves once per sweep.
                 if self.installers[ii].byzantine && self.faulty_network() {
                     self.byzantine_installer(ii);
@@ -1415,21 +1425,18 @@ impl World {
         self.metrics.restarts += 1;
         match who {
             Who::Guardian(k) => {
-                // A guardian restarts from what was durably written, and
-                // loses whatever it had not.
+                // A guardian restarts from what its host wrote, and loses
+                // whatever it had not.
                 let slot = &mut self.guardians[k];
-                slot.role = match &slot.durable {
-                    Some(bytes) => wire::decode(bytes).expect("own state decodes"),
-                    None => SimGuardian::new(slot.config.clone()),
-                };
+                let config = slot.config.clone();
+                slot.host.reopen(|| SimGuardian::new(config)).expect("own state decodes");
             }
             Who::Replica(gi, ri) => {
+                // A replica restarts from its host's last flush.
                 let r = &mut self.groups[gi].replicas[ri];
-                let mut buf = vec![0u8; wire::encoded_len(&r.role)];
-                let bytes = wire::encode(&r.role, &mut buf).expect("sized").to_vec();
-                r.role = wire::decode(&bytes).expect("own state decodes");
+                r.host.reopen().expect("own state decodes");
                 r.scheduled = None;
-                let d = r.role.deadline();
+                let d = r.host.deadline();
                 self.schedule(who, d);
             }
             Who::Installer(ii) => {
@@ -1456,30 +1463,42 @@ impl World {
         }
     }
 
-    fn route_group(&mut self, gi: usize, ri: usize, step: Step<GroupEffect>, op: Option<&Operation>) {
-        self.check_lost(step.lost, || format!("replica {ri} of group {gi}"));
-        self.dirty |= !step.effects.is_empty() || step.messages.iter().any(|m| matches!(m.message, Message::Answer(_)));
-        self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
+    /// Carries out what a replica's inputs produced: the host layer
+    /// writes the replica's state, then hands over its outbound items,
+    /// which go through the adversary if the replica is Byzantine.
+    fn route_group(&mut self, gi: usize, ri: usize, report: ReplicaReport, op: Option<&Operation>) {
+        self.check_lost(report.lost, || format!("replica {ri} of group {gi}"));
+        let mut out = Vec::new();
+        self.groups[gi].replicas[ri].host.flush(Batch::new(), &mut out).expect("memory store");
+        self.dirty |= !report.effects.is_empty()
+            || out.iter().any(|o| matches!(o, Outbound::Send { message: Message::Answer(_), .. }));
+        self.note_faults(&report.faults);
         let me = Peer::Replica { group: self.groups[gi].id, index: ri as u8 };
         let byz = self.groups[gi].replicas[ri].byz;
-        for e in &step.effects {
+        for e in &report.effects {
             match e {
                 GroupEffect::Apply { upgrade, .. } => self.note_finished(gi, ri, *upgrade, Outcome::Committed),
                 GroupEffect::Discard { upgrade } => self.note_finished(gi, ri, *upgrade, Outcome::Aborted),
                 _ => {}
             }
         }
-        for e in &step.effects {
-            if let GroupEffect::ForwardPiece { upgrade, guardian } = e {
-                self.forward_piece(gi, me, *upgrade, *guardian);
-            }
-        }
-        for out in &step.messages {
+        for item in out {
+            let (to, message) = match item {
+                Outbound::Piece { guardian, piece } => {
+                    self.piece_to_guardian(me, guardian, *piece);
+                    continue;
+                }
+                Outbound::Submit { group, op } => {
+                    let Ok(small) = crate::wire::SmallOperation::try_from(*op) else { continue };
+                    (Peer::Group(group), Message::Submit(small))
+                }
+                Outbound::Send { to, message } => (to, message),
+            };
             if byz.is_none() && self.replaying {
-                self.keep_genuine(&out.message);
+                self.keep_genuine(&message);
             }
             if byz.is_none() {
-                if let Message::Answer(a) = &out.message {
+                if let Message::Answer(a) = &message {
                     self.touch(a.upgrade, gi);
                     let entry = self.groups[gi].replicas[ri].released.entry(a.upgrade).or_default();
                     let releases = match a.reply {
@@ -1499,51 +1518,59 @@ impl World {
                 }
             }
             match byz {
-                None => self.send_or_submit(me, out.to, &out.message),
-                Some(b) => self.adversary(gi, ri, b, out.to, &out.message, op),
+                None => self.send(me, to, &message),
+                Some(b) => self.adversary(gi, ri, b, to, &message, op),
             }
         }
-        self.schedule(Who::Replica(gi, ri), step.deadline);
+        let d = self.groups[gi].replicas[ri].host.deadline();
+        self.schedule(Who::Replica(gi, ri), d);
     }
 
-    fn send_or_submit(&mut self, from: Peer, to: Peer, message: &Message) {
-        self.send(from, to, message);
+    fn note_faults(&mut self, faults: &Faults) {
+        self.metrics.faults_reported += faults.faults.len() as u64 + u64::from(faults.dropped);
     }
 
-    /// A replica's host sends the piece of `upgrade` to guardians.
-    fn forward_piece(&mut self, gi: usize, from: Peer, upgrade: UpgradeId, only: Option<u32>) {
+    /// A replica's host sends `piece` to guardian `id`, over the lossy
+    /// network.
+    fn piece_to_guardian(&mut self, from: Peer, id: u32, piece: Piece) {
+        let Some(k) = (id as usize).checked_sub(1).filter(|k| *k < self.guardians.len()) else { return };
+        self.count(from, wire::encoded_len(&piece) as u64);
+        if self.faulty_network() && unit(&mut self.rng) < self.cfg.network.drop {
+            self.metrics.dropped += 1;
+            return;
+        }
+        let at = self.now + self.cfg.latency_ms;
+        self.push(at, Event::PieceToGuardian { guardian: k, piece: Box::new(piece), from });
+    }
+
+    /// A compromised replica's host sends the genuine piece of `upgrade`
+    /// to every guardian of its group.
+    fn forward_piece(&mut self, gi: usize, from: Peer, upgrade: UpgradeId) {
         let Some(ui) = self.upgrade_index(upgrade) else { return };
         let group = self.groups[gi].id;
         let Some(set) = self.material.guardian_sets[gi].clone() else { return };
-        let size = self.upgrades[ui].pieces.get(&group).map_or(0, wire::encoded_len) as u64;
-        for (id, _) in set.members.iter().filter(|(id, _)| only.is_none_or(|o| o == *id)) {
-            self.count(from, size);
-            if self.faulty_network() && unit(&mut self.rng) < self.cfg.network.drop {
-                self.metrics.dropped += 1;
-                continue;
-            }
-            let at = self.now + self.cfg.latency_ms;
-            self.push(at, Event::PieceToGuardian { guardian: *id as usize - 1, upgrade: ui, group, from });
+        let Some(piece) = self.upgrades[ui].pieces.get(&group).cloned() else { return };
+        for (id, _) in &set.members {
+            self.piece_to_guardian(from, *id, piece.clone());
         }
     }
 
-    fn route_guardian(&mut self, k: usize, step: Step<GuardianEffect>) {
-        self.check_lost(step.lost, || format!("guardian {k}"));
-        self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
-        let me = self.guardians[k].role.peer();
-        for e in &step.effects {
-            let GuardianEffect::Persist { upgrade, group, .. } = e;
-            // The write takes a moment; a crash before it completes loses it.
-            self.push(self.now + 1, Event::Persisted { guardian: k, upgrade: *upgrade, group: *group });
-        }
-        for out in &step.messages {
-            self.note_leak(out.to, &out.message);
-            if let (Peer::Group(g), Message::Submit(op)) = (out.to, &out.message) {
-                if let Some(gi) = self.group_index(g) {
-                    self.submit(me, gi, Operation::from(op.clone()));
+    /// Delivers what a guardian's host let out (after writing its state).
+    fn route_guardian(&mut self, k: usize, faults: &Faults, out: Vec<Outbound>) {
+        self.note_faults(faults);
+        let me = Peer::Guardian(k as u32 + 1);
+        for item in out {
+            match item {
+                Outbound::Submit { group, op } => {
+                    if let Some(gi) = self.group_index(group) {
+                        self.submit(me, gi, *op);
+                    }
                 }
-            } else {
-                self.send(me, out.to, &out.message);
+                Outbound::Send { to, message } => {
+                    self.note_leak(to, &message);
+                    self.send(me, to, &message);
+                }
+                Outbound::Piece { .. } => {}
             }
         }
     }
@@ -1703,7 +1730,7 @@ impl World {
                 let ids: Vec<u32> = guardians.iter().map(|g| g.guardian).collect();
                 let upgrade = p.header.upgrade;
                 if ri == 0 {
-                    self.forward_piece(gi, me, upgrade, None);
+                    self.forward_piece(gi, me, upgrade);
                 }
                 for kind in [ShareKind::Secret, ShareKind::Cancel] {
                     for id in &ids {
@@ -1717,26 +1744,14 @@ impl World {
         }
     }
 
-    fn route_installer(&mut self, ii: usize, step: Step<InstallerEffect>) {
-        self.check_lost(step.lost, || format!("installer {ii}"));
-        self.metrics.faults_reported += step.faults.len() as u64 + u64::from(step.faults_dropped);
+    fn route_installer(&mut self, ii: usize, report: InstallerReport, out: Vec<Outbound>) {
+        self.check_lost(report.lost, || format!("installer {ii}"));
+        self.note_faults(&report.faults);
         let me = self.installers[ii].role.peer();
         let ui = self.installers[ii].upgrade;
         let byz = self.installers[ii].byzantine;
-        for e in &step.effects {
-            if let InstallerEffect::SendPrepare { group } = e {
-                let (Some(gi), Some(piece)) = (self.group_index(*group), self.upgrades[ui].pieces.get(group)) else {
-                    continue;
-                };
-                let op = Operation::PrepareInstall(piece.clone());
-                let copies = if byz { 3 } else { 1 };
-                for _ in 0..copies {
-                    self.submit(me, gi, op.clone());
-                }
-            }
-        }
         if !byz
-            && step.effects.contains(&InstallerEffect::Decided(Outcome::Committed))
+            && report.effects.contains(&InstallerEffect::Decided(Outcome::Committed))
             && !self.upgrades[ui].groups.iter().all(|gi| self.rebuildable(ui, *gi).0)
         {
             // A correct installer commits only once every group released s_g.
@@ -1746,15 +1761,23 @@ impl World {
             );
             self.flag(ViolationKind::EarlyCommit, what);
         }
-        for out in &step.messages {
-            if let (Peer::Group(g), Message::Submit(op)) = (out.to, &out.message) {
-                let Some(gi) = self.group_index(g) else { continue };
-                self.submit(me, gi, Operation::from(op.clone()));
-            } else {
-                self.send(me, out.to, &out.message);
+        for item in out {
+            match item {
+                Outbound::Submit { group, op } => {
+                    let Some(gi) = self.group_index(group) else { continue };
+                    // A Byzantine installer floods its prepares.
+                    let copies = if byz && matches!(*op, Operation::PrepareInstall(_)) { 3 } else { 1 };
+                    for _ in 1..copies {
+                        self.submit(me, gi, (*op).clone());
+                    }
+                    self.submit(me, gi, *op);
+                }
+                Outbound::Send { to, message } => self.send(me, to, &message),
+                Outbound::Piece { .. } => {}
             }
         }
-        self.schedule(Who::Installer(ii), step.deadline);
+        let d = self.installers[ii].role.deadline();
+        self.schedule(Who::Installer(ii), d);
     }
 
     /// A Byzantine installer's extra moves: wrong codes, replays of other
@@ -1878,14 +1901,10 @@ impl World {
     /// The host's duty once `u` finished at every replica of every group it
     /// covers: guardians forget its records (they hold at most 64, and a
     /// record that released a kind stays until retired). The durable copy
-    /// is rewritten too, as a host would.
+    /// is rewritten by the host layer.
     fn retire(&mut self, u: UpgradeId) {
         for slot in &mut self.guardians {
-            slot.role.retire(u);
-            if slot.durable.is_some() {
-                let mut buf = vec![0u8; wire::encoded_len(&slot.role)];
-                slot.durable = Some(wire::encode(&slot.role, &mut buf).expect("sized").to_vec());
-            }
+            slot.host.retire(u).expect("memory store");
         }
     }
 
@@ -1898,7 +1917,7 @@ impl World {
             return;
         };
         let h = &piece.header;
-        let current = self.groups[gi].replicas[ri].role.version_code(h.deployer);
+        let current = self.groups[gi].replicas[ri].host.role().version_code(h.deployer);
         if current != Some(&h.prev_version) {
             let what = format!(
                 "replica {ri} of {:?} released shares of {upgrade:?}, built on a stale version",
@@ -1956,7 +1975,7 @@ impl World {
         }
     }
 
-    /// PROTOCOL.md section 2 for upgrade `ui`, after every event that
+    /// The protocol's safety properties for upgrade `ui`, after every event that
     /// changed what it reads at group `gi`: the group's own state, then the
     /// upgrade's tallies over all groups.
     fn check_safety(&mut self, ui: usize, gi: usize) {
@@ -2044,10 +2063,10 @@ impl World {
         let Some((ri, r)) = g.replicas.iter().enumerate().find(|(_, r)| r.byz.is_none()) else {
             return String::new();
         };
-        let held = r.role.status(u);
+        let held = r.host.role().status(u);
         // What a prepare would answer now, on a copy.
         let answer = self.upgrades[ui].pieces.get(&id).map(|piece| {
-            let mut copy = r.role.clone();
+            let mut copy = r.host.role().clone();
             let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
             let op = Operation::PrepareInstall(piece.clone());
             let step =
@@ -2061,7 +2080,7 @@ impl World {
             .installers
             .iter()
             .filter(|i| i.upgrade == ui && !i.byzantine && !i.dead)
-            .map(|i| format!("{:?}", each!(&i.role, x => x.progress(id))))
+            .map(|i| format!("{:?}", each!(&i.role, x => x.role().progress(id))))
             .collect();
         format!("g{}: {held:?}, a prepare now: {answer:?}, installers {}", id.0, views.join("/"))
     }
@@ -2111,6 +2130,11 @@ impl World {
             (!window.is_empty()).then(|| window.iter().filter(|ok| **ok).count() as f64 / window.len() as f64);
         let piece_bytes =
             self.upgrades.first().and_then(|b| b.pieces.values().next()).map_or(0, wire::encoded_len) as u64;
+        let mut metrics = self.metrics;
+        metrics.store_writes =
+            self.groups.iter().flat_map(|g| &g.replicas).map(|r| r.host.store().commits()).sum::<u64>()
+                + self.guardians.iter().map(|g| g.host.store().commits()).sum::<u64>()
+                + self.installers.iter().map(|i| each!(&i.role, x => x.store().commits())).sum::<u64>();
         Report {
             piece_bytes,
             availability,
@@ -2121,7 +2145,7 @@ impl World {
             outcomes,
             finished_at_ms: self.finished_at,
             replicas: self.groups.iter().map(|g| g.replicas.len()).sum(),
-            metrics: self.metrics,
+            metrics,
             trace_digest: self.trace.finalize().into(),
         }
     }

@@ -352,9 +352,10 @@ pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
         }
         let store = Store::open(&path)?;
         let mut mine: BTreeMap<([u8; 16], u32), [bool; 2]> = BTreeMap::new();
-        for (u, g, kind, _) in store.releases()? {
+        for r in bft_upgrade::host::releases(&store).map_err(|e| anyhow!("guardian {}: {e}", gd.id))? {
             out.releases += 1;
-            if let Some(slot) = mine.entry((u, g)).or_default().get_mut(usize::from(kind.min(1))) {
+            let kind = usize::from(r.kind == bft_upgrade::crypto::ShareKind::Cancel);
+            if let Some(slot) = mine.entry((r.upgrade.0, r.group.0)).or_default().get_mut(kind) {
                 *slot = true;
             }
         }
@@ -406,7 +407,7 @@ pub async fn scenario(dir: &Path, s: &Scenario) -> Result<(UpgradeId, Duration)>
     let statuses = query(dir, Duration::from_secs(2)).await?;
     let prev = version_codes(&cluster, &statuses);
     let bundle_path = crate::deployer::deploy(dir, "application v2", &prev)?;
-    let bundle = crate::deployer::Bundle::load(&bundle_path)?;
+    let bundle = crate::deployer::load_bundle(&bundle_path)?;
     let upgrade = bundle.header.upgrade;
     println!("deployed upgrade {} over {} groups: {}", short(upgrade), bundle.groups.len(), bundle_path.display());
     let t0 = crate::now_ms();

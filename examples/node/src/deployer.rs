@@ -6,12 +6,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadSealer, CHUNK_TAG_LEN};
+use bft_upgrade::crypto::{Binding, Code, DeployerKey};
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
-use bft_upgrade::wire::{DeployerId, GroupId, Piece, ResourceId, UpgradeHeader, UpgradeId};
+use bft_upgrade::host::{seal_payload, Bundle};
+use bft_upgrade::wire::{DeployerId, GroupId, ResourceId, UpgradeId};
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 use crate::config::{
     hex, key_path, unhex, write_private, Cluster, DialerInfo, GroupInfo, GuardianInfo, ReplicaInfo, Secrets,
@@ -29,31 +29,13 @@ pub fn os_rng() -> ChaCha20Rng {
     ChaCha20Rng::from_seed(seed)
 }
 
-/// An upgrade as installers get it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Bundle {
-    /// The public header.
-    pub header: UpgradeHeader,
-    /// The groups and their `f`.
-    pub groups: Vec<(GroupId, u8)>,
-    /// One signed piece per group, in `groups` order.
-    pub pieces: Vec<Piece>,
-}
-
-impl Bundle {
-    /// Reads a bundle file.
-    ///
-    /// # Errors
-    /// When the file is missing or does not decode.
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        crate::frame::decode(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))
-    }
-
-    /// The piece for `group`.
-    pub fn piece(&self, group: GroupId) -> Option<&Piece> {
-        self.pieces.iter().find(|p| p.header.group == group)
-    }
+/// Reads a bundle file (the host layer's [`Bundle`]).
+///
+/// # Errors
+/// When the file is missing or does not decode.
+pub fn load_bundle(path: &Path) -> Result<Bundle> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    crate::frame::decode(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 /// Where the payload of `upgrade` for `group` lives.
@@ -167,19 +149,11 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
 }
 
 fn seal(plan: &UpgradePlan<'_>, group: GroupId, text: &[u8]) -> Result<(bft_upgrade::crypto::PayloadRef, Vec<u8>)> {
-    const CHUNK: usize = 4096;
     let key = plan.group_key(group).map_err(|e| anyhow!("{e:?}"))?;
     let binding = Binding::group(plan.header().upgrade, group);
-    let mut sealer = PayloadSealer::new(&key, &binding, CHUNK as u32).map_err(|e| anyhow!("{e:?}"))?;
     let mut out = Vec::new();
-    let chunks: Vec<&[u8]> = if text.is_empty() { vec![&[]] } else { text.chunks(CHUNK).collect() };
-    for (i, chunk) in chunks.iter().enumerate() {
-        let mut buf = vec![0u8; CHUNK + CHUNK_TAG_LEN];
-        buf[..chunk.len()].copy_from_slice(chunk);
-        let sealed = sealer.seal_chunk(&mut buf, chunk.len(), i + 1 == chunks.len()).map_err(|e| anyhow!("{e:?}"))?;
-        out.extend_from_slice(sealed);
-    }
-    Ok((sealer.finish().map_err(|e| anyhow!("{e:?}"))?, out))
+    let payload = seal_payload(&key, &binding, 4096, &mut &text[..], &mut out)?;
+    Ok((payload, out))
 }
 
 /// Builds an upgrade over every group of the cluster in `dir`: writes the

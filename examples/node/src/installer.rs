@@ -1,22 +1,24 @@
 //! `node install <bundle>`: one installer driving one upgrade to its
-//! outcome. Its state is committed to redb before every step's messages go
-//! out, so a killed installer restarted with the same id resumes.
+//! outcome, through the core's host layer (`InstallerHost` over redb): a
+//! killed installer restarted with the same id resumes from its last
+//! checkpoint.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
+use bft_upgrade::host::{InstallerHost, InstallerReport};
 use bft_upgrade::installer::{Finishing, Installer, InstallerEffect, InstallerOptions};
-use bft_upgrade::step::{Peer, Step};
-use bft_upgrade::wire::{Message, Operation, Outcome};
+use bft_upgrade::step::Peer;
+use bft_upgrade::wire::{Message, Outcome};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::{hex, key_path, Cluster, Secrets};
-use crate::deployer::Bundle;
-use crate::frame::{self, Body, Frame};
-use crate::guardian::send_messages;
+use crate::deployer::load_bundle;
+use crate::frame::Frame;
+use crate::outbound::NetOut;
 use crate::store::Store;
 use crate::transport::{Net, Policy};
 
@@ -33,97 +35,64 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration) -> Result<
     let cluster = Arc::new(Cluster::load(dir)?);
     let me = Peer::Installer(id);
     let secrets = Secrets::load(&key_path(dir, me))?;
-    let bundle = Bundle::load(path)?;
+    let bundle = load_bundle(path)?;
     let upgrade = bundle.header.upgrade;
     let store = Store::open(&dir.join("data").join(format!("installer-{id}")).join("state.redb"))?;
-    let key = format!("installer-{}", hex(&upgrade.0));
-    let mut role: Box<NodeInstaller> = match store.get(&key)? {
-        Some(b) => {
-            info!(upgrade = ?upgrade, "installer resuming from its database");
-            postcard::from_bytes(&b).context("stored installer state")?
-        }
-        None => Box::new(
-            Installer::new(
-                id,
-                bundle.header.clone(),
-                &bundle.groups,
-                InstallerOptions::default().retry_ms(cluster.retry_ms).finishing(Finishing::Diffusion { grace: 3 }),
-            )
-            .map_err(|e| anyhow!("installer: {e:?}"))?,
-        ),
-    };
+    let options = InstallerOptions::default().retry_ms(cluster.retry_ms).finishing(Finishing::Diffusion { grace: 3 });
+    let key = format!("installer/{}", hex(&upgrade.0));
+    let mut host: InstallerHost<Store, 64, 1024> = InstallerHost::open(store, &key, bundle, |b| {
+        NodeInstaller::new(id, b.header.clone(), &b.groups, options).map(Box::new)
+    })
+    .map_err(|e| anyhow!("installer: {e}"))?;
     let policy: Policy = Arc::new(|peer, frame| match (peer, frame) {
         (Peer::Replica { .. }, Frame::Msg(Message::Answer(_))) => Ok(()),
         _ => Err(format!("an installer takes only answers from replicas, not this from {peer:?}")),
     });
     let (in_tx, mut in_rx) = mpsc::channel(8192);
     let net = Net::new(me, secrets.sign_key.clone(), cluster.clone(), in_tx, policy);
-    let step = role.start(crate::now());
-    let mut outcome = None;
-    carry(&store, &key, &net, &cluster, &bundle, &role, step, &mut outcome)?;
-    while !role.is_done() {
+    let mut out = NetOut { net: &net, cluster: &cluster };
+    let report = host.start(crate::now(), &mut out).map_err(|e| anyhow!("{e}"))?;
+    log(&report);
+    while !host.role().is_done() {
         if started.elapsed() > timeout {
             return Err(anyhow!("installer timed out after {timeout:?}"));
         }
-        let wait = role.deadline().map_or(200, |d| d.0.saturating_sub(crate::now_ms())).min(200);
-        let step = tokio::select! {
+        let wait = host.deadline().map_or(200, |d| d.0.saturating_sub(crate::now_ms())).min(200);
+        let report = tokio::select! {
             Some((peer, frame)) = in_rx.recv() => {
                 let Frame::Msg(Message::Answer(answer)) = frame else { continue };
-                let Some(piece) = bundle.piece(answer.group) else { continue };
-                match role.handle_answer(crate::now(), peer, &answer, piece) {
-                    Ok(step) => step,
-                    Err(e) => {
+                match host.answer(crate::now(), peer, &answer, &mut out) {
+                    Ok(r) => r,
+                    Err(bft_upgrade::host::HostError::Misuse(e)) => {
                         warn!(?peer, "answer not taken: {e:?}");
                         continue;
                     }
+                    Err(e) => return Err(anyhow!("installer store: {e}")),
                 }
             }
-            () = tokio::time::sleep(Duration::from_millis(wait)) => role.handle_timeout(crate::now()),
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {
+                host.timeout(crate::now(), &mut out).map_err(|e| anyhow!("{e}"))?
+            }
         };
-        carry(&store, &key, &net, &cluster, &bundle, &role, step, &mut outcome)?;
+        log(&report);
     }
-    let outcome = outcome.or(role.decided().map(|(o, _)| o)).ok_or_else(|| anyhow!("done without an outcome"))?;
+    let outcome = host.role().decided().map(|(o, _)| o).ok_or_else(|| anyhow!("done without an outcome"))?;
     info!(upgrade = ?upgrade, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "installer done");
     // Let the last frames leave before the process ends.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(outcome)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn carry(
-    store: &Store,
-    key: &str,
-    net: &Arc<Net>,
-    cluster: &Cluster,
-    bundle: &Bundle,
-    role: &NodeInstaller,
-    step: Step<InstallerEffect>,
-    outcome: &mut Option<Outcome>,
-) -> Result<()> {
-    for fault in &step.faults {
+fn log(report: &InstallerReport) {
+    for fault in &report.faults.faults {
         warn!(?fault, "peer fault");
     }
-    let mut batch = store.batch()?;
-    batch.put(key, &postcard::to_allocvec(role)?)?;
-    batch.commit()?;
-    for effect in &step.effects {
+    for effect in &report.effects {
         match effect {
-            InstallerEffect::SendPrepare { group } => {
-                let Some(piece) = bundle.piece(*group) else { continue };
-                let body = Body::Op(Operation::PrepareInstall(piece.clone()));
-                let nonce = frame::random_u64();
-                for peer in cluster.replicas_of(*group) {
-                    net.send(peer, &Frame::Submit { nonce, body: body.clone() });
-                }
-            }
-            InstallerEffect::Decided(o) => {
-                info!(outcome = ?o, "decided");
-                *outcome = Some(*o);
-            }
+            InstallerEffect::Decided(o) => info!(outcome = ?o, "decided"),
             InstallerEffect::Refused { group, reason } => warn!(group = group.0, ?reason, "group refused the piece"),
             InstallerEffect::Done => info!("every group it finishes through acknowledged"),
+            InstallerEffect::SendPrepare { .. } => {}
         }
     }
-    send_messages(net, cluster, step.messages);
-    Ok(())
 }

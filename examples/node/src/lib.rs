@@ -9,7 +9,9 @@
 //!   types, encoded with `bft_upgrade::wire`);
 //! - [`transport`]: length-prefixed frames, a signed handshake per
 //!   connection and ChaCha20-Poly1305 with per-direction counters;
-//! - [`store`]: redb, one database per process;
+//! - [`store`]: redb, one database per process, as the core's host layer
+//!   `Store`;
+//! - [`outbound`]: the host layer's `Transport` over this network;
 //! - [`ordering`]: the AlephBFT glue (keychain, network, data provider,
 //!   finalization handler, unit backup);
 //! - [`replica`], [`guardian`], [`installer`], [`deployer`]: the processes;
@@ -22,6 +24,7 @@ pub mod frame;
 pub mod guardian;
 pub mod installer;
 pub mod ordering;
+pub mod outbound;
 pub mod replica;
 pub mod store;
 pub mod transport;

@@ -3,11 +3,11 @@
 //! Submissions (from installers, other groups' replicas, guardians and this
 //! group's own application) go into AlephBFT's data provider; ordered
 //! batches come back from its finalization handler, are deduplicated by
-//! request id and executed on the core's `GroupReplica` and the
-//! application. After each step the role, the application and the executed
-//! ids are committed to redb in one transaction, and only then do the
-//! step's messages go out. The same transaction stores the pieces the role
-//! took and drops those of upgrades it no longer holds.
+//! request id and executed on the core's `GroupReplica`, through the host
+//! layer's `ReplicaHost`, and on the application. After each batch the
+//! host layer commits the role, its pieces (dropping those of upgrades it
+//! no longer holds), the application and the executed ids to redb in one
+//! transaction, and only then do the batch's messages go out.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,20 +15,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use bft_upgrade::crypto::{Binding, PayloadOpener, ReplicaSecretKey};
+use bft_upgrade::crypto::{Binding, ReplicaSecretKey};
 use bft_upgrade::group::{
     AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Neighbor, TxnId, Verdict,
 };
-use bft_upgrade::step::{Peer, Step};
-use bft_upgrade::wire::{DeployerId, GroupId, Message, Operation, Outcome, Piece, UpgradeId};
+use bft_upgrade::host::{open_payload, stored_replica, Batch, ReplicaHost, ReplicaReport, Store as _};
+use bft_upgrade::step::Peer;
+use bft_upgrade::wire::{DeployerId, GroupId, Outcome, UpgradeId};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{key_path, public_key, Cluster, Secrets};
+use crate::config::{hex, key_path, public_key, Cluster, Secrets};
 use crate::frame::{self, Body, Envelope, Frame, Status, UpgradeStatus};
 use crate::ordering::{self, Backup, Finalized, GroupNetwork, Keys, Provider, Queue, Spawner};
+use crate::outbound::NetOut;
 use crate::store::Store;
 use crate::transport::{Net, Policy};
 
@@ -60,14 +62,19 @@ struct App {
     pending: BTreeMap<u64, u32>,
 }
 
-/// What a step sends, after the write.
+/// What a batch of inputs sends besides the role's own messages (the
+/// application's calls), and what the application changed; all of it
+/// after the write.
 #[derive(Default)]
 struct Out {
     frames: Vec<(Peer, Frame)>,
     ids: Vec<[u8; 32]>,
-    pieces: Vec<(UpgradeId, Piece)>,
     dirty: bool,
 }
+
+/// The application's record and the executed ids' prefix in the store.
+const APP: &str = "app";
+const SEEN: &str = "seen/";
 
 struct Host {
     dir: PathBuf,
@@ -75,11 +82,10 @@ struct Host {
     group: GroupId,
     index: u8,
     deployer: DeployerId,
-    role: GroupReplica,
+    replica: ReplicaHost<Store>,
     app: App,
     seen: HashSet<[u8; 32]>,
     key: ReplicaSecretKey,
-    store: Store,
     net: Arc<Net>,
     cluster: Arc<Cluster>,
     queue: Queue,
@@ -128,16 +134,19 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
     let addr = info.replicas.get(usize::from(index)).ok_or_else(|| anyhow!("no replica {index}"))?.addr;
     let data = dir.join("data").join(format!("replica-{group}-{index}"));
     let store = Store::open(&data.join("state.redb"))?;
-    let role: GroupReplica = match store.get("role")? {
-        Some(b) => postcard::from_bytes(&b).context("stored role state")?,
-        None => GroupReplica::new(group_config(&cluster, group)?, index).map_err(|e| anyhow!("{e:?}"))?,
-    };
-    let app: App = match store.get("app")? {
+    let app: App = match store.get(APP)? {
         Some(b) => postcard::from_bytes(&b).context("stored application state")?,
         None => App::default(),
     };
-    let seen: HashSet<[u8; 32]> = store.seen()?.into_iter().collect();
-    info!(group, index, version = role.version(), executed = app.executed, "replica starting from its database");
+    let seen: HashSet<[u8; 32]> = store
+        .list(SEEN)?
+        .iter()
+        .filter_map(|k| crate::config::unhex(k.strip_prefix(SEEN)?).ok()?.try_into().ok())
+        .collect();
+    let config = group_config(&cluster, group)?;
+    let replica = ReplicaHost::open(store, || GroupReplica::new(config, index)).map_err(|e| anyhow!("{e}"))?;
+    let version = replica.role().version();
+    info!(group, index, version, executed = app.executed, "replica starting from its database");
 
     // The transport: who may send what.
     let policy: Policy = Arc::new(move |peer, frame| match frame {
@@ -193,11 +202,10 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         group: gid,
         index,
         deployer: DeployerId(cluster.deployer_id),
-        role,
+        replica,
         app,
         seen,
         key: secrets.box_key,
-        store,
         net,
         cluster: cluster.clone(),
         queue,
@@ -206,7 +214,7 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let deadline = host.role.deadline();
+        let deadline = host.replica.deadline();
         let sleep = async move {
             match deadline {
                 Some(d) => tokio::time::sleep(Duration::from_millis(d.0.saturating_sub(crate::now_ms()))).await,
@@ -217,9 +225,9 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
             Some(batch) = fin_rx.recv() => host.on_batch(&batch)?,
             Some((peer, frame)) = main_rx.recv() => host.on_frame(peer, frame)?,
             () = sleep => {
-                let step = host.role.handle_timeout(crate::now());
+                let report = host.replica.timeout(crate::now());
                 let mut out = Out::default();
-                host.carry(step, "timeout", &mut out);
+                host.carry(report, "timeout", &mut out);
                 host.finish(out)?;
             }
             _ = tick.tick(), if cluster.app_interval_ms > 0 => host.on_tick(),
@@ -277,17 +285,9 @@ impl Host {
         let now = crate::now();
         match env.body {
             Body::Op(op) => {
-                let fresh = match &op {
-                    Operation::PrepareInstall(p) if self.role.holds(p.header.upgrade).is_none() => Some(p.clone()),
-                    _ => None,
-                };
-                let step = self.role.handle_ordered(now, env.origin, &op, &self.key, |_| Verdict::Accept);
-                // A piece the role took now: kept while it is held, for ForwardPiece.
-                if let Some(piece) = fresh.filter(|p| self.role.holds(p.header.upgrade).is_some()) {
-                    out.pieces.push((piece.header.upgrade, piece));
-                }
+                let report = self.replica.ordered(now, env.origin, &op, &self.key, |_| Verdict::Accept);
                 let via = format!("ordered operation from {:?}", env.origin);
-                self.carry(step, &via, out);
+                self.carry(report, &via, out);
             }
             Body::Tick { txn } => {
                 if matches!(env.origin, Peer::Replica { group, .. } if group == self.group) {
@@ -298,9 +298,9 @@ impl Host {
                 if !self.vote(env.origin, from, txn, false, &codes) {
                     return;
                 }
-                let step = self.role.on_request(now, from, &codes);
-                self.carry(step, "piggyback on a request", out);
-                let back = self.role.take_attachment(from);
+                let report = self.replica.request(now, from, &codes);
+                self.carry(report, "piggyback on a request", out);
+                let back = self.replica.attachment(from);
                 let body = Body::Response { from: self.group, txn, codes: back };
                 for peer in self.cluster.replicas_of(from) {
                     out.frames.push((peer, Frame::Submit { nonce: txn, body: body.clone() }));
@@ -311,9 +311,9 @@ impl Host {
                     return;
                 }
                 self.app.pending.remove(&txn);
-                let step = self.role.on_response(now, TxnId(txn), from, &codes);
-                let restart = step.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
-                self.carry(step, "piggyback on a response", out);
+                let report = self.replica.response(now, TxnId(txn), from, &codes);
+                let restart = report.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
+                self.carry(report, "piggyback on a response", out);
                 if restart {
                     // Figure 2: the transaction runs again on the new version.
                     self.call(txn.wrapping_add(1 << 40), out);
@@ -370,7 +370,7 @@ impl Host {
     fn call(&mut self, txn: u64, out: &mut Out) {
         let neighbors = &self.cluster.group(self.group.0).map(|g| g.neighbors.clone()).unwrap_or_default();
         let Some(callee) = neighbors.get((txn % neighbors.len().max(1) as u64) as usize).copied() else { return };
-        let codes = self.role.take_attachment(GroupId(callee));
+        let codes = self.replica.attachment(GroupId(callee));
         self.app.pending.insert(txn, callee);
         while self.app.pending.len() > 1024 {
             self.app.pending.pop_first();
@@ -381,13 +381,14 @@ impl Host {
         }
     }
 
-    /// Carries out a step's effects now and queues its messages.
-    fn carry(&mut self, step: Step<GroupEffect>, via: &str, out: &mut Out) {
+    /// Carries out the application's part of a step now (the host layer
+    /// sends the role's messages and forwards pieces at the next flush).
+    fn carry(&mut self, report: ReplicaReport, via: &str, out: &mut Out) {
         out.dirty = true;
-        for fault in &step.faults {
+        for fault in &report.faults.faults {
             warn!(?fault, "peer fault");
         }
-        for effect in step.effects {
+        for effect in report.effects {
             match effect {
                 GroupEffect::Apply { upgrade, key, payload } => {
                     self.app.payload = match key {
@@ -395,37 +396,16 @@ impl Host {
                         None => "<this replica's box was bad: state transfer needed>".into(),
                     };
                     self.finished(upgrade, via);
-                    info!(upgrade = ?upgrade, version = self.role.version(), via, payload = %self.app.payload, "committed");
+                    let version = self.replica.role().version();
+                    info!(upgrade = ?upgrade, version, via, payload = %self.app.payload, "committed");
                 }
                 GroupEffect::Discard { upgrade } => {
                     self.finished(upgrade, via);
                     info!(upgrade = ?upgrade, via, "aborted");
                 }
-                GroupEffect::ForwardPiece { upgrade, guardian } => {
-                    let piece = out.pieces.iter().find(|(u, _)| *u == upgrade).map(|(_, p)| p.clone()).or_else(|| {
-                        let bytes = self.store.piece(&upgrade.0).ok().flatten()?;
-                        frame::decode::<Piece>(&bytes).ok()
-                    });
-                    let Some(piece) = piece else { continue };
-                    let ids = self.cluster.group(self.group.0).map(|g| g.guardians.clone()).unwrap_or_default();
-                    for id in ids.into_iter().filter(|id| guardian.is_none_or(|g| g == *id)) {
-                        out.frames.push((Peer::Guardian(id), Frame::Piece(piece.clone())));
-                    }
-                }
                 GroupEffect::AbortTransaction(t) => info!(txn = t.0, "transaction aborted: it saw a commit"),
                 GroupEffect::RestartTransaction(t) => info!(txn = t.0, "transaction restarted on the new version"),
-            }
-        }
-        for m in step.messages {
-            match (m.to, m.message) {
-                (Peer::Group(g), Message::Submit(op)) => {
-                    let body = Body::Op(Operation::from(op));
-                    let nonce = frame::random_u64();
-                    for peer in self.cluster.replicas_of(g) {
-                        out.frames.push((peer, Frame::Submit { nonce, body: body.clone() }));
-                    }
-                }
-                (to, message) => out.frames.push((to, Frame::Msg(message))),
+                GroupEffect::ForwardPiece { .. } => {}
             }
         }
     }
@@ -433,7 +413,7 @@ impl Host {
     /// Records when and how `upgrade` finished; the core has its outcome.
     fn finished(&mut self, upgrade: UpgradeId, via: &str) {
         self.app.finished.push((upgrade, crate::now_ms(), via.to_string()));
-        let role = &self.role;
+        let role = self.replica.role();
         self.app.finished.retain(|f| role.finished_upgrades().any(|(u, _, _)| u == f.0));
     }
 
@@ -446,38 +426,25 @@ impl Host {
         let path = crate::deployer::payload_path(&self.dir, upgrade, self.group);
         let result = (|| -> Result<String> {
             let sealed = std::fs::read(&path)?;
-            let mut opener =
-                PayloadOpener::new(key, &Binding::group(upgrade, self.group), payload).map_err(|e| anyhow!("{e:?}"))?;
             let mut plain = Vec::new();
-            let mut at = 0;
-            while let Some(len) = opener.next_chunk_len() {
-                let mut chunk = sealed.get(at..at + len).ok_or_else(|| anyhow!("payload file too short"))?.to_vec();
-                plain.extend_from_slice(opener.open_chunk(&mut chunk).map_err(|e| anyhow!("{e:?}"))?);
-                at += len;
-            }
-            opener.finish().map_err(|e| anyhow!("{e:?}"))?;
+            open_payload(key, &Binding::group(upgrade, self.group), payload, &mut &sealed[..], &mut plain)?;
             Ok(String::from_utf8_lossy(&plain).into_owned())
         })();
         result.unwrap_or_else(|e| format!("<payload {} unavailable: {e}>", path.display()))
     }
 
-    /// Writes what the step changed, durably, then sends its messages.
+    /// Writes what the inputs changed, durably and in one transaction
+    /// with the role (the host layer's flush), then sends.
     fn finish(&mut self, out: Out) -> Result<()> {
+        let mut app = Batch::new();
         if out.dirty || !out.ids.is_empty() {
-            let mut batch = self.store.batch()?;
-            batch.put("role", &postcard::to_allocvec(&self.role)?)?;
-            batch.put("app", &postcard::to_allocvec(&self.app)?)?;
-            batch.seen(&out.ids)?;
-            for (u, piece) in &out.pieces {
-                batch.piece(&u.0, &frame::encode(piece))?;
+            app.put(APP, postcard::to_allocvec(&self.app)?);
+            for id in &out.ids {
+                app.put(format!("{SEEN}{}", hex(id)), Vec::new());
             }
-            // ForwardPiece is asked only for held upgrades: drop the other
-            // pieces, in the transaction that writes the role, so a piece is
-            // gone only once the persisted role no longer holds it.
-            let held: Vec<UpgradeId> = self.role.held_upgrades().map(|(u, _)| u).collect();
-            batch.retain_pieces(|u| held.iter().any(|h| h.0 == *u))?;
-            batch.commit()?;
         }
+        let mut net = NetOut { net: &self.net, cluster: &self.cluster };
+        self.replica.flush(app, &mut net).map_err(|e| anyhow!("replica store: {e}"))?;
         for (peer, frame) in &out.frames {
             self.net.send(*peer, frame);
         }
@@ -493,9 +460,9 @@ impl Host {
                 }
             }
             Frame::Msg(message) => {
-                let step = self.role.handle_message(crate::now(), peer, &message);
+                let report = self.replica.message(crate::now(), peer, &message);
                 let mut out = Out::default();
-                self.carry(step, "message", &mut out);
+                self.carry(report, "message", &mut out);
                 self.finish(out)?;
             }
             Frame::StatusRequest => {
@@ -518,15 +485,16 @@ impl Host {
     }
 
     fn status(&self) -> Status {
+        let role = self.replica.role();
         Status {
             group: self.group,
             index: self.index,
-            version: self.role.version(),
-            version_code: self.role.version_code(self.deployer).cloned(),
+            version: role.version(),
+            version_code: role.version_code(self.deployer).cloned(),
             executed: self.app.executed,
             app_calls: self.app.calls,
             payload: self.app.payload.clone(),
-            upgrades: upgrades(&self.role, &self.app),
+            upgrades: upgrades(role, &self.app),
         }
     }
 }
@@ -561,9 +529,8 @@ pub fn read_state(dir: &Path, group: u32, index: u8) -> Result<Option<StoredStat
         return Ok(None);
     }
     let store = Store::open(&path)?;
-    let Some(bytes) = store.get("role")? else { return Ok(None) };
-    let role: GroupReplica = postcard::from_bytes(&bytes)?;
-    let app: App = store.get("app")?.map(|b| postcard::from_bytes(&b)).transpose()?.unwrap_or_default();
+    let Some(role) = stored_replica(&store).map_err(|e| anyhow!("{e}"))? else { return Ok(None) };
+    let app: App = store.get(APP)?.map(|b| postcard::from_bytes(&b)).transpose()?.unwrap_or_default();
     let outcomes = upgrades(&role, &app).into_iter().map(|u| (u.upgrade, u.outcome)).collect();
     Ok(Some((role.version(), outcomes)))
 }

@@ -154,7 +154,7 @@ fn ten_thousand_malformed_frames_then_an_upgrade() {
         .output()
         .unwrap();
     assert!(install.status.success(), "install failed: {}", String::from_utf8_lossy(&install.stderr));
-    let upgrade = bft_upgrade_node::deployer::Bundle::load(&bundle).unwrap().header.upgrade;
+    let upgrade = bft_upgrade_node::deployer::load_bundle(&bundle).unwrap().header.upgrade;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let statuses = rt.block_on(cluster::query(c.path(), Duration::from_secs(2))).unwrap();

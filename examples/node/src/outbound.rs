@@ -1,0 +1,37 @@
+//! The host layer's outbound items on this node's network: a submission
+//! goes to every replica of the group (each puts it into AlephBFT; the
+//! ordered copies are deduplicated by request id), everything else to its
+//! one peer.
+
+use std::sync::Arc;
+
+use bft_upgrade::host::{Outbound, Transport};
+use bft_upgrade::step::Peer;
+
+use crate::config::Cluster;
+use crate::frame::{self, Body, Frame};
+use crate::transport::Net;
+
+/// [`Transport`] over [`Net`].
+pub struct NetOut<'a> {
+    /// The network.
+    pub net: &'a Arc<Net>,
+    /// The cluster (for a group's replicas).
+    pub cluster: &'a Cluster,
+}
+
+impl Transport for NetOut<'_> {
+    fn deliver(&mut self, out: Outbound) {
+        match out {
+            Outbound::Send { to, message } => self.net.send(to, &Frame::Msg(message)),
+            Outbound::Submit { group, op } => {
+                let body = Body::Op(*op);
+                let nonce = frame::random_u64();
+                for peer in self.cluster.replicas_of(group) {
+                    self.net.send(peer, &Frame::Submit { nonce, body: body.clone() });
+                }
+            }
+            Outbound::Piece { guardian, piece } => self.net.send(Peer::Guardian(guardian), &Frame::Piece(*piece)),
+        }
+    }
+}

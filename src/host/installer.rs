@@ -1,0 +1,189 @@
+//! An installer's host: pieces from the bundle, state checkpoints.
+
+use std::boxed::Box;
+use std::string::String;
+use std::vec::Vec;
+
+use super::{load, route, to_bytes, Batch, Bundle, Faults, HostError, Outbound, Store, Transport};
+use crate::installer::{Installer, InstallerEffect};
+use crate::step::{FaultKind, Instant, Peer, Step};
+use crate::wire::{Answer, Operation};
+
+/// One installer driving one upgrade, with the bundle and its store.
+///
+/// `SendPrepare` becomes a submission of the group's piece from the
+/// bundle; an answer is matched to its group's piece before the role sees
+/// it (an answer for a group outside the bundle is a fault, not an error).
+///
+/// Every step is committed before its outbound items are delivered, so a
+/// restarted installer resumes exactly where its last input left it, even
+/// when it crashes after every input. (An installer is untrusted by
+/// design: what it sends never depends for safety on what it remembers;
+/// writing every step is for progress across crashes.)
+pub struct InstallerHost<S, const G: usize, const P: usize> {
+    store: S,
+    key: String,
+    role: Box<Installer<G, P>>,
+    bundle: Bundle,
+}
+
+/// What one input produced for the host's operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstallerReport {
+    /// `Decided`, `Refused` and `Done` (`SendPrepare` was carried out).
+    pub effects: Vec<InstallerEffect>,
+    /// Peers seen misbehaving.
+    pub faults: Faults,
+    /// The step's lost outputs (always 0).
+    pub lost: u32,
+}
+
+impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
+    /// The installer stored under `key` in `store`, or `fresh()`; `bundle`
+    /// is the upgrade it installs.
+    ///
+    /// # Errors
+    /// When the stored role cannot be read; [`HostError::Misuse`] from
+    /// `fresh`. `fresh` returns the role boxed: a large installer is
+    /// better built where it will live than on the stack.
+    pub fn open(
+        store: S,
+        key: &str,
+        bundle: Bundle,
+        fresh: impl FnOnce(&Bundle) -> Result<Box<Installer<G, P>>, crate::error::MisuseError>,
+    ) -> Result<Self, HostError<S::Error>> {
+        let mut store = store;
+        let role: Box<Installer<G, P>> = match load(&store, key)? {
+            Some(role) => role,
+            None => {
+                let role = fresh(&bundle)?;
+                let mut batch = Batch::new();
+                batch.put(key, to_bytes(&*role));
+                store.commit(batch).map_err(HostError::Store)?;
+                role
+            }
+        };
+        Ok(Self { store, key: key.into(), role, bundle })
+    }
+
+    /// Crash and restart: reads the installer back from its last
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// When the checkpoint cannot be read; the host is then unchanged.
+    pub fn reopen(&mut self) -> Result<(), HostError<S::Error>> {
+        self.role = load(&self.store, &self.key)?.ok_or_else(|| HostError::Missing { key: self.key.clone() })?;
+        Ok(())
+    }
+
+    /// The role (read-only).
+    pub fn role(&self) -> &Installer<G, P> {
+        &self.role
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    store_accessors!();
+
+    /// When to call [`timeout`](Self::timeout) next.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.role.deadline()
+    }
+
+    /// Plants a deliberate bug in the role (tests of the checkers only).
+    #[cfg(feature = "planted-bugs")]
+    ///
+    /// # Errors
+    /// When the checkpoint that records it cannot be written.
+    pub fn plant(&mut self, bug: crate::planted::Planted) -> Result<(), HostError<S::Error>> {
+        self.role.plant(bug);
+        let mut batch = Batch::new();
+        batch.put(self.key.clone(), to_bytes(&*self.role));
+        self.store.commit(batch).map_err(HostError::Store)
+    }
+
+    /// Starts the upgrade ([`Installer::start`]).
+    ///
+    /// # Errors
+    /// [`HostError::Store`] when the checkpoint fails: nothing is sent and
+    /// the role is back at its last checkpoint.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        transport: &mut impl Transport,
+    ) -> Result<InstallerReport, HostError<S::Error>> {
+        let step = self.role.start(now);
+        self.carry(step, transport)
+    }
+
+    /// The deadline passed ([`Installer::handle_timeout`]).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn timeout(
+        &mut self,
+        now: Instant,
+        transport: &mut impl Transport,
+    ) -> Result<InstallerReport, HostError<S::Error>> {
+        let step = self.role.handle_timeout(now);
+        self.carry(step, transport)
+    }
+
+    /// An answer from a replica ([`Installer::handle_answer`]).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        answer: &Answer,
+        transport: &mut impl Transport,
+    ) -> Result<InstallerReport, HostError<S::Error>> {
+        let Some(piece) = self.bundle.piece(answer.group) else {
+            let mut step = Step::new();
+            step.fault(from, Some(answer.upgrade), FaultKind::Unsolicited);
+            return self.carry(step, transport);
+        };
+        let step = self.role.handle_answer(now, from, answer, piece)?;
+        self.carry(step, transport)
+    }
+
+    fn carry(
+        &mut self,
+        step: Step<InstallerEffect>,
+        transport: &mut impl Transport,
+    ) -> Result<InstallerReport, HostError<S::Error>> {
+        let mut batch = Batch::new();
+        batch.put(self.key.clone(), to_bytes(&*self.role));
+        if let Err(e) = self.store.commit(batch) {
+            // Back to the last checkpoint, as after a crash: the step's
+            // items are not sent, and the next sweep asks again.
+            if let Ok(Some(role)) = load(&self.store, &self.key) {
+                self.role = role;
+            }
+            return Err(HostError::Store(e));
+        }
+        let mut report = InstallerReport {
+            faults: Faults { faults: step.faults.iter().cloned().collect(), dropped: step.faults_dropped },
+            lost: step.lost,
+            ..InstallerReport::default()
+        };
+        for effect in step.effects.iter().cloned() {
+            match effect {
+                InstallerEffect::SendPrepare { group } => {
+                    if let Some(piece) = self.bundle.piece(group) {
+                        let op = Box::new(Operation::PrepareInstall(piece.clone()));
+                        transport.deliver(Outbound::Submit { group, op });
+                    }
+                }
+                other => report.effects.push(other),
+            }
+        }
+        route(&step.messages, transport);
+        Ok(report)
+    }
+}

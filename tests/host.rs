@@ -1,0 +1,519 @@
+//! The host layer (`bft_upgrade::host`): routing, durability before
+//! sending, pieces kept while held, crash and reopen, payload files. A
+//! small in-process host drives real roles through the wrappers, over a
+//! store that can be made to fail.
+
+use std::collections::VecDeque;
+
+use bft_upgrade::crypto::{Binding, Code, DeployerKey, ReplicaSecretKey, ShareKind};
+use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+use bft_upgrade::group::{
+    AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Neighbor, Status, Verdict,
+};
+use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig};
+use bft_upgrade::host::{
+    open_payload, releases, seal_payload, Batch, Bundle, GuardianHost, HostError, InstallerHost, MemStore, Outbound,
+    ReplicaHost, Store,
+};
+use bft_upgrade::installer::{Finishing, Installer, InstallerOptions};
+use bft_upgrade::sim::{NetworkFaults, SimConfig, World};
+use bft_upgrade::step::{FaultKind, Instant, Peer};
+use bft_upgrade::wire::{
+    Answer, Attachment, DeployerId, Diffused, GroupId, GuardianSet, Membership, Message, Operation, Outcome, Reply,
+    ResourceId, UpgradeId,
+};
+use chacha20::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// A [`MemStore`] whose commits fail while `fail` is set (a full disk).
+#[derive(Default)]
+struct Flaky {
+    inner: MemStore,
+    fail: bool,
+}
+
+#[derive(Debug)]
+struct DiskFull;
+
+impl Store for Flaky {
+    type Error = DiskFull;
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, DiskFull> {
+        Ok(self.inner.get(key).unwrap())
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, DiskFull> {
+        Ok(self.inner.list(prefix).unwrap())
+    }
+    fn commit(&mut self, batch: Batch) -> Result<(), DiskFull> {
+        if self.fail {
+            return Err(DiskFull);
+        }
+        self.inner.commit(batch).unwrap();
+        Ok(())
+    }
+}
+
+const GROUPS: [GroupId; 2] = [GroupId(1), GroupId(2)];
+const INSTALLER: Peer = Peer::Installer(9);
+
+/// Two groups of four on a ring of two, one deployer, optionally four
+/// guardians guarding both groups, one installer; every role behind the
+/// host layer, and the routing a host does.
+struct Host {
+    now: u64,
+    replicas: Vec<Vec<ReplicaHost<Flaky>>>,
+    keys: Vec<Vec<ReplicaSecretKey>>,
+    guardians: Vec<GuardianHost<Flaky, 8>>,
+    guardian_keys: Vec<ReplicaSecretKey>,
+    installer: InstallerHost<Flaky, 4, 64>,
+    /// Items in flight, with the peer that sent them.
+    queue: VecDeque<(Peer, Outbound)>,
+    /// Every item delivered, in order.
+    delivered: Vec<(Peer, Outbound)>,
+    /// Effects the application saw, per (group, replica).
+    applied: Vec<(usize, usize, GroupEffect)>,
+    sealed: Vec<Vec<u8>>,
+    plain: Vec<Vec<u8>>,
+    trigger: Code,
+    upgrade: UpgradeId,
+}
+
+impl Host {
+    fn new(seed: u8, guardians: usize) -> Self {
+        let mut rng = ChaCha20Rng::from_seed([seed; 32]);
+        let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+        let genesis = Code::from_bytes([7; 32]);
+        let keys: Vec<Vec<ReplicaSecretKey>> =
+            GROUPS.iter().map(|_| (0..4).map(|_| ReplicaSecretKey::random(&mut rng)).collect()).collect();
+        let memberships: Vec<Membership> = GROUPS
+            .iter()
+            .zip(&keys)
+            .map(|(g, ks)| Membership::new(*g, &ks.iter().map(|k| k.public_key()).collect::<Vec<_>>()).unwrap())
+            .collect();
+        let guardian_keys: Vec<ReplicaSecretKey> = (0..guardians).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
+        let set = (guardians > 0).then(|| {
+            let members: Vec<(u32, _)> =
+                guardian_keys.iter().enumerate().map(|(i, k)| (i as u32 + 1, k.public_key())).collect();
+            GuardianSet::new(&members).unwrap()
+        });
+        let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &GROUPS).unwrap();
+        let upgrade = plan.header().upgrade;
+        let (mut pieces, mut sealed, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        for (gi, g) in GROUPS.iter().enumerate() {
+            let text: Vec<u8> = (0..300u32).map(|i| (i as u8) ^ g.0 as u8).collect();
+            let mut out = Vec::new();
+            let key = plan.group_key(*g).unwrap();
+            let payload = seal_payload(&key, &Binding::group(upgrade, *g), 64, &mut &text[..], &mut out).unwrap();
+            let target = GroupTarget {
+                membership: &memberships[gi],
+                resources: &[ResourceId(1)],
+                prev_version: &genesis,
+                guardians: set.as_ref(),
+                payload,
+            };
+            pieces.push(plan.piece(&deployer, &mut rng, &target).unwrap());
+            sealed.push(out);
+            plain.push(text);
+        }
+        let bundle = Bundle {
+            header: plan.header().clone(),
+            groups: memberships.iter().map(|m| (m.group, m.f)).collect(),
+            pieces,
+        };
+        let replicas = (0..GROUPS.len())
+            .map(|gi| {
+                let mut config = GroupConfig {
+                    membership: memberships[gi].clone(),
+                    deployers: heapless::Vec::new(),
+                    neighbors: heapless::Vec::new(),
+                    retry_ms: 50,
+                    proactive: true,
+                    guardians: set
+                        .as_ref()
+                        .map(|s| GuardianIds { f: s.f, ids: s.members.iter().map(|(id, _)| *id).collect() }),
+                };
+                let me = AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() };
+                config.deployers.push(me).unwrap();
+                let other = &memberships[1 - gi];
+                config.neighbors.push(Neighbor { group: other.group, f: other.f }).unwrap();
+                (0..4u8)
+                    .map(|i| {
+                        let c = config.clone();
+                        ReplicaHost::open(Flaky::default(), || GroupReplica::new(c, i)).unwrap()
+                    })
+                    .collect()
+            })
+            .collect();
+        let guardians = (0..guardians)
+            .map(|k| {
+                let mut config =
+                    GuardianConfig { id: k as u32 + 1, deployers: heapless::Vec::new(), groups: heapless::Vec::new() };
+                config.deployers.push((deployer.id(), deployer.public_key())).unwrap();
+                for m in &memberships {
+                    config.groups.push(GuardedGroup { group: m.group, members: m.digest() }).unwrap();
+                }
+                GuardianHost::open(Flaky::default(), || Guardian::new(config)).unwrap()
+            })
+            .collect();
+        let options = InstallerOptions::default().retry_ms(50).finishing(Finishing::EveryGroup);
+        let installer = InstallerHost::open(Flaky::default(), "installer", bundle, |b| {
+            Installer::new(9, b.header.clone(), &b.groups, options).map(Box::new)
+        })
+        .unwrap();
+        Host {
+            now: 1_000,
+            replicas,
+            keys,
+            guardians,
+            guardian_keys,
+            installer,
+            queue: VecDeque::new(),
+            delivered: Vec::new(),
+            applied: Vec::new(),
+            sealed,
+            plain,
+            trigger: plan.trigger_code().clone(),
+            upgrade,
+        }
+    }
+
+    fn t(&self) -> Instant {
+        Instant(self.now)
+    }
+
+    fn gi(g: GroupId) -> usize {
+        GROUPS.iter().position(|x| *x == g).unwrap()
+    }
+
+    /// Flushes replica (gi, ri) into the queue; a failed write sends
+    /// nothing and is reported.
+    fn flush(&mut self, gi: usize, ri: usize) -> bool {
+        let mut out = Vec::new();
+        let ok = self.replicas[gi][ri].flush(Batch::new(), &mut out).is_ok();
+        let from = Peer::Replica { group: GROUPS[gi], index: ri as u8 };
+        self.queue.extend(out.into_iter().map(|o| (from, o)));
+        ok
+    }
+
+    fn report(&mut self, gi: usize, ri: usize, report: bft_upgrade::host::ReplicaReport) {
+        assert_eq!(report.lost, 0);
+        for e in report.effects {
+            self.applied.push((gi, ri, e));
+        }
+        self.flush(gi, ri);
+    }
+
+    /// Delivers everything in flight (and what it causes).
+    fn run(&mut self) {
+        let mut budget = 100_000;
+        while let Some((from, item)) = self.queue.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "the host never went quiet");
+            self.delivered.push((from, item.clone()));
+            let now = self.t();
+            match item {
+                Outbound::Submit { group, op } => {
+                    let gi = Self::gi(group);
+                    for ri in 0..4 {
+                        let key = self.keys[gi][ri].clone();
+                        let r = self.replicas[gi][ri].ordered(now, from, &op, &key, |_| Verdict::Accept);
+                        self.report(gi, ri, r);
+                    }
+                }
+                Outbound::Send { to: Peer::Replica { group, index }, message } => {
+                    let (gi, ri) = (Self::gi(group), usize::from(index));
+                    let r = self.replicas[gi][ri].message(now, from, &message);
+                    self.report(gi, ri, r);
+                }
+                Outbound::Send { to: INSTALLER, message: Message::Answer(a) } => {
+                    let mut out = Vec::new();
+                    self.installer.answer(now, from, &a, &mut out).unwrap();
+                    self.queue.extend(out.into_iter().map(|o| (INSTALLER, o)));
+                }
+                Outbound::Send { to: Peer::Guardian(id), message } => {
+                    let mut out = Vec::new();
+                    let k = id as usize - 1;
+                    // A failed write drops the input, as a host that
+                    // crashes on it would; the replicas ask again.
+                    let _ = self.guardians[k].message(now, from, &message, &mut out);
+                    self.queue.extend(out.into_iter().map(|o| (Peer::Guardian(id), o)));
+                }
+                Outbound::Piece { guardian, piece } => {
+                    let mut out = Vec::new();
+                    let k = guardian as usize - 1;
+                    let key = self.guardian_keys[k].clone();
+                    let _ = self.guardians[k].piece(now, from, &piece, &key, &mut out);
+                    self.queue.extend(out.into_iter().map(|o| (Peer::Guardian(guardian), o)));
+                }
+                other => panic!("nowhere to deliver {other:?}"),
+            }
+        }
+    }
+
+    /// Moves the clock on by `ms` and fires every due deadline.
+    fn tick(&mut self, ms: u64) {
+        self.now += ms;
+        let now = self.t();
+        for gi in 0..GROUPS.len() {
+            for ri in 0..4 {
+                if self.replicas[gi][ri].deadline().is_some_and(|d| d <= now) {
+                    let r = self.replicas[gi][ri].timeout(now);
+                    self.report(gi, ri, r);
+                }
+            }
+        }
+        if self.installer.deadline().is_some_and(|d| d <= now) {
+            let mut out = Vec::new();
+            self.installer.timeout(now, &mut out).unwrap();
+            self.queue.extend(out.into_iter().map(|o| (INSTALLER, o)));
+        }
+        self.run();
+    }
+
+    fn start(&mut self) {
+        let mut out = Vec::new();
+        let now = self.t();
+        let report = self.installer.start(now, &mut out).unwrap();
+        assert!(report.effects.is_empty());
+        self.queue.extend(out.into_iter().map(|o| (INSTALLER, o)));
+        self.run();
+    }
+
+    fn committed_everywhere(&self) -> bool {
+        (0..GROUPS.len()).all(|gi| (0..4).all(|ri| self.replicas[gi][ri].role().outcome(self.upgrade).is_some()))
+    }
+
+    fn shares_sent(&self) -> usize {
+        self.delivered
+            .iter()
+            .filter(|(_, o)| matches!(o, Outbound::Send { message: Message::GuardianShare { .. }, .. }))
+            .count()
+    }
+}
+
+#[test]
+fn an_upgrade_commits_through_the_host_layer_with_and_without_guardians() {
+    for guardians in [0, 4] {
+        let mut h = Host::new(1, guardians);
+        h.start();
+        for _ in 0..40 {
+            if h.installer.role().is_done() {
+                break;
+            }
+            h.tick(50);
+        }
+        assert!(h.installer.role().is_done(), "{guardians} guardians: the installer is not done");
+        assert!(h.committed_everywhere());
+        assert_eq!(h.installer.role().decided().map(|(o, _)| o), Some(Outcome::Committed));
+        // Every replica applied once, and its payload opens to the plaintext.
+        for (gi, group) in GROUPS.iter().enumerate() {
+            for ri in 0..4 {
+                let applied: Vec<_> = h
+                    .applied
+                    .iter()
+                    .filter(|(g, r, e)| (*g, *r) == (gi, ri) && matches!(e, GroupEffect::Apply { .. }))
+                    .collect();
+                assert_eq!(applied.len(), 1, "group {gi} replica {ri}");
+                let GroupEffect::Apply { key: Some(key), payload, .. } = &applied[0].2 else { panic!("no key") };
+                let mut plain = Vec::new();
+                let binding = Binding::group(h.upgrade, *group);
+                open_payload(key, &binding, payload, &mut &h.sealed[gi][..], &mut plain).unwrap();
+                assert_eq!(plain, h.plain[gi]);
+            }
+        }
+        // With guardians, pieces went to them and the release log says
+        // s_g, never c.
+        if guardians > 0 {
+            assert!(h.delivered.iter().any(|(_, o)| matches!(o, Outbound::Piece { .. })));
+            for g in &h.guardians {
+                let rows = releases(g.store()).unwrap();
+                assert_eq!(rows.len(), GROUPS.len(), "one release per group");
+                assert!(rows.iter().all(|r| r.kind == ShareKind::Secret && r.upgrade == h.upgrade));
+            }
+        }
+    }
+}
+
+/// Nothing a role decided leaves before the write it depends on: with every
+/// guardian's disk full, no guardian share goes out and nothing is logged;
+/// once the disks work, the replicas' retries finish the upgrade.
+#[test]
+fn guardian_shares_leave_only_after_the_release_is_written() {
+    let mut h = Host::new(2, 4);
+    for g in &mut h.guardians {
+        g.store_mut().fail = true;
+    }
+    h.start();
+    for _ in 0..10 {
+        h.tick(50);
+    }
+    assert_eq!(h.shares_sent(), 0, "a share left before its release was written");
+    assert!(!h.committed_everywhere());
+    for g in &mut h.guardians {
+        assert!(releases(g.store()).unwrap().is_empty());
+        g.store_mut().fail = false;
+    }
+    for _ in 0..60 {
+        if h.installer.role().is_done() {
+            break;
+        }
+        h.tick(100);
+    }
+    assert!(h.shares_sent() > 0);
+    assert!(h.committed_everywhere(), "the retries after the disks healed did not finish the upgrade");
+}
+
+/// A replica whose write fails sends nothing, keeps its items, and sends
+/// them once a flush succeeds.
+#[test]
+fn a_replica_sends_nothing_until_its_flush_commits() {
+    let mut h = Host::new(3, 0);
+    let piece = h.installer.bundle().pieces[0].clone();
+    let op = Operation::PrepareInstall(piece);
+    let key = h.keys[0][0].clone();
+    let now = h.t();
+    let r = &mut h.replicas[0][0];
+    let _ = r.ordered(now, INSTALLER, &op, &key, |_| Verdict::Accept);
+    assert!(r.pending());
+    r.store_mut().fail = true;
+    let mut out = Vec::new();
+    assert!(matches!(r.flush(Batch::new(), &mut out), Err(HostError::Store(DiskFull))));
+    assert!(out.is_empty(), "sent before the write: {out:?}");
+    r.store_mut().fail = false;
+    r.flush(Batch::new(), &mut out).unwrap();
+    assert!(!r.pending());
+    assert!(
+        matches!(
+            &out[..],
+            [Outbound::Send { to: INSTALLER, message: Message::Answer(Answer { reply: Reply::Accepted(_), .. }) }]
+        ),
+        "{out:?}"
+    );
+}
+
+/// A crash forgets what was not flushed; a reopened replica has the role and
+/// the pieces of the last flush, and a piece is deleted in the flush that
+/// writes a role no longer holding it.
+#[test]
+fn a_crash_reopens_the_last_flush_with_its_pieces() {
+    let mut h = Host::new(4, 0);
+    let piece = h.installer.bundle().pieces[0].clone();
+    let upgrade = h.upgrade;
+    let key = h.keys[0][1].clone();
+    let now = h.t();
+    let r = &mut h.replicas[0][1];
+    // Ordered, not flushed, crash: gone.
+    let _ = r.ordered(now, INSTALLER, &Operation::PrepareInstall(piece.clone()), &key, |_| Verdict::Accept);
+    r.reopen().unwrap();
+    assert_eq!(r.role().holds(upgrade), None);
+    assert!(r.store().inner.list("replica/piece/").unwrap().is_empty());
+    // Ordered and flushed: survives, with its piece.
+    let _ = r.ordered(now, INSTALLER, &Operation::PrepareInstall(piece.clone()), &key, |_| Verdict::Accept);
+    r.flush(Batch::new(), &mut Vec::new()).unwrap();
+    r.reopen().unwrap();
+    assert_eq!(r.role().holds(upgrade), Some(true));
+    assert_eq!(r.role().status(upgrade), Some(Status::Released));
+    assert_eq!(r.piece(upgrade).unwrap().as_ref(), Some(&piece));
+    // The application's writes go in the same batch.
+    let mut app = Batch::new();
+    app.put("app/x", vec![1, 2, 3]);
+    let commit = Operation::CommitInstall { upgrade, code: h.trigger.clone() };
+    let report = r.ordered(now, INSTALLER, &commit, &key, |_| Verdict::Accept);
+    assert!(matches!(report.effects[..], [GroupEffect::Apply { .. }]), "{:?}", report.effects);
+    // Not flushed yet: the piece is still stored.
+    assert_eq!(r.store().inner.list("replica/piece/").unwrap().len(), 1);
+    r.flush(app, &mut Vec::new()).unwrap();
+    assert!(r.store().inner.list("replica/piece/").unwrap().is_empty(), "a finished upgrade's piece stays");
+    assert_eq!(r.store().inner.get("app/x").unwrap(), Some(vec![1, 2, 3]));
+    r.reopen().unwrap();
+    assert_eq!(r.role().outcome(upgrade), Some(Outcome::Committed));
+    assert_eq!(r.role().status(upgrade), None);
+    assert_eq!(r.piece(upgrade).unwrap(), None);
+}
+
+/// Piggybacks that carry nothing new leave the role unchanged and cost no
+/// write; one that finishes a piece writes.
+#[test]
+fn a_piggyback_with_nothing_new_costs_no_write() {
+    let mut h = Host::new(5, 0);
+    let piece = h.installer.bundle().pieces[0].clone();
+    let upgrade = h.upgrade;
+    let key = h.keys[0][2].clone();
+    let now = h.t();
+    let r = &mut h.replicas[0][2];
+    let _ = r.ordered(now, INSTALLER, &Operation::PrepareInstall(piece), &key, |_| Verdict::Accept);
+    r.flush(Batch::new(), &mut Vec::new()).unwrap();
+    let before = r.store().inner.commits();
+    let bytes = r.store().inner.get("replica/role").unwrap();
+    let _ = r.request(now, GROUPS[1], &Attachment::new());
+    let _ = r.attachment(GROUPS[1]);
+    let _ = r.attachment(GROUPS[1]);
+    // A stale code (not τ) changes nothing either.
+    let mut wrong = Attachment::new();
+    let stale = Diffused { upgrade, outcome: Outcome::Committed, code: Code::from_bytes([9; 32]) };
+    wrong.push(stale).unwrap();
+    let report = r.response(now, bft_upgrade::group::TxnId(1), GROUPS[1], &wrong);
+    assert!(report.effects.is_empty());
+    assert!(!r.pending());
+    r.flush(Batch::new(), &mut Vec::new()).unwrap();
+    assert_eq!(r.store().inner.commits(), before, "a no-op piggyback was written");
+    assert_eq!(r.store().inner.get("replica/role").unwrap(), bytes);
+    // The role really is unchanged: reopening gives the same bytes.
+    // Now τ: a commit, written.
+    let mut codes = Attachment::new();
+    codes.push(Diffused { upgrade, outcome: Outcome::Committed, code: h.trigger.clone() }).unwrap();
+    let report = r.request(now, GROUPS[1], &codes);
+    assert!(matches!(report.effects[..], [GroupEffect::Apply { .. }]));
+    assert!(r.pending());
+    r.flush(Batch::new(), &mut Vec::new()).unwrap();
+    assert_eq!(r.store().inner.commits(), before + 1);
+    // Figure 2 does not echo a code to the group it came from: nothing is
+    // queued for the sender, and taking that empty attachment is free.
+    assert!(r.attachment(GROUPS[1]).is_empty());
+    assert!(!r.pending());
+    // A commit ordered here queues τ for the neighbor: taking it changes
+    // the role, and is written.
+    let key = h.keys[0][3].clone();
+    let r = &mut h.replicas[0][3];
+    let piece = h.installer.bundle().pieces[0].clone();
+    let _ = r.ordered(now, INSTALLER, &Operation::PrepareInstall(piece), &key, |_| Verdict::Accept);
+    let commit = Operation::CommitInstall { upgrade, code: h.trigger.clone() };
+    let _ = r.ordered(now, INSTALLER, &commit, &key, |_| Verdict::Accept);
+    r.flush(Batch::new(), &mut Vec::new()).unwrap();
+    assert!(!r.pending());
+    assert_eq!(r.attachment(GROUPS[1]).len(), 1);
+    assert!(r.pending());
+}
+
+/// An answer for a group outside the bundle is the sender's fault, not an
+/// error of the host.
+#[test]
+fn an_answer_from_outside_the_bundle_is_a_fault() {
+    let mut h = Host::new(6, 0);
+    h.start();
+    let stranger = Peer::Replica { group: GroupId(77), index: 0 };
+    let a = Answer { upgrade: h.upgrade, group: GroupId(77), replica: 0, reply: Reply::Pending };
+    let mut out = Vec::new();
+    let report = h.installer.answer(h.t(), stranger, &a, &mut out).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(report.faults.faults.len(), 1);
+    assert_eq!(report.faults.faults[0].kind, FaultKind::Unsolicited);
+    assert!(report.effects.is_empty());
+}
+
+/// The simulator drives every role through the host layer: its crashes
+/// reopen them from their in-memory stores, and those stores are written
+/// by the same code (a write lost in the host layer is caught: see the
+/// planted `GuardianForgets` in tests/planted.rs).
+#[test]
+fn the_simulator_restarts_roles_from_their_stores() {
+    let mut cfg = SimConfig::simple(8, 3, 4);
+    cfg.restart_every_event = true;
+    cfg.guardians = 4;
+    cfg.network = NetworkFaults { drop: 0.1, duplicate: 0.1, jitter_ms: 20 };
+    cfg.fault_phase_ms = 1_000;
+    let r = World::new(cfg).run();
+    assert!(r.violation.is_none() && r.liveness.is_none(), "{:?} {:?}", r.violation, r.liveness);
+    assert!(r.metrics.restarts > 100, "{} restarts", r.metrics.restarts);
+    assert!(r.metrics.store_writes > 0);
+    assert_eq!(r.outcomes, vec![Some(Outcome::Committed)]);
+}
