@@ -1,4 +1,4 @@
-//! The external client role (paper section 4.3; PROTOCOL.md section 6).
+//! The external client role (paper section 4.3; see [versions for external clients](crate::protocol#versions-for-external-clients-section-43)).
 //!
 //! A client outside the upgrading groups could otherwise call a group that
 //! committed an upgrade and then one that has not yet, and see the old
@@ -7,6 +7,20 @@
 //! and the called group commits what those codes finish before executing the
 //! call. A group whose version is newer than the client's returns the codes
 //! committed since, which the client carries on to the next groups.
+//!
+//! ```
+//! use bft_upgrade::client::{Client, ClientEvent};
+//! use bft_upgrade::wire::{Attachment, ClientReply, ClientStatus, GroupId};
+//!
+//! let mut client: Client<8> = Client::new(1);
+//! let call = client.call(GroupId(5));
+//! assert_eq!(call.seen, 0);
+//! // The group executes the call with `GroupReplica::on_client_call`
+//! // and replies with its version (and the codes committed since `seen`).
+//! let reply = ClientReply { group: GroupId(5), version: 3, status: ClientStatus::Current, codes: Attachment::new() };
+//! assert_eq!(client.on_reply(&reply).unwrap(), ClientEvent::Current);
+//! assert_eq!(client.seen(GroupId(5)), 3);
+//! ```
 
 use heapless::{Deque, Vec};
 use serde::{Deserialize, Serialize};

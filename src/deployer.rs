@@ -1,6 +1,6 @@
 //! The deployer: builds an upgrade's codes and its signed pieces.
 //!
-//! The deployer is trusted for its own upgrades (PROTOCOL.md section 3). It
+//! The deployer is trusted for its own upgrades ([codes](crate::protocol#codes)). It
 //! draws a fresh cancellation code `c` and, per group, a group secret `s_g`
 //! and a payload key `k_g`; the trigger code is `τ = ⊕ s_g`. Every piece
 //! carries `D(τ)` and `D(c)`, the group's shares of `s_g` and `c` (threshold
@@ -11,12 +11,42 @@
 //! plan for 10,000 groups needs no per-group memory and a piece rebuilt for
 //! the same group carries the same secrets and shares.
 //!
-//! ```text
-//! let plan = UpgradePlan::new(&mut rng, deployer.id(), order_seq, &group_ids)?;   // τ, c
-//! for each group g:
-//!     seal g's payload with PayloadSealer::new(&plan.group_key(g)?, ..)
-//!     let piece = plan.piece(&deployer, &mut rng, &target)?;       // signed Δ_g
-//! hand plan.header() and the pieces to installers; keep τ and c if wanted
+//! ```
+//! use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadSealer, ReplicaSecretKey, CHUNK_TAG_LEN};
+//! use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+//! use bft_upgrade::rand_core::SeedableRng;
+//! use bft_upgrade::wire::{DeployerId, GroupId, Membership, ResourceId};
+//!
+//! let mut rng = chacha20::ChaCha20Rng::from_seed([1; 32]);
+//! let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+//! let keys: Vec<_> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng).public_key()).collect();
+//! let membership = Membership::new(GroupId(1), &keys).unwrap();
+//!
+//! // τ and c for one group; the upgrade id names the deployer.
+//! let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(1)]).unwrap();
+//! assert_eq!(plan.header().upgrade.deployer(), DeployerId(1));
+//!
+//! // The group's payload, sealed under k_g (one short chunk here).
+//! let key = plan.group_key(GroupId(1)).unwrap();
+//! let binding = Binding::group(plan.header().upgrade, GroupId(1));
+//! let mut sealer = PayloadSealer::new(&key, &binding, 64).unwrap();
+//! let mut buf = [0u8; 64 + CHUNK_TAG_LEN];
+//! buf[..5].copy_from_slice(b"v2.0!");
+//! let ciphertext = sealer.seal_chunk(&mut buf, 5, true).unwrap().to_vec();
+//! let payload = sealer.finish().unwrap();
+//! assert_eq!(payload.ciphertext_len, ciphertext.len() as u64);
+//!
+//! // The signed piece Δ_g, built on the group's current version code.
+//! let genesis = Code::from_bytes([0; 32]);
+//! let target = GroupTarget {
+//!     membership: &membership,
+//!     resources: &[ResourceId(1)],
+//!     prev_version: &genesis,
+//!     guardians: None,
+//!     payload,
+//! };
+//! let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+//! assert_eq!(piece.header.group, GroupId(1));
 //! ```
 
 use chacha20::ChaCha20Rng;

@@ -1,5 +1,5 @@
 //! The guardian role: holding a group's shares so that even a compromised
-//! group cannot rebuild both codes (paper section 5; PROTOCOL.md section 7).
+//! group cannot rebuild both codes (paper section 5; see [guardians](crate::protocol#guardians-section-5)).
 //!
 //! A group has `3F + 1` (or more) guardians and its codes have threshold
 //! `2F + 1` (in general [`guardian_threshold`](crate::wire::guardian_threshold)).
@@ -20,6 +20,32 @@
 //! - On [`GuardianEffect::Persist`], write the guardian's state durably, then
 //!   call [`persisted`](Guardian::persisted): only then do the shares go out.
 //!   After a crash, restore the last state written.
+//!
+//! ```
+//! use bft_upgrade::crypto::DeployerKey;
+//! use bft_upgrade::deployer::Deployer;
+//! use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig};
+//! use bft_upgrade::rand_core::SeedableRng;
+//! use bft_upgrade::step::{FaultKind, Instant, Peer};
+//! use bft_upgrade::wire::{DeployerId, GroupId, Membership, Message, UpgradeId};
+//!
+//! let mut rng = chacha20::ChaCha20Rng::from_seed([4; 32]);
+//! let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+//! let replica = bft_upgrade::crypto::ReplicaSecretKey::random(&mut rng).public_key();
+//! let membership = Membership::new(GroupId(1), &[replica]).unwrap();
+//! let mut config = GuardianConfig { id: 1, deployers: Default::default(), groups: Default::default() };
+//! config.deployers.push((deployer.id(), deployer.public_key())).unwrap();
+//! config.groups.push(GuardedGroup { group: GroupId(1), members: membership.digest() }).unwrap();
+//! let mut guardian: Guardian<16> = Guardian::new(config);
+//! assert_eq!(guardian.peer(), Peer::Guardian(1));
+//! // Pieces come from the group's hosts (`handle_piece`), requests and
+//! // outcomes from its replicas; anything else is a fault.
+//! let from = Peer::Installer(3);
+//! let upgrade = UpgradeId::new(DeployerId(1), [0; 12]);
+//! let step = guardian.handle_message(Instant(0), from, &Message::GuardianNeedsPiece { upgrade, group: GroupId(1) });
+//! assert_eq!(step.faults[0].kind, FaultKind::Unsolicited);
+//! assert_eq!(guardian.released(upgrade, GroupId(1)), None);
+//! ```
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};

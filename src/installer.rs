@@ -24,6 +24,30 @@
 //!   different one is its [`Equivocation`](FaultKind::Equivocation));
 //! - it is [done](InstallerEffect::Done) only once every group
 //!   acknowledged the outcome (see [`Finishing`]).
+//!
+//! ```
+//! use bft_upgrade::crypto::DeployerKey;
+//! use bft_upgrade::deployer::{Deployer, UpgradePlan};
+//! use bft_upgrade::installer::{DefaultInstaller, Finishing, InstallerEffect, InstallerOptions};
+//! use bft_upgrade::rand_core::SeedableRng;
+//! use bft_upgrade::step::Instant;
+//! use bft_upgrade::wire::{DeployerId, GroupId};
+//!
+//! let mut rng = chacha20::ChaCha20Rng::from_seed([3; 32]);
+//! let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+//! let groups = [GroupId(1), GroupId(2)];
+//! let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &groups).unwrap();
+//! // The installer needs only the public header and each group's f.
+//! let options = InstallerOptions::default().retry_ms(200).finishing(Finishing::EveryGroup);
+//! let mut installer =
+//!     DefaultInstaller::new(9, plan.header().clone(), &[(GroupId(1), 1), (GroupId(2), 1)], options).unwrap();
+//! let step = installer.start(Instant(0));
+//! // Submit each group's piece (the host holds the bundle), then retry on
+//! // the deadline and feed every answer to `handle_answer`.
+//! assert!(step.effects.contains(&InstallerEffect::SendPrepare { group: GroupId(1) }));
+//! assert!(step.effects.contains(&InstallerEffect::SendPrepare { group: GroupId(2) }));
+//! assert_eq!(step.deadline, Some(Instant(200)));
+//! ```
 
 use heapless::Vec;
 use p256::elliptic_curve::ff::PrimeField;
