@@ -320,10 +320,16 @@ fn an_upgrade_commits_through_the_host_layer_with_and_without_guardians() {
                 assert_eq!(plain, h.plain[gi]);
             }
         }
-        // With guardians, pieces went to them and the release log says
-        // s_g, never c.
+        // With guardians, pieces went to them, the release log says s_g,
+        // never c, and guardians forwarded the outcome a group told them to
+        // the other group they guard.
         if guardians > 0 {
             assert!(h.delivered.iter().any(|(_, o)| matches!(o, Outbound::Piece { .. })));
+            let forwarded = h.delivered.iter().any(|(from, o)| {
+                matches!((from, o), (Peer::Guardian(_), Outbound::Submit { op, .. })
+                    if matches!(**op, Operation::CommitInstall { .. }))
+            });
+            assert!(forwarded, "no guardian forwarded the outcome");
             for g in &h.guardians {
                 let rows = releases(g.store()).unwrap();
                 assert_eq!(rows.len(), GROUPS.len(), "one release per group");

@@ -2935,6 +2935,48 @@ mod liveness {
         }
         assert_eq!(learned.len(), 9 * 16);
     }
+
+    /// Outcomes left due by one full step and more from the next, before
+    /// any timeout, all stay due: the queue holds `HISTORY` of them, not
+    /// just a step's `MAX_ATTACHED`.
+    #[test]
+    fn two_backlogs_of_tells_before_a_timeout_all_stay_due() {
+        let mut w = World::new(78, &[4]);
+        let g = w.gid(0);
+        let set = guardian_set(&mut w, 16);
+        let ups: Vec<Upgrade> = (0..16).map(|i| build_guarded(&mut w, 0, 1 + i, &[10 + i as u32], &set)).collect();
+        let mut config = w.config(0, &[]);
+        config.guardians = Some(GuardianIds { f: set.f, ids: set.members.iter().map(|(id, _)| *id).collect() });
+        let mut r = GroupReplica::new(config, 0).unwrap();
+        let key = &w.keys(0)[0];
+        for up in &ups {
+            let step = r.handle_ordered(T0, ORIGIN, &up.prepare(g), key, |_| Verdict::Accept);
+            assert_eq!(step.lost, 0);
+        }
+        let mut learned: HashSet<(UpgradeId, Peer)> = HashSet::new();
+        let mut note = |s: &Step<GroupEffect>| {
+            assert_eq!(s.lost, 0, "a due tell was dropped");
+            for m in &s.messages {
+                if let Message::Learned { diffused, .. } = &m.message {
+                    learned.insert((diffused.upgrade, m.to));
+                }
+            }
+        };
+        for batch in ups.chunks(8) {
+            let mut codes = Attachment::new();
+            for up in batch {
+                codes.push(up.diffused(Outcome::Committed)).unwrap();
+            }
+            note(&r.on_request(T0, GroupId(999), &codes));
+        }
+        for _ in 0..20 {
+            if r.deadline().is_none() {
+                break;
+            }
+            note(&r.handle_timeout(T0));
+        }
+        assert_eq!(learned.len(), 16 * 16);
+    }
 }
 
 mod guardian_squatting {
