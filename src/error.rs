@@ -29,8 +29,6 @@ pub enum DecodeError {
     /// The value decoded but does not re-encode to the same bytes, so the
     /// input was not the canonical encoding.
     NonCanonical,
-    /// The output buffer given to an encoder is too small.
-    BufferTooSmall,
 }
 
 impl fmt::Display for DecodeError {
@@ -41,7 +39,6 @@ impl fmt::Display for DecodeError {
             Self::OverCapacity => "length or count over capacity",
             Self::Malformed => "malformed encoding",
             Self::NonCanonical => "non-canonical encoding",
-            Self::BufferTooSmall => "output buffer too small",
         })
     }
 }
@@ -53,7 +50,6 @@ impl From<postcard::Error> for DecodeError {
         use postcard::Error as E;
         match e {
             E::DeserializeUnexpectedEnd => Self::Truncated,
-            E::SerializeBufferFull => Self::BufferTooSmall,
             // heapless reports a sequence longer than its capacity through
             // serde's custom error path.
             E::SerdeDeCustom => Self::OverCapacity,
@@ -62,6 +58,31 @@ impl From<postcard::Error> for DecodeError {
     }
 }
 
+/// A value could not be encoded ([`wire::encode`](crate::wire::encode)):
+/// the host's misuse, never a peer's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The output buffer is too small
+    /// ([`wire::encoded_len`](crate::wire::encoded_len) says how large it
+    /// must be).
+    BufferTooSmall,
+    /// The value has no encoding (a serializer error).
+    Unencodable,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::BufferTooSmall => "output buffer too small",
+            Self::Unencodable => "value cannot be encoded",
+        })
+    }
+}
+
+impl core::error::Error for EncodeError {}
+
 /// A cryptographic check failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -69,8 +90,6 @@ impl From<postcard::Error> for DecodeError {
 pub enum CryptoError {
     /// A signature does not verify under the expected key.
     BadSignature,
-    /// The signer is not a key this party accepts.
-    UnknownSigner,
     /// A public key is not a valid point on P-256.
     InvalidPublicKey,
     /// A secret key is zero or not below the group order.
@@ -91,7 +110,6 @@ impl fmt::Display for CryptoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::BadSignature => "signature does not verify",
-            Self::UnknownSigner => "signer not authorized",
             Self::InvalidPublicKey => "invalid P-256 public key",
             Self::InvalidSecretKey => "invalid P-256 secret key",
             Self::OpenFailed => "authenticated decryption failed",

@@ -15,7 +15,7 @@ use crate::crypto::{
     open_box, Binding, Code, Digest, Domain, GroupKey, Hasher, PayloadRef, PublicKey, ReplicaSecretKey, SealedBox,
     Share, ShareKind, Signature,
 };
-use crate::error::{CapacityError, CryptoError, DecodeError};
+use crate::error::{CapacityError, CryptoError, DecodeError, EncodeError};
 
 pub use crate::capacity::{MAX_ATTACHED, MAX_GUARDIANS, MAX_REPLICAS, MAX_RESOURCES};
 
@@ -824,9 +824,13 @@ pub struct ClientReply {
 /// Encodes `value` into `buf` and returns the bytes written.
 ///
 /// # Errors
-/// [`DecodeError::BufferTooSmall`] when `buf` is too small.
-pub fn encode<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], DecodeError> {
-    postcard::to_slice(value, buf).map_err(DecodeError::from)
+/// [`EncodeError::BufferTooSmall`] when `buf` is too small (see
+/// [`encoded_len`]).
+pub fn encode<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], EncodeError> {
+    postcard::to_slice(value, buf).map_err(|e| match e {
+        postcard::Error::SerializeBufferFull => EncodeError::BufferTooSmall,
+        _ => EncodeError::Unencodable,
+    })
 }
 
 /// The encoded length of `value`.
