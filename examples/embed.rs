@@ -143,20 +143,12 @@ fn main() {
         .collect();
     let replicas = (0..GROUPS.len())
         .map(|gi| {
-            let mut config = GroupConfig {
-                membership: memberships[gi].clone(),
-                deployers: heapless::Vec::new(),
-                neighbors: heapless::Vec::new(),
-                retry_ms: 100,
-                proactive: true,
-                guardians: None,
-            };
             let me = AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() };
-            config.deployers.push(me).expect("room");
-            for n in [(gi + 1) % 3, (gi + 2) % 3] {
-                let n = Neighbor { group: GROUPS[n], f: memberships[n].f };
-                config.neighbors.push(n).expect("room");
-            }
+            let config = GroupConfig::new(memberships[gi].clone(), 100)
+                .with_deployer(me)
+                .and_then(|c| c.with_neighbor(Neighbor::of(&memberships[(gi + 1) % 3])))
+                .and_then(|c| c.with_neighbor(Neighbor::of(&memberships[(gi + 2) % 3])))
+                .expect("within capacities");
             (0..4u8)
                 .map(|i| {
                     let config = config.clone();

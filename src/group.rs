@@ -88,9 +88,9 @@ use crate::crypto::{
 use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, DeployerId, Diffused, GroupId, Membership,
-    Message, Operation, OrderKey, Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, SmallOperation, Token,
-    UpgradeId, GUARDIAN_INDEX_BASE, MAX_ATTACHED, MAX_GUARDIANS, MAX_RESOURCES,
+    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, DeployerId, Diffused, GroupId, GuardianSet,
+    Membership, Message, Operation, OrderKey, Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, SmallOperation,
+    Token, UpgradeId, GUARDIAN_INDEX_BASE, MAX_ATTACHED, MAX_GUARDIANS, MAX_RESOURCES,
 };
 
 pub use crate::capacity::{HISTORY, MAX_DIFFUSING, MAX_IN_FLIGHT, MAX_NEIGHBORS};
@@ -138,6 +138,60 @@ pub struct GroupConfig {
     /// The group's guardians (section 7), if its pieces are in guardian
     /// custody; pieces must then list exactly these, in this order.
     pub guardians: Option<GuardianIds>,
+}
+
+impl Neighbor {
+    /// The neighbor `membership` describes (its `f` taken from it, so it
+    /// is computed in one place).
+    pub fn of(membership: &Membership) -> Self {
+        Self { group: membership.group, f: membership.f }
+    }
+}
+
+impl GroupConfig {
+    /// A configuration for `membership` with nothing else yet: no
+    /// deployer, no neighbor, replica custody, proactive diffusion on, and
+    /// `retry_ms` as the first diffusion retry. Add the rest with the
+    /// `with_*` methods.
+    pub fn new(membership: Membership, retry_ms: u64) -> Self {
+        Self { membership, deployers: Vec::new(), neighbors: Vec::new(), retry_ms, proactive: true, guardians: None }
+    }
+
+    /// Authorizes a deployer.
+    ///
+    /// # Errors
+    /// [`CapacityError::Deployers`] beyond [`MAX_DEPLOYERS`].
+    pub fn with_deployer(mut self, deployer: AuthorizedDeployer) -> Result<Self, CapacityError> {
+        self.deployers.push(deployer).map_err(|_| CapacityError::Deployers)?;
+        Ok(self)
+    }
+
+    /// Adds a neighbor group (see [`Neighbor::of`]).
+    ///
+    /// # Errors
+    /// [`CapacityError::Neighbors`] beyond [`MAX_NEIGHBORS`].
+    pub fn with_neighbor(mut self, neighbor: Neighbor) -> Result<Self, CapacityError> {
+        self.neighbors.push(neighbor).map_err(|_| CapacityError::Neighbors)?;
+        Ok(self)
+    }
+
+    /// Puts the group's pieces in the custody of `guardians` (the set its
+    /// deployers build pieces with).
+    pub fn with_guardians(mut self, guardians: &GuardianSet) -> Self {
+        let mut ids = Vec::new();
+        for (id, _) in &guardians.members {
+            // A set holds at most MAX_GUARDIANS members, as `ids` does.
+            let _ = ids.push(*id);
+        }
+        self.guardians = Some(GuardianIds { f: guardians.f, ids });
+        self
+    }
+
+    /// Whether replicas diffuse outcomes proactively (default: yes).
+    pub fn proactive(mut self, proactive: bool) -> Self {
+        self.proactive = proactive;
+        self
+    }
 }
 
 /// A group's guardians as its configuration names them.

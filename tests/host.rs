@@ -7,9 +7,7 @@ use std::collections::VecDeque;
 
 use bft_upgrade::crypto::{Binding, Code, DeployerKey, ReplicaSecretKey, ShareKind};
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
-use bft_upgrade::group::{
-    AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Neighbor, Status, Verdict,
-};
+use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, Status, Verdict};
 use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig};
 use bft_upgrade::host::{
     open_payload, releases, seal_payload, Batch, Bundle, GuardianHost, HostError, InstallerHost, MemStore, Outbound,
@@ -121,20 +119,14 @@ impl Host {
         };
         let replicas = (0..GROUPS.len())
             .map(|gi| {
-                let mut config = GroupConfig {
-                    membership: memberships[gi].clone(),
-                    deployers: heapless::Vec::new(),
-                    neighbors: heapless::Vec::new(),
-                    retry_ms: 50,
-                    proactive: true,
-                    guardians: set
-                        .as_ref()
-                        .map(|s| GuardianIds { f: s.f, ids: s.members.iter().map(|(id, _)| *id).collect() }),
-                };
                 let me = AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() };
-                config.deployers.push(me).unwrap();
-                let other = &memberships[1 - gi];
-                config.neighbors.push(Neighbor { group: other.group, f: other.f }).unwrap();
+                let mut config = GroupConfig::new(memberships[gi].clone(), 50)
+                    .with_deployer(me)
+                    .and_then(|c| c.with_neighbor(Neighbor::of(&memberships[1 - gi])))
+                    .unwrap();
+                if let Some(set) = &set {
+                    config = config.with_guardians(set);
+                }
                 (0..4u8)
                     .map(|i| {
                         let c = config.clone();
