@@ -2886,18 +2886,25 @@ mod liveness {
         }
     }
 
+    /// Replica 0 of one group of four in the custody of 16 guardians, and
+    /// `count` upgrades of one resource each for it.
+    fn guarded_replica(seed: u8, count: u64) -> (World, Vec<Upgrade>, GroupReplica) {
+        let mut w = World::new(seed, &[4]);
+        let set = guardian_set(&mut w, 16);
+        let ups: Vec<Upgrade> = (0..count).map(|i| build_guarded(&mut w, 0, 1 + i, &[10 + i as u32], &set)).collect();
+        let mut config = w.config(0, &[]);
+        config.guardians = Some(GuardianIds { f: set.f, ids: set.members.iter().map(|(id, _)| *id).collect() });
+        let r = GroupReplica::new(config, 0).unwrap();
+        (w, ups, r)
+    }
+
     /// Class 5, silent drops: outcomes whose guardian tells did not fit one
     /// step stay due, and must never take the room of what a later step
     /// owes: its answer to an operation's origin.
     #[test]
     fn a_backlog_of_guardian_tells_never_drops_an_answer() {
-        let mut w = World::new(76, &[4]);
+        let (w, ups, mut r) = guarded_replica(76, 9);
         let g = w.gid(0);
-        let set = guardian_set(&mut w, 16);
-        let ups: Vec<Upgrade> = (0..9).map(|i| build_guarded(&mut w, 0, 1 + i, &[10 + i as u32], &set)).collect();
-        let mut config = w.config(0, &[]);
-        config.guardians = Some(GuardianIds { f: set.f, ids: set.members.iter().map(|(id, _)| *id).collect() });
-        let mut r = GroupReplica::new(config, 0).unwrap();
         let key = &w.keys(0)[0];
         for up in &ups {
             let step = r.handle_ordered(T0, ORIGIN, &up.prepare(g), key, |_| Verdict::Accept);
@@ -2941,13 +2948,8 @@ mod liveness {
     /// just a step's `MAX_ATTACHED`.
     #[test]
     fn two_backlogs_of_tells_before_a_timeout_all_stay_due() {
-        let mut w = World::new(78, &[4]);
+        let (w, ups, mut r) = guarded_replica(78, 16);
         let g = w.gid(0);
-        let set = guardian_set(&mut w, 16);
-        let ups: Vec<Upgrade> = (0..16).map(|i| build_guarded(&mut w, 0, 1 + i, &[10 + i as u32], &set)).collect();
-        let mut config = w.config(0, &[]);
-        config.guardians = Some(GuardianIds { f: set.f, ids: set.members.iter().map(|(id, _)| *id).collect() });
-        let mut r = GroupReplica::new(config, 0).unwrap();
         let key = &w.keys(0)[0];
         for up in &ups {
             let step = r.handle_ordered(T0, ORIGIN, &up.prepare(g), key, |_| Verdict::Accept);
