@@ -13,7 +13,7 @@ mod shamir;
 mod sign;
 
 pub use ecies::{open_box, shared_secret, BoxContents, BoxSealer, ReplicaSecretKey, SealedBox, BOX_TAG_LEN};
-pub use payload::{GroupKey, PayloadOpener, PayloadRef, PayloadSealer, CHUNK_TAG_LEN};
+pub use payload::{GroupKey, PayloadChecker, PayloadOpener, PayloadRef, PayloadSealer, CHUNK_TAG_LEN};
 pub use shamir::{reconstruct, split, Share, ShareKind, MAX_SHARES};
 pub use sign::{DeployerKey, Signature};
 

@@ -103,6 +103,64 @@ fn nonce(index: u64, last: bool) -> Nonce {
     Nonce::from(n)
 }
 
+/// A host's check of a sealed payload it stores, against the reference a
+/// signed piece carries, without the key: the ciphertext's length and
+/// digest. Feed the bytes in any slices.
+///
+/// ```
+/// use bft_upgrade::crypto::{Binding, GroupKey, PayloadChecker, PayloadSealer, CHUNK_TAG_LEN};
+/// use bft_upgrade::wire::{GroupId, UpgradeId};
+///
+/// let binding = Binding::group(UpgradeId([1; 16]), GroupId(2));
+/// let mut sealer = PayloadSealer::new(&GroupKey::from_bytes([3; 32]), &binding, 64).unwrap();
+/// let mut buf = [7u8; 10 + CHUNK_TAG_LEN];
+/// let sealed = sealer.seal_chunk(&mut buf, 10, true).unwrap().to_vec();
+/// let payload = sealer.finish().unwrap();
+///
+/// let mut check = PayloadChecker::new(&binding, &payload);
+/// check.update(&sealed[..5]);
+/// check.update(&sealed[5..]);
+/// assert!(check.finish().is_ok());
+/// let mut check = PayloadChecker::new(&binding, &payload);
+/// check.update(&sealed[1..]);
+/// assert!(check.finish().is_err());
+/// ```
+pub struct PayloadChecker {
+    hasher: Hasher,
+    expected: PayloadRef,
+    seen: u64,
+}
+
+impl PayloadChecker {
+    /// Starts checking a stored payload of the piece bound to `binding`
+    /// ([`Binding::group`] of its upgrade and group) against `payload`.
+    pub fn new(binding: &Binding, payload: &PayloadRef) -> Self {
+        Self { hasher: Hasher::new(Domain::Payload, binding), expected: *payload, seen: 0 }
+    }
+
+    /// The next ciphertext bytes.
+    pub fn update(&mut self, ciphertext: &[u8]) {
+        self.hasher.update(ciphertext);
+        self.seen = self.seen.saturating_add(ciphertext.len() as u64);
+    }
+
+    /// Whether the bytes were exactly the payload the piece names.
+    ///
+    /// # Errors
+    /// [`CryptoError::PayloadStream`] for another length;
+    /// [`CryptoError::CodeMismatch`] for another digest.
+    pub fn finish(self) -> Result<(), CryptoError> {
+        if self.seen != self.expected.ciphertext_len {
+            return Err(CryptoError::PayloadStream);
+        }
+        if self.hasher.finish() == self.expected.digest {
+            Ok(())
+        } else {
+            Err(CryptoError::CodeMismatch)
+        }
+    }
+}
+
 /// The deployer's side: seals a payload chunk by chunk.
 pub struct PayloadSealer {
     cipher: ChaCha20Poly1305,

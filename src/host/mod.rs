@@ -78,7 +78,7 @@ use crate::wire::{self, GroupId, Message, Operation, Piece, UpgradeHeader};
 
 pub use guardian::{releases, GuardianHost, Release};
 pub use installer::{InstallerHost, InstallerReport};
-pub use payload::{open_payload, seal_payload, PayloadError, DEFAULT_CHUNK};
+pub use payload::{check_payload, open_payload, payload_key, seal_payload, PayloadError, DEFAULT_CHUNK};
 pub use replica::{stored_replica, ReplicaHost, ReplicaReport};
 
 /// Durable named records, written in atomic batches.

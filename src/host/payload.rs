@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 use std::vec;
 
-use crate::crypto::{Binding, GroupKey, PayloadOpener, PayloadRef, PayloadSealer, CHUNK_TAG_LEN};
+use crate::crypto::{Binding, GroupKey, PayloadChecker, PayloadOpener, PayloadRef, PayloadSealer, CHUNK_TAG_LEN};
 use crate::error::{CryptoError, MisuseError};
 
 /// The chunk size [`seal_payload`] callers use unless they have a reason
@@ -90,6 +90,33 @@ pub fn seal_payload(
     sealer.finish().map_err(PayloadError::Misuse)
 }
 
+/// Checks, without the key, that `sealed` holds exactly the payload a piece
+/// names (its length and digest): what a host, a payload server or an
+/// installer runs before storing or serving a blob.
+///
+/// # Errors
+/// [`PayloadError::Crypto`] when it does not; [`PayloadError::Io`] when
+/// reading fails.
+pub fn check_payload(binding: &Binding, payload: &PayloadRef, sealed: &mut impl Read) -> Result<(), PayloadError> {
+    let mut check = PayloadChecker::new(binding, payload);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = fill(sealed, &mut buf)?;
+        check.update(buf.get(..n).unwrap_or_default());
+        if n < buf.len() {
+            break;
+        }
+    }
+    check.finish().map_err(PayloadError::Crypto)
+}
+
+/// The record name a host stores a sealed payload under: its signed
+/// digest, so one blob serves every piece that names it and a blob is
+/// checked against the name it is found by.
+pub fn payload_key(payload: &PayloadRef) -> std::string::String {
+    std::format!("payload/{}", super::hex(&payload.digest.0))
+}
+
 /// Opens the sealed payload `payload` from `sealed` into `plain` (a
 /// replica's side, on `Apply` with its `key`); returns the plaintext
 /// length.
@@ -169,6 +196,33 @@ mod tests {
         assert!(matches!(open(&bad), Err(PayloadError::Crypto(_))));
         let other = Binding::group(UpgradeId([2; 16]), GroupId(6));
         assert!(open_payload(&key, &other, &r, &mut &sealed[..], &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_stored_payload_is_checked_without_the_key() {
+        let key = GroupKey([9; 32]);
+        let data = [3u8; 1000];
+        let mut sealed = Vec::new();
+        let r = seal_payload(&key, &binding(), 64, &mut &data[..], &mut sealed).unwrap();
+        check_payload(&binding(), &r, &mut &sealed[..]).unwrap();
+        let mut bad = sealed.clone();
+        bad[500] ^= 0x80;
+        assert!(matches!(
+            check_payload(&binding(), &r, &mut &bad[..]),
+            Err(PayloadError::Crypto(CryptoError::CodeMismatch))
+        ));
+        let short = &sealed[..sealed.len() - 1];
+        assert!(matches!(
+            check_payload(&binding(), &r, &mut &short[..]),
+            Err(PayloadError::Crypto(CryptoError::PayloadStream))
+        ));
+        // Under another binding the same bytes are another payload.
+        let other = Binding::group(UpgradeId([2; 16]), GroupId(6));
+        assert!(check_payload(&other, &r, &mut &sealed[..]).is_err());
+        // The name is the digest, in hex.
+        let name = payload_key(&r);
+        assert_eq!(name.len(), "payload/".len() + 64);
+        assert!(name.ends_with(&super::super::hex(&r.digest.0)));
     }
 
     #[test]
