@@ -51,7 +51,6 @@ use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Binding, Digest, Domain, PublicKey, ReplicaSecretKey, Share, ShareKind};
-use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
     Custody, DeployerId, Diffused, GroupId, Message, Outcome, Piece, PieceCrypto, SmallOperation, Token, UpgradeId,
@@ -95,6 +94,16 @@ pub enum GuardianEffect {
         group: GroupId,
         /// The kind released.
         kind: ShareKind,
+    },
+    /// Every record slot is taken by a record that released a kind: the
+    /// piece of (`upgrade`, `group`) was not kept. Retire finished upgrades
+    /// ([`Guardian::retire`]) to make room; the piece comes again when the
+    /// group's replicas ask.
+    Busy {
+        /// The upgrade.
+        upgrade: UpgradeId,
+        /// The group.
+        group: GroupId,
     },
 }
 
@@ -174,32 +183,30 @@ impl<const R: usize> Guardian<R> {
     /// A piece forwarded by a replica's host: if it is authentic, for a
     /// guarded group and lists this guardian, keep this guardian's shares.
     ///
-    /// # Errors
-    /// [`CapacityError::Pieces`] when every slot holds an unfinished
-    /// record (the piece is not kept; the group's hosts send it again when
-    /// the guardian answers `GuardianNeedsPiece`).
+    /// A guardian with every slot holding a record that released a kind
+    /// (until the host retires their upgrades) does not keep it and says so
+    /// with [`GuardianEffect::Busy`], as a full group answers `Busy`; the
+    /// group's hosts send the piece again when the guardian answers a
+    /// request with `GuardianNeedsPiece`. Bad pieces are faults.
     pub fn handle_piece(
         &mut self,
         now: Instant,
         from: Peer,
         piece: &Piece,
         key: &ReplicaSecretKey,
-    ) -> Result<Step<GuardianEffect>, MisuseError> {
+    ) -> Step<GuardianEffect> {
         self.handle_piece_with(now, from, piece, &mut WithKey(key))
     }
 
     /// [`handle_piece`](Self::handle_piece) with the signature check and box
     /// opening done by `crypto`.
-    ///
-    /// # Errors
-    /// As [`handle_piece`](Self::handle_piece).
     pub fn handle_piece_with(
         &mut self,
         now: Instant,
         from: Peer,
         piece: &Piece,
         crypto: &mut impl PieceCrypto,
-    ) -> Result<Step<GuardianEffect>, MisuseError> {
+    ) -> Step<GuardianEffect> {
         let _ = now;
         let mut step = Step::new();
         let h = &piece.header;
@@ -207,39 +214,39 @@ impl<const R: usize> Guardian<R> {
             // Another deployer's upgrade id: kept, it would take that
             // upgrade's record here (see `UpgradeId`).
             step.fault(from, Some(h.upgrade), FaultKind::ForgedPiece);
-            return Ok(step);
+            return step;
         }
         if self.record(h.upgrade, h.group).is_some() {
-            return Ok(step);
+            return step;
         }
         let guarded = self.config.groups.iter().find(|g| g.group == h.group);
         let signer = self.config.deployers.iter().find(|(id, _)| *id == h.deployer).map(|(_, k)| k);
         let (Some(guarded), Some(signer)) = (guarded, signer) else {
             step.fault(from, Some(h.upgrade), FaultKind::ForgedPiece);
-            return Ok(step);
+            return step;
         };
         if guarded.members != h.members || !crypto.verify(piece, signer) {
             step.fault(from, Some(h.upgrade), FaultKind::ForgedPiece);
-            return Ok(step);
+            return step;
         }
         let Custody::Guardians { guardians, .. } = &h.custody else {
             step.fault(from, Some(h.upgrade), FaultKind::Unsolicited);
-            return Ok(step);
+            return step;
         };
         let Some(index) = guardians.iter().position(|g| g.guardian == self.config.id) else {
             step.fault(from, Some(h.upgrade), FaultKind::Unsolicited);
-            return Ok(step);
+            return step;
         };
         let Ok((secret_share, cancel_share)) = crypto.open_guardian(piece, index) else {
             // A signed piece whose box for us is bad: the deployer's fault.
             step.fault(from, Some(h.upgrade), FaultKind::BadBox);
-            return Ok(step);
+            return step;
         };
         let mut tokens = Vec::new();
         for e in &h.replicas {
             // A piece holds at most MAX_REPLICAS entries, as does `tokens`.
             if tokens.push(e.secret_share).is_err() {
-                return Ok(step);
+                return step;
             }
         }
         let record = Record {
@@ -265,11 +272,16 @@ impl<const R: usize> Guardian<R> {
                 Some(i) => {
                     self.records.swap_remove(i);
                 }
-                None => return Err(CapacityError::Pieces.into()),
+                None => {
+                    step.emit_effect(GuardianEffect::Busy { upgrade: h.upgrade, group: h.group });
+                    return step;
+                }
             }
         }
-        self.records.push(record).map_err(|_| CapacityError::Pieces)?;
-        Ok(step)
+        if self.records.push(record).is_err() {
+            step.emit_effect(GuardianEffect::Busy { upgrade: h.upgrade, group: h.group });
+        }
+        step
     }
 
     /// Forgets every record of `upgrade`. Call only once the upgrade has

@@ -140,6 +140,8 @@ mod guardian_role {
 
     struct Setup {
         piece: Piece,
+        /// A piece of a second upgrade of the same deployer for the group.
+        other: Piece,
         replica_keys: Vec<ReplicaSecretKey>,
         guardian_key: ReplicaSecretKey,
         config: GuardianConfig,
@@ -165,12 +167,14 @@ mod guardian_role {
             payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
         };
         let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+        let plan2 = UpgradePlan::new(&mut rng, deployer.id(), 2, &[GroupId(1)]).unwrap();
+        let other = plan2.piece(&deployer, &mut rng, &target).unwrap();
         let mut groups = heapless::Vec::new();
         groups.push(GuardedGroup { group: GroupId(1), members: membership.digest() }).unwrap();
         let mut deployers = heapless::Vec::new();
         deployers.push((deployer.id(), deployer.public_key())).unwrap();
         let config = GuardianConfig { id: 1, deployers, groups };
-        Setup { piece, replica_keys, guardian_key: guardian_keys[0].clone(), config }
+        Setup { piece, other, replica_keys, guardian_key: guardian_keys[0].clone(), config }
     }
 
     fn request(s: &Setup, replica: u8, kind: ShareKind) -> Message {
@@ -182,6 +186,31 @@ mod guardian_role {
         Peer::Replica { group: GroupId(1), index: replica }
     }
 
+    /// A guardian whose every slot holds a release does not keep another
+    /// piece and says so (`Busy`, as a full group does), leaving its state
+    /// as it was; once the host retires the finished upgrade it keeps it.
+    #[test]
+    fn a_full_guardian_is_busy_not_an_error() {
+        let s = setup();
+        let mut g: Guardian<1> = Guardian::new(s.config.clone());
+        let (u, grp) = (s.piece.header.upgrade, GroupId(1));
+        assert!(g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).is_empty());
+        let _ = g.handle_message(Instant(1), from(1), &request(&s, 1, ShareKind::Secret));
+        let step = g.handle_message(Instant(2), from(2), &request(&s, 2, ShareKind::Secret));
+        assert_eq!(step.effects.len(), 1, "released: {:?}", step.effects);
+        let before = wire::encoded_len(&g);
+        let mut buf = vec![0u8; before];
+        let snapshot = wire::encode(&g, &mut buf).unwrap().to_vec();
+        let other = s.other.header.upgrade;
+        let step = g.handle_piece(Instant(3), from(0), &s.other, &s.guardian_key);
+        assert_eq!(step.effects.as_slice(), &[GuardianEffect::Busy { upgrade: other, group: grp }]);
+        assert!(step.faults.is_empty(), "a full guardian is not the sender's fault");
+        let mut buf = vec![0u8; wire::encoded_len(&g)];
+        assert_eq!(wire::encode(&g, &mut buf).unwrap().to_vec(), snapshot, "a busy guardian changed its state");
+        g.retire(u);
+        assert!(g.handle_piece(Instant(4), from(0), &s.other, &s.guardian_key).is_empty());
+    }
+
     /// One faulty replica asking for c first does not get it released; f + 1
     /// asking for s_g do, after the durable write and not before.
     #[test]
@@ -189,7 +218,7 @@ mod guardian_role {
         let s = setup();
         let mut g = G::new(s.config.clone());
         let (u, grp) = (s.piece.header.upgrade, GroupId(1));
-        let step = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).unwrap();
+        let step = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key);
         assert!(step.is_empty());
         let step = g.handle_message(Instant(1), from(0), &request(&s, 0, ShareKind::Cancel));
         assert!(step.is_empty() && g.released(u, grp).is_none(), "one replica must not be enough");
@@ -232,7 +261,7 @@ mod guardian_role {
         let s = setup();
         let mut g = G::new(s.config.clone());
         let (u, grp) = (s.piece.header.upgrade, GroupId(1));
-        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).unwrap();
+        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key);
         let _ = g.handle_message(Instant(1), from(0), &request(&s, 0, ShareKind::Secret));
         let step = g.handle_message(Instant(2), from(1), &request(&s, 1, ShareKind::Secret));
         assert_eq!(
@@ -257,7 +286,7 @@ mod guardian_role {
         let s = setup();
         let mut g = G::new(s.config.clone());
         let (u, grp) = (s.piece.header.upgrade, GroupId(1));
-        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).unwrap();
+        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key);
         for r in 0..2 {
             let _ = g.handle_message(Instant(1), from(r), &request(&s, r, ShareKind::Secret));
         }
@@ -309,14 +338,14 @@ mod guardian_role {
                         }
                     }
                     2 => {
-                        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key).unwrap();
+                        let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key);
                     }
                     _ => {
                         let r = (rng.next_u32() % 4) as u8;
                         let kind = if rng.next_u32() % 2 == 0 { ShareKind::Secret } else { ShareKind::Cancel };
                         let step = g.handle_message(Instant(0), from(r), &request(&s, r, kind));
                         for e in &step.effects {
-                            let GuardianEffect::Persist { .. } = e;
+                            let GuardianEffect::Persist { .. } = e else { continue };
                             // The host writes the state now, then acks later.
                             let mut buf = vec![0u8; wire::encoded_len(&g)];
                             stored = Some(wire::encode(&g, &mut buf).unwrap().to_vec());

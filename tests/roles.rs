@@ -3018,9 +3018,9 @@ mod guardian_squatting {
         };
         let mut guardian: Guardian<8> = Guardian::new(config);
         let host = Peer::Replica { group: g, index: 0 };
-        let step = guardian.handle_piece(T0, host, &squat, &guardian_keys[0]).unwrap();
+        let step = guardian.handle_piece(T0, host, &squat, &guardian_keys[0]);
         assert_eq!(step.faults.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![FaultKind::ForgedPiece]);
-        let step = guardian.handle_piece(T0, host, &genuine, &guardian_keys[0]).unwrap();
+        let step = guardian.handle_piece(T0, host, &genuine, &guardian_keys[0]);
         assert!(step.faults.is_empty(), "{:?}", step.faults);
         let mut persisted = Vec::new();
         for r in 0..2u8 {

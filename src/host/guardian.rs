@@ -16,6 +16,16 @@ const ROLE: &str = "guardian/role";
 /// the batch that records the release in the role.
 pub(crate) const RELEASE: &str = "guardian/release/";
 
+/// What one input to a guardian produced for the host's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuardianReport {
+    /// Peers seen misbehaving.
+    pub faults: Faults,
+    /// Pieces not kept because every record slot holds a release (see
+    /// [`GuardianEffect::Busy`]): retire finished upgrades.
+    pub busy: Vec<(UpgradeId, GroupId)>,
+}
+
 /// One guardian and its store.
 ///
 /// A piece is written when it arrives. On a [`GuardianEffect::Persist`] the
@@ -88,7 +98,6 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
     /// A piece a replica's host forwarded ([`Guardian::handle_piece`]).
     ///
     /// # Errors
-    /// [`HostError::Misuse`] as `handle_piece` (the piece is not kept);
     /// [`HostError::Store`] when the write fails (nothing sent).
     pub fn piece(
         &mut self,
@@ -97,7 +106,7 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         piece: &Piece,
         key: &ReplicaSecretKey,
         transport: &mut impl Transport,
-    ) -> Result<Faults, HostError<S::Error>> {
+    ) -> Result<GuardianReport, HostError<S::Error>> {
         self.piece_with(now, from, piece, &mut WithKey(key), transport)
     }
 
@@ -112,8 +121,8 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         piece: &Piece,
         crypto: &mut impl PieceCrypto,
         transport: &mut impl Transport,
-    ) -> Result<Faults, HostError<S::Error>> {
-        let step = self.role.handle_piece_with(now, from, piece, crypto)?;
+    ) -> Result<GuardianReport, HostError<S::Error>> {
+        let step = self.role.handle_piece_with(now, from, piece, crypto);
         self.carry(now, step, true, transport)
     }
 
@@ -128,7 +137,7 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         from: Peer,
         message: &Message,
         transport: &mut impl Transport,
-    ) -> Result<Faults, HostError<S::Error>> {
+    ) -> Result<GuardianReport, HostError<S::Error>> {
         let step = self.role.handle_message(now, from, message);
         // Only a release must be durable before what follows it; a request
         // that released nothing is asked again by the replica's retries
@@ -157,11 +166,15 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         step: Step<GuardianEffect>,
         write: bool,
         transport: &mut impl Transport,
-    ) -> Result<Faults, HostError<S::Error>> {
+    ) -> Result<GuardianReport, HostError<S::Error>> {
         let faults = Faults { faults: step.faults.iter().cloned().collect(), dropped: step.faults_dropped };
         let mut released = Vec::new();
-        for GuardianEffect::Persist { upgrade, group, kind } in step.effects.iter().cloned() {
-            released.push((upgrade, group, kind));
+        let mut busy = Vec::new();
+        for effect in step.effects.iter().cloned() {
+            match effect {
+                GuardianEffect::Persist { upgrade, group, kind } => released.push((upgrade, group, kind)),
+                GuardianEffect::Busy { upgrade, group } => busy.push((upgrade, group)),
+            }
         }
         #[cfg(feature = "planted-bugs")]
         if let Some(f) = &mut self.forgets {
@@ -186,7 +199,7 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
             let after = self.role.persisted(now, upgrade, group);
             route(&after.messages, transport);
         }
-        Ok(faults)
+        Ok(GuardianReport { faults, busy })
     }
 
     fn write(&mut self, batch: Batch) -> Result<(), HostError<S::Error>> {

@@ -76,7 +76,7 @@ use crate::error::{DecodeError, MisuseError};
 use crate::step::{Fault, Outgoing, Peer};
 use crate::wire::{self, GroupId, Message, Operation, Piece, UpgradeHeader};
 
-pub use guardian::{releases, GuardianHost, Release};
+pub use guardian::{releases, GuardianHost, GuardianReport, Release};
 pub use installer::{InstallerHost, InstallerReport};
 pub use payload::{check_payload, open_payload, payload_key, seal_payload, PayloadError, DEFAULT_CHUNK};
 pub use replica::{stored_replica, ReplicaHost, ReplicaReport};

@@ -875,9 +875,9 @@ impl World {
                 let key = &self.material.guardian_keys[guardian];
                 let mut crypto = Cached { material: &self.material, key };
                 let mut out = Vec::new();
-                if let Ok(faults) = slot.host.piece_with(Instant(self.now), from, &piece, &mut crypto, &mut out) {
-                    self.route_guardian(guardian, &faults, out);
-                }
+                let report =
+                    slot.host.piece_with(Instant(self.now), from, &piece, &mut crypto, &mut out).expect("memory store");
+                self.route_guardian(guardian, &report.faults, out);
             }
             Event::AppCall { caller, callee, txn } => {
                 // MakeRequest: the caller's replicas take T_callee.
@@ -1019,9 +1019,9 @@ impl World {
                     return;
                 }
                 let mut out = Vec::new();
-                let faults =
+                let report =
                     self.guardians[k].host.message(Instant(self.now), from, &message, &mut out).expect("memory store");
-                self.route_guardian(k, &faults, out);
+                self.route_guardian(k, &report.faults, out);
             }
             (Peer::Installer(id), Message::Answer(answer)) => {
                 let Some(ii) = self.installers.iter().position(|i| i.role.peer() == Peer::Installer(id) && !i.dead)

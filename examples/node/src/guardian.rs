@@ -64,20 +64,17 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
     let mut out = NetOut { net: &net, cluster: &cluster };
     while let Some((peer, frame)) = in_rx.recv().await {
         let now = crate::now();
-        let faults = match frame {
-            Frame::Piece(piece) => match host.piece(now, peer, &piece, &secrets.box_key, &mut out) {
-                Ok(faults) => faults,
-                Err(bft_upgrade::host::HostError::Misuse(e)) => {
-                    warn!(?peer, "piece not kept: {e:?}");
-                    continue;
-                }
-                Err(e) => return Err(anyhow!("guardian store: {e}")),
-            },
-            Frame::Msg(message) => host.message(now, peer, &message, &mut out).map_err(|e| anyhow!("{e}"))?,
+        let report = match frame {
+            Frame::Piece(piece) => host.piece(now, peer, &piece, &secrets.box_key, &mut out),
+            Frame::Msg(message) => host.message(now, peer, &message, &mut out),
             _ => continue,
-        };
-        for fault in &faults.faults {
+        }
+        .map_err(|e| anyhow!("guardian store: {e}"))?;
+        for fault in &report.faults.faults {
             warn!(?fault, "peer fault");
+        }
+        for (upgrade, group) in &report.busy {
+            warn!(upgrade = ?upgrade, group = group.0, "every record holds a release: piece not kept");
         }
     }
     Ok(())
