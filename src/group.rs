@@ -790,7 +790,7 @@ impl GroupReplica {
         let secrets = match opened {
             Ok(s) => Some(s),
             Err(_) => {
-                step.fault(origin, Some(h.upgrade), FaultKind::BadBox);
+                step.fault(Peer::Deployer(h.deployer), Some(h.upgrade), FaultKind::BadBox);
                 None
             }
         };

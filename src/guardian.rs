@@ -239,7 +239,7 @@ impl<const R: usize> Guardian<R> {
         };
         let Ok((secret_share, cancel_share)) = crypto.open_guardian(piece, index) else {
             // A signed piece whose box for us is bad: the deployer's fault.
-            step.fault(from, Some(h.upgrade), FaultKind::BadBox);
+            step.fault(Peer::Deployer(h.deployer), Some(h.upgrade), FaultKind::BadBox);
             return step;
         };
         let mut tokens = Vec::new();

@@ -49,6 +49,9 @@ pub enum Peer {
     Guardian(u32),
     /// An external client.
     Client(u32),
+    /// A deployer: named in faults only (a signed piece whose box for this
+    /// party is bad is its builder's fault, not its forwarder's).
+    Deployer(crate::wire::DeployerId),
 }
 
 /// A misbehaving peer, as a role observed it. Processing goes on; the host
@@ -77,8 +80,9 @@ pub enum FaultKind {
     ForgedPiece,
     /// A replica answered with both kinds of share for one piece.
     BothKinds,
-    /// A replica's own box in a signed piece does not open or its shares do
-    /// not match the digests (the deployer's fault, seen by that replica).
+    /// A party's own box in a signed piece does not open or its shares do
+    /// not match the digests: reported against the
+    /// [`Peer::Deployer`] that signed the piece.
     BadBox,
     /// An answer that contradicts an earlier one from the same peer.
     Equivocation,

@@ -744,6 +744,9 @@ mod prepare {
         for (i, s) in steps.iter().enumerate() {
             let kinds: Vec<_> = s.faults.iter().map(|f| f.kind).collect();
             assert_eq!(kinds, if i < 2 { vec![] } else { vec![FaultKind::BadBox] }, "replica {i}");
+            // The deployer who signed the piece, not the installer who
+            // forwarded it, is at fault.
+            assert!(s.faults.iter().all(|f| f.peer == Peer::Deployer(piece.header.deployer)), "replica {i}");
         }
         assert!(reps.iter().all(|r| r.holds(up.id()) == Some(true)));
         let again = order(&mut reps, w.keys(0), &up.prepare(gid), ORIGIN, Verdict::Accept);

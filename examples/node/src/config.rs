@@ -194,7 +194,8 @@ impl Cluster {
             }
             Peer::Installer(id) => (None, &self.installers.iter().find(|i| i.id == id)?.sign_key),
             Peer::Client(id) => (None, &self.clients.iter().find(|i| i.id == id)?.sign_key),
-            Peer::Group(_) => return None,
+            // Deployers run no transport; groups are not one endpoint.
+            Peer::Group(_) | Peer::Deployer(_) => return None,
         };
         Some((addr, public_key(key).ok()?))
     }
@@ -226,6 +227,7 @@ pub fn key_path(dir: &Path, peer: Peer) -> PathBuf {
         Peer::Installer(id) => format!("installer-{id}"),
         Peer::Client(id) => format!("client-{id}"),
         Peer::Group(g) => format!("group-{}", g.0),
+        Peer::Deployer(d) => format!("deployer-{}", d.0),
     };
     dir.join("keys").join(format!("{name}.key"))
 }
