@@ -83,7 +83,7 @@ pub use crate::wire::{PieceCrypto, WithKey};
 use crate::planted::Planted;
 
 use crate::crypto::{
-    reconstruct, Binding, Code, Digest, Domain, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share, ShareKind,
+    reconstruct, Binding, Code, Digest, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share, ShareKind,
 };
 use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
@@ -329,17 +329,9 @@ impl Held {
         self.upgrade != other.upgrade && self.resources.iter().any(|r| other.resources.contains(r))
     }
 
-    fn binding(&self) -> Binding {
-        Binding::upgrade(self.upgrade)
-    }
-
     /// The digest a code for `outcome` must match.
     fn check(&self, outcome: Outcome, code: &Code) -> bool {
-        match outcome {
-            Outcome::Committed => code.check(Domain::Trigger, &self.binding(), &self.trigger_digest),
-            Outcome::Aborted => code.check(Domain::Cancel, &self.binding(), &self.cancel_digest),
-        }
-        .is_ok()
+        outcome.check(self.upgrade, code, &self.trigger_digest, &self.cancel_digest).is_ok()
     }
 }
 
@@ -1027,8 +1019,7 @@ impl GroupReplica {
         }
         let Ok(secret) = reconstruct(fetch.shares.get(..k).unwrap_or(&[])) else { return };
         let code = Code::from_bytes(secret.to_repr().into());
-        let _ = trigger_digest;
-        if kind == ShareKind::Cancel && code.check(Domain::Cancel, &Binding::upgrade(upgrade), &cancel_digest).is_err()
+        if kind == ShareKind::Cancel && Outcome::Aborted.check(upgrade, &code, &trigger_digest, &cancel_digest).is_err()
         {
             return;
         }

@@ -50,11 +50,11 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Binding, Digest, Domain, PublicKey, ReplicaSecretKey, Share, ShareKind};
+use crate::crypto::{Binding, Digest, PublicKey, ReplicaSecretKey, Share, ShareKind};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Custody, DeployerId, Diffused, GroupId, Message, Outcome, Piece, PieceCrypto, SmallOperation, Token, UpgradeId,
-    WithKey, MAX_REPLICAS,
+    Custody, DeployerId, Diffused, GroupId, Message, Piece, PieceCrypto, SmallOperation, Token, UpgradeId, WithKey,
+    MAX_REPLICAS,
 };
 
 pub use crate::capacity::MAX_GUARDED;
@@ -389,11 +389,7 @@ impl<const R: usize> Guardian<R> {
         if self.records.iter().filter(|r| r.upgrade == d.upgrade).all(|r| r.learned) {
             return;
         }
-        let (domain, expected) = match d.outcome {
-            Outcome::Committed => (Domain::Trigger, &r.trigger_digest),
-            Outcome::Aborted => (Domain::Cancel, &r.cancel_digest),
-        };
-        if d.code.check(domain, &Binding::upgrade(d.upgrade), expected).is_err() {
+        if d.outcome.check(d.upgrade, &d.code, &r.trigger_digest, &r.cancel_digest).is_err() {
             step.fault(from, Some(d.upgrade), FaultKind::WrongCode);
             return;
         }

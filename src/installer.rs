@@ -53,7 +53,7 @@ use heapless::Vec;
 use p256::elliptic_curve::ff::PrimeField;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{reconstruct, Binding, Code, Domain, Share, ShareKind, MAX_SHARES};
+use crate::crypto::{reconstruct, Code, Share, ShareKind, MAX_SHARES};
 use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{Answer, Custody, GroupId, Message, Outcome, Piece, Refusal, Reply, SmallOperation, UpgradeHeader};
@@ -476,15 +476,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 self.take_share(&mut step, now, from, (si, answer.replica), ShareKind::Cancel, share, piece);
             }
             Reply::Finished(outcome, code) => {
-                let domain = match outcome {
-                    Outcome::Committed => Domain::Trigger,
-                    Outcome::Aborted => Domain::Cancel,
-                };
-                let expected = match outcome {
-                    Outcome::Committed => &self.header.trigger_digest,
-                    Outcome::Aborted => &self.header.cancel_digest,
-                };
-                if code.check(domain, &Binding::upgrade(self.header.upgrade), expected).is_err() {
+                if self.check(*outcome, code).is_err() {
                     step.fault(from, Some(answer.upgrade), FaultKind::WrongCode);
                 } else {
                     self.decide(&mut step, now, *outcome, code.clone());
@@ -528,8 +520,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             Reply::Code(ShareKind::Secret, code) => self.take_secret(&mut step, now, from, (si, answer.replica), code),
             Reply::Code(ShareKind::Cancel, code) => {
                 // `c` checks against `D(c)` by itself.
-                let b = Binding::upgrade(self.header.upgrade);
-                if code.check(Domain::Cancel, &b, &self.header.cancel_digest).is_ok() {
+                if self.check(Outcome::Aborted, code).is_ok() {
                     if let Some(s) = self.slots.get_mut(si) {
                         s.progress = GroupProgress::Rejected;
                     }
@@ -622,8 +613,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                 if let Some(s) = self.slots.get_mut(si) {
                     s.progress = GroupProgress::Rejected;
                 }
-                let b = Binding::upgrade(self.header.upgrade);
-                if code.check(Domain::Cancel, &b, &self.header.cancel_digest).is_ok() {
+                if self.check(Outcome::Aborted, &code).is_ok() {
                     self.decide(step, now, Outcome::Aborted, code);
                 }
             }
@@ -706,14 +696,19 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         }
         if self.accepted == self.header.groups {
             let tau = self.trigger.clone();
-            let b = Binding::upgrade(self.header.upgrade);
-            if tau.check(Domain::Trigger, &b, &self.header.trigger_digest).is_ok() {
+            if self.check(Outcome::Committed, &tau).is_ok() {
                 self.decide(step, now, Outcome::Committed, tau);
             }
         }
     }
 
     /// The outcome is known: report it and start sending it.
+    /// Whether `code` finishes this upgrade as `outcome` (the header's digests).
+    fn check(&self, outcome: Outcome, code: &Code) -> Result<(), crate::error::CryptoError> {
+        let h = &self.header;
+        outcome.check(h.upgrade, code, &h.trigger_digest, &h.cancel_digest)
+    }
+
     fn decide(&mut self, step: &mut Step<InstallerEffect>, now: Instant, outcome: Outcome, code: Code) {
         if self.decided.is_some() {
             return;

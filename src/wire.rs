@@ -587,6 +587,29 @@ pub enum Outcome {
     Aborted,
 }
 
+impl Outcome {
+    /// Whether `code` finishes `upgrade` this way: `τ` against the
+    /// trigger digest, `c` against the cancellation digest (both as the
+    /// piece and the header carry them). Every role checks an outcome's
+    /// code here, in constant time.
+    ///
+    /// # Errors
+    /// [`CryptoError::CodeMismatch`] when it does not.
+    pub fn check(
+        self,
+        upgrade: UpgradeId,
+        code: &Code,
+        trigger_digest: &Digest,
+        cancel_digest: &Digest,
+    ) -> Result<(), CryptoError> {
+        let binding = Binding::upgrade(upgrade);
+        match self {
+            Outcome::Committed => code.check(Domain::Trigger, &binding, trigger_digest),
+            Outcome::Aborted => code.check(Domain::Cancel, &binding, cancel_digest),
+        }
+    }
+}
+
 /// A code as it diffuses: piggybacked on application messages, forwarded by
 /// clients and guardians.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
