@@ -198,7 +198,7 @@ impl Spec {
 /// One call an installer can make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Call {
-    /// `PrepareInstall` of piece `p` (index into `World::pieces`).
+    /// `PrepareInstall` of piece `p` (index into `Model::pieces`).
     Prepare(usize),
     /// `CommitInstall(u, τ_u)`.
     Commit(usize),
@@ -226,7 +226,9 @@ struct UpgradeMat {
     full: u8,
 }
 
-struct World {
+/// The model checker's material: the groups, keys, upgrades, pieces and
+/// calls of one world to explore.
+struct Model {
     spec: Spec,
     gids: Vec<GroupId>,
     keys: Vec<ReplicaSecretKey>,
@@ -240,7 +242,7 @@ struct World {
     slots: Vec<usize>,
 }
 
-impl World {
+impl Model {
     fn build(spec: Spec) -> Self {
         assert!(spec.groups <= 4 && spec.upgrades.len() <= MAX_UPGRADES.min(MAX_DEPLOYERS));
         let mut rng = ChaCha20Rng::from_seed([0x5e; 32]);
@@ -388,12 +390,12 @@ fn rebuild(share: &Share) -> Code {
 /// [`PieceCrypto`] from the setup's results: exact answers for the genuine
 /// pieces under their genuine signer, real checks for anything else.
 struct Cached<'w> {
-    world: &'w World,
+    world: &'w Model,
     hits: u64,
     misses: u64,
 }
 
-impl World {
+impl Model {
     fn genuine(&self, piece: &Piece) -> Option<&PieceMat> {
         self.pieces.iter().find(|p| p.piece == *piece)
     }
@@ -642,7 +644,7 @@ struct Report {
 }
 
 struct Explorer<'w> {
-    w: &'w World,
+    w: &'w Model,
     memo: bool,
     locals: Vec<Locals>,
     crypto: Cached<'w>,
@@ -650,7 +652,7 @@ struct Explorer<'w> {
 }
 
 impl<'w> Explorer<'w> {
-    fn new(w: &'w World, memo: bool) -> Self {
+    fn new(w: &'w Model, memo: bool) -> Self {
         let mut locals = Vec::new();
         for bytes in &w.initial {
             let mut l = Locals { bytes: Vec::new(), ids: HashMap::new(), meta: Vec::new(), memo: Vec::new() };
@@ -1078,7 +1080,7 @@ fn peak_mib() -> Option<u64> {
 }
 
 fn explore(spec: Spec, memo: bool) -> Report {
-    let world = World::build(spec);
+    let world = Model::build(spec);
     Explorer::new(&world, memo).explore()
 }
 
@@ -1318,7 +1320,7 @@ fn a_rejecting_group_aborts_the_upgrade_everywhere() {
 /// (metadata as the search would read it off two groups).
 #[test]
 fn state_checks_fire_on_fabricated_states() {
-    let world = World::build(Spec::all_conflicting("fabricated", 2, 2));
+    let world = Model::build(Spec::all_conflicting("fabricated", 2, 2));
     let mut ex = Explorer::new(&world, true);
     let kind = |ex: &Explorer<'_>, s: &State| ex.check_state(s, &mut false).map(|v| v.0);
     let mut s = ex.initial();

@@ -44,7 +44,7 @@ struct GroupKeys {
 }
 
 /// Groups, deployers (each with its genesis code) and the rng that made them.
-struct World {
+struct Deployment {
     rng: ChaCha20Rng,
     deployers: Vec<Deployer>,
     /// Each deployer's signing key, for pieces tests sign by hand.
@@ -70,7 +70,7 @@ struct Upgrade {
     payloads: Vec<Payload>,
 }
 
-impl World {
+impl Deployment {
     /// Groups of the given sizes (ids 100, 101, ...), one deployer.
     fn new(seed: u8, sizes: &[usize]) -> Self {
         Self::with_deployers(seed, sizes, 1)
@@ -493,7 +493,7 @@ fn opts(finish_all: bool) -> InstallerOptions {
 }
 
 /// The group list an installer takes: `(id, f)` per group.
-fn installer_groups(w: &World, groups: &[usize]) -> Vec<(GroupId, u8)> {
+fn installer_groups(w: &Deployment, groups: &[usize]) -> Vec<(GroupId, u8)> {
     groups.iter().map(|&g| (w.gid(g), w.f(g))).collect()
 }
 
@@ -508,7 +508,7 @@ mod prepare {
     /// of them rebuild `s_g` and the `s_g` XOR to the plan's `τ`.
     #[test]
     fn valid_piece_releases_secret_shares_that_rebuild_tau() {
-        let mut w = World::new(1, &[4, 7, 1]);
+        let mut w = Deployment::new(1, &[4, 7, 1]);
         let up = w.upgrade(1, &[0, 1, 2], &[1]);
         let mut tau = Code::default();
         for g in 0..3 {
@@ -542,7 +542,7 @@ mod prepare {
     /// The answer goes to whichever peer submitted the operation.
     #[test]
     fn answer_goes_to_the_origin() {
-        let mut w = World::new(2, &[4]);
+        let mut w = Deployment::new(2, &[4]);
         let up = w.upgrade(1, &[0], &[]);
         let gid = w.gid(0);
         for origin in [Peer::Installer(3), Peer::Client(9), Peer::Replica { group: GroupId(5), index: 2 }] {
@@ -557,7 +557,7 @@ mod prepare {
     /// verdict is not asked again for a piece already decided.
     #[test]
     fn repeated_prepare_is_idempotent() {
-        let mut w = World::new(3, &[4]);
+        let mut w = Deployment::new(3, &[4]);
         let accepted = w.upgrade(1, &[0], &[1]);
         let rejected = w.upgrade(2, &[0], &[2]);
         let gid = w.gid(0);
@@ -588,7 +588,7 @@ mod prepare {
     /// code (rule 1), and nothing changes.
     #[test]
     fn prepare_of_a_finished_piece_answers_the_code() {
-        let mut w = World::new(4, &[4]);
+        let mut w = Deployment::new(4, &[4]);
         let committed = w.upgrade(1, &[0], &[1]);
         let gid = w.gid(0);
         let mut reps = w.replicas(0, &[]);
@@ -603,7 +603,7 @@ mod prepare {
         assert_eq!(states(&reps), before);
 
         // The same for an aborted piece (a fresh group: the chain moved).
-        let mut w = World::new(5, &[4]);
+        let mut w = Deployment::new(5, &[4]);
         let aborted = w.upgrade(1, &[0], &[1]);
         let mut reps = w.replicas(0, &[]);
         let _ = order(&mut reps, w.keys(0), &aborted.prepare(gid), ORIGIN, Verdict::Reject);
@@ -619,7 +619,7 @@ mod prepare {
     /// The verdict `Reject` releases `c` shares; `f+1` of them rebuild `c`.
     #[test]
     fn reject_verdict_releases_cancel_shares() {
-        let mut w = World::new(6, &[7]);
+        let mut w = Deployment::new(6, &[7]);
         let up = w.upgrade(1, &[0], &[1]);
         let gid = w.gid(0);
         let mut reps = w.replicas(0, &[]);
@@ -644,7 +644,7 @@ mod prepare {
     #[test]
     fn never_both_kinds_for_one_piece() {
         for verdict in [Verdict::Accept, Verdict::Reject] {
-            let mut w = World::new(7, &[4]);
+            let mut w = Deployment::new(7, &[4]);
             let up = w.upgrade(1, &[0], &[1]);
             let gid = w.gid(0);
             let keys = w.keys(0);
@@ -699,7 +699,7 @@ mod prepare {
     /// a commit takes the next piece.
     #[test]
     fn full_group_refuses_busy() {
-        let mut w = World::new(8, &[1]);
+        let mut w = Deployment::new(8, &[1]);
         let gid = w.gid(0);
         let ups: Vec<Upgrade> = (0..=MAX_IN_FLIGHT as u64).map(|i| w.upgrade(i, &[0], &[i as u32])).collect();
         let mut reps = w.replicas(0, &[]);
@@ -727,7 +727,7 @@ mod prepare {
     /// the others release valid shares; on commit the two get no key.
     #[test]
     fn bad_box_yields_no_share() {
-        let mut w = World::new(9, &[4]);
+        let mut w = Deployment::new(9, &[4]);
         let gid = w.gid(0);
         let key = DeployerKey::random(&mut w.rng);
         let signer = DeployerKey::from_bytes(&key.to_bytes()).unwrap();
@@ -774,7 +774,7 @@ mod finish {
     /// code to the origin. A repeat answers the same and changes nothing.
     #[test]
     fn commit_with_tau_applies_the_payload() {
-        let mut w = World::new(10, &[4, 7]);
+        let mut w = Deployment::new(10, &[4, 7]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let d = w.deployer_id(0);
         for g in 0..2 {
@@ -821,7 +821,7 @@ mod finish {
     /// of the other kind (the digests are domain separated).
     #[test]
     fn wrong_code_is_a_fault_and_changes_nothing() {
-        let mut w = World::new(11, &[4]);
+        let mut w = Deployment::new(11, &[4]);
         let up = w.upgrade(1, &[0], &[1]);
         let gid = w.gid(0);
         let mut reps = w.replicas(0, &[]);
@@ -857,7 +857,7 @@ mod finish {
     /// no piece for ignores it").
     #[test]
     fn code_for_unknown_upgrade_is_ignored() {
-        let mut w = World::new(12, &[4, 4]);
+        let mut w = Deployment::new(12, &[4, 4]);
         let held = w.upgrade(1, &[0], &[1]);
         let elsewhere = w.upgrade(2, &[1], &[1]);
         let gid = w.gid(0);
@@ -880,7 +880,7 @@ mod finish {
     #[test]
     fn abort_with_c_discards() {
         for verdict in [Verdict::Accept, Verdict::Reject] {
-            let mut w = World::new(13, &[4]);
+            let mut w = Deployment::new(13, &[4]);
             let up = w.upgrade(1, &[0], &[1]);
             let d = w.deployer_id(0);
             let gid = w.gid(0);
@@ -957,7 +957,7 @@ mod refusals {
 
     #[test]
     fn piece_for_another_group() {
-        let mut w = World::new(20, &[4, 4]);
+        let mut w = Deployment::new(20, &[4, 4]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let mut reps = w.replicas(0, &[]);
         let _ = refused(&mut reps, w.keys(0), up.piece(w.gid(1)), Refusal::WrongGroup);
@@ -968,7 +968,7 @@ mod refusals {
 
     #[test]
     fn piece_signed_by_an_unknown_key() {
-        let mut w = World::new(21, &[4]);
+        let mut w = Deployment::new(21, &[4]);
         let m = w.groups[0].membership.clone();
         let genesis = w.genesis[0].clone();
         // Claims deployer 1 (authorized) but is signed with another key.
@@ -992,7 +992,7 @@ mod refusals {
 
     #[test]
     fn piece_built_for_another_membership() {
-        let mut w = World::new(22, &[4]);
+        let mut w = Deployment::new(22, &[4]);
         let gid = w.gid(0);
         let genesis = w.genesis[0].clone();
         let real = w.groups[0].membership.clone();
@@ -1016,7 +1016,7 @@ mod refusals {
     /// is `Replayed`; the finished piece itself answers with its code.
     #[test]
     fn stale_and_replayed_pieces() {
-        let mut w = World::new(23, &[4]);
+        let mut w = Deployment::new(23, &[4]);
         let gid = w.gid(0);
         let genesis = w.genesis[0].clone();
         let d1 = w.upgrade(1, &[0], &[1]);
@@ -1049,7 +1049,7 @@ mod refusals {
     /// refused by the version chain.
     #[test]
     fn replay_after_the_history_window() {
-        let mut w = World::new(24, &[1]);
+        let mut w = Deployment::new(24, &[1]);
         let gid = w.gid(0);
         let mut reps = w.replicas(0, &[]);
         let mut prev = w.genesis[0].clone();
@@ -1081,7 +1081,7 @@ mod refusals {
     /// `OutOfOrder`, and is taken once the predecessor commits.
     #[test]
     fn piece_ahead_of_its_predecessor() {
-        let mut w = World::new(25, &[4]);
+        let mut w = Deployment::new(25, &[4]);
         let gid = w.gid(0);
         let d1 = w.upgrade(1, &[0], &[1]);
         let d2 = w.upgrade_on(0, 2, &[0], &[2], &d1.trigger);
@@ -1107,7 +1107,7 @@ mod refusals {
     /// deployer's (its genesis or its current code) is `WrongChain`.
     #[test]
     fn piece_on_another_deployers_chain() {
-        let mut w = World::with_deployers(26, &[4], 2);
+        let mut w = Deployment::with_deployers(26, &[4], 2);
         let gid = w.gid(0);
         let (g1, g2) = (w.genesis[0].clone(), w.genesis[1].clone());
         let on_g2 = w.upgrade_on(0, 1, &[0], &[1], &g2);
@@ -1134,7 +1134,7 @@ mod refusals {
     /// and genesis do not make it `WrongChain`.
     #[test]
     fn piece_ahead_with_two_deployers() {
-        let mut w = World::with_deployers(27, &[4], 2);
+        let mut w = Deployment::with_deployers(27, &[4], 2);
         let gid = w.gid(0);
         for d in 0..2 {
             let prev = w.genesis[d].clone();
@@ -1156,14 +1156,14 @@ mod conflicts {
     /// One group of four and a ledger; every piece below is deployer 0's,
     /// built on genesis (none finishes before the others are prepared).
     struct Bench {
-        w: World,
+        w: Deployment,
         reps: Vec<GroupReplica>,
         ledger: Ledger,
     }
 
     impl Bench {
         fn new(seed: u8) -> Self {
-            let w = World::new(seed, &[4]);
+            let w = Deployment::new(seed, &[4]);
             let reps = w.replicas(0, &[]);
             Self { w, reps, ledger: Ledger::default() }
         }
@@ -1438,7 +1438,7 @@ mod conflicts {
     /// unblocks U0 at A, and U0 commits everywhere.
     #[test]
     fn crossed_releases_across_two_groups_resolve() {
-        let mut w = World::new(39, &[4, 4]);
+        let mut w = Deployment::new(39, &[4, 4]);
         let u0 = w.upgrade(1, &[0, 1], &[5]);
         let u1 = w.upgrade(2, &[0, 1], &[5]);
         let (a, bb) = (w.gid(0), w.gid(1));
@@ -1480,7 +1480,7 @@ mod figure2 {
     /// Three mutual neighbors A, B, C; the upgrade covers A and B, is
     /// prepared at both and committed at A.
     struct Triangle {
-        w: World,
+        w: Deployment,
         up: Upgrade,
         a: Vec<GroupReplica>,
         b: Vec<GroupReplica>,
@@ -1488,7 +1488,7 @@ mod figure2 {
     }
 
     fn triangle(seed: u8, outcome: Outcome) -> Triangle {
-        let mut w = World::new(seed, &[4, 4, 4]);
+        let mut w = Deployment::new(seed, &[4, 4, 4]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let mut a = w.replicas(0, &[1, 2]);
         let mut b = w.replicas(1, &[0, 2]);
@@ -1622,7 +1622,7 @@ mod diffusion {
     /// Groups A and B (n = 4, f = 1), neighbors; the upgrade covers both,
     /// is prepared at both and finished at A at T0.
     struct Pair {
-        w: World,
+        w: Deployment,
         up: Upgrade,
         a: Vec<GroupReplica>,
         b: Vec<GroupReplica>,
@@ -1630,7 +1630,7 @@ mod diffusion {
     }
 
     fn pair(seed: u8, outcome: Outcome, proactive: bool) -> Pair {
-        let mut w = World::new(seed, &[4, 4]);
+        let mut w = Deployment::new(seed, &[4, 4]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let mut cfg_a = w.config(0, &[1]);
         cfg_a.proactive = proactive;
@@ -1846,7 +1846,7 @@ mod installer {
         Peer::Replica { group, index }
     }
 
-    fn new_installer(w: &World, up: &Upgrade, groups: &[usize], finish_all: bool) -> DefaultInstaller {
+    fn new_installer(w: &Deployment, up: &Upgrade, groups: &[usize], finish_all: bool) -> DefaultInstaller {
         DefaultInstaller::new(1, up.header.clone(), &installer_groups(w, groups), opts(finish_all)).unwrap()
     }
 
@@ -1854,7 +1854,7 @@ mod installer {
     /// answer's group by binary search); a group listed twice is misuse.
     #[test]
     fn groups_in_any_order_but_once() {
-        let mut w = World::new(61, &[4, 4, 4, 4, 4]);
+        let mut w = Deployment::new(61, &[4, 4, 4, 4, 4]);
         let all = [0, 1, 2, 3, 4];
         let up = w.upgrade(1, &all, &[1]);
         let mut groups = installer_groups(&w, &all);
@@ -1881,7 +1881,7 @@ mod installer {
     #[test]
     fn prepares_every_group_then_commits() {
         let sizes = [4, 1, 4, 1, 4, 1, 4, 1, 7, 1, 4];
-        let mut w = World::new(60, &sizes);
+        let mut w = Deployment::new(60, &sizes);
         let all: Vec<usize> = (0..sizes.len()).collect();
         let up = w.upgrade(1, &all, &[1]);
         let mut inst = new_installer(&w, &up, &all, false);
@@ -1980,7 +1980,7 @@ mod installer {
     /// does not, and neither do two different values.
     #[test]
     fn rebuilt_secret_needs_f_plus_one_senders() {
-        let mut w = World::new(63, &[4]);
+        let mut w = Deployment::new(63, &[4]);
         let set = super::liveness::guardian_set(&mut w, 4);
         let up = super::liveness::build_guarded(&mut w, 0, 1, &[1], &set);
         let mut inst = new_installer(&w, &up, &[0], false);
@@ -2001,7 +2001,7 @@ mod installer {
         assert_eq!(inst.progress(gid), Some(GroupProgress::Accepted));
         assert_eq!(inst.decided(), Some((Outcome::Committed, &up.trigger)));
         // In replica custody a rebuilt code is no answer: a fault.
-        let mut w = World::new(64, &[4]);
+        let mut w = Deployment::new(64, &[4]);
         let up = w.upgrade(1, &[0], &[1]);
         let mut inst = new_installer(&w, &up, &[0], false);
         let gid = w.gid(0);
@@ -2016,7 +2016,7 @@ mod installer {
     /// `OutOfOrder`, do not.
     #[test]
     fn replayed_after_the_outcome_counts_as_finished() {
-        let mut w = World::new(62, &[4, 4]);
+        let mut w = Deployment::new(62, &[4, 4]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let mut inst = new_installer(&w, &up, &[0, 1], false);
         let _ = inst.start(T0);
@@ -2054,7 +2054,7 @@ mod installer {
     /// none stops the installer.
     #[test]
     fn misbehaving_replicas_are_reported_and_survived() {
-        let mut w = World::new(61, &[4, 4]);
+        let mut w = Deployment::new(61, &[4, 4]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let mut inst = new_installer(&w, &up, &[0, 1], false);
         let _ = inst.start(T0);
@@ -2109,7 +2109,7 @@ mod installer {
     /// before it) goes to every group; all of them finishing makes it done.
     #[test]
     fn one_group_rejecting_aborts() {
-        let mut w = World::new(62, &[4, 7, 1]);
+        let mut w = Deployment::new(62, &[4, 7, 1]);
         let up = w.upgrade(1, &[0, 1, 2], &[1]);
         let mut inst = new_installer(&w, &up, &[0, 1, 2], false);
         let _ = inst.start(T0);
@@ -2147,7 +2147,7 @@ mod installer {
     /// wrong code is a fault; the right one decides at once.
     #[test]
     fn finished_answers_are_checked() {
-        let mut w = World::new(63, &[4, 4]);
+        let mut w = Deployment::new(63, &[4, 4]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let g0 = w.gid(0);
         let piece = up.piece(g0);
@@ -2181,7 +2181,7 @@ mod installer {
     /// A piece of another group or another upgrade is the host's mistake.
     #[test]
     fn answer_with_the_wrong_piece_is_an_error() {
-        let mut w = World::new(64, &[4, 4]);
+        let mut w = Deployment::new(64, &[4, 4]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let other = w.upgrade(2, &[0, 1], &[1]);
         let mut inst = new_installer(&w, &up, &[0, 1], false);
@@ -2197,7 +2197,7 @@ mod installer {
     /// f + 1 refusals from a group are reported once.
     #[test]
     fn refusals_are_reported_once() {
-        let mut w = World::new(65, &[4]);
+        let mut w = Deployment::new(65, &[4]);
         let stale = w.upgrade_on(0, 1, &[0], &[1], &Code::from_bytes([3; 32]));
         let mut inst = new_installer(&w, &stale, &[0], false);
         let _ = inst.start(T0);
@@ -2213,7 +2213,7 @@ mod installer {
     /// the same decision, with the same steps, as one that never stopped.
     #[test]
     fn survives_a_restart_mid_way() {
-        let mut w = World::new(66, &[4, 4, 7]);
+        let mut w = Deployment::new(66, &[4, 4, 7]);
         let up = w.upgrade(1, &[0, 1, 2], &[1]);
         let mut inst = new_installer(&w, &up, &[0, 1, 2], true);
         let _ = inst.start(T0);
@@ -2259,7 +2259,7 @@ mod installer {
     /// conflicting piece) with no installer left to send `c`.
     #[test]
     fn abort_is_not_done_while_a_group_is_behind() {
-        let mut w = World::new(67, &[4, 4]);
+        let mut w = Deployment::new(67, &[4, 4]);
         let (ga, gb) = (w.gid(0), w.gid(1));
         let p = w.upgrade(1, &[0, 1], &[1]);
         let u = w.upgrade_on(0, 2, &[0, 1], &[1], &p.trigger);
@@ -2299,7 +2299,7 @@ mod installer {
     /// no group has τ: nothing diffuses.
     #[test]
     fn late_refusals_do_not_finish_a_commit() {
-        let mut w = World::new(68, &[4, 4]);
+        let mut w = Deployment::new(68, &[4, 4]);
         let (ga, gb) = (w.gid(0), w.gid(1));
         let p = w.upgrade(1, &[0, 1], &[1]);
         let u = w.upgrade_on(0, 2, &[0, 1], &[2], &p.trigger);
@@ -2350,7 +2350,7 @@ mod end_to_end {
     }
 
     struct Net<'a> {
-        w: &'a World,
+        w: &'a Deployment,
         up: &'a Upgrade,
         inst: DefaultInstaller,
         groups: Vec<Vec<GroupReplica>>,
@@ -2477,7 +2477,7 @@ mod end_to_end {
     /// Runs one upgrade over a line of groups `0 - 1 - ... - k`, the
     /// installer committing through one group, diffusion doing the rest.
     fn line(seed: u8, sizes: &[usize], reject: Option<usize>) {
-        let mut w = World::new(seed, sizes);
+        let mut w = Deployment::new(seed, sizes);
         let all: Vec<usize> = (0..sizes.len()).collect();
         let up = w.upgrade(1, &all, &[1]);
         let groups = all
@@ -2548,7 +2548,7 @@ mod persistence {
     /// applies a payload the restored key opens.
     #[test]
     fn restore_between_prepare_and_commit() {
-        let mut w = World::new(80, &[4, 7]);
+        let mut w = Deployment::new(80, &[4, 7]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         for g in 0..2 {
             let gid = w.gid(g);
@@ -2569,7 +2569,7 @@ mod persistence {
     /// sets survive, and the scenario finishes as without the restart.
     #[test]
     fn restore_with_a_withheld_piece() {
-        let mut w = World::new(81, &[4]);
+        let mut w = Deployment::new(81, &[4]);
         let gid = w.gid(0);
         let d1 = w.upgrade(2, &[0], &[1]);
         let d2 = w.upgrade(1, &[0], &[1]);
@@ -2595,7 +2595,7 @@ mod persistence {
     /// restored after the commit, attachments are still owed.
     #[test]
     fn restore_mid_diffusion() {
-        let mut w = World::new(82, &[4, 4]);
+        let mut w = Deployment::new(82, &[4, 4]);
         let up = w.upgrade(1, &[0, 1], &[1]);
         let (ga, gb) = (w.gid(0), w.gid(1));
         let mut a = w.replicas(0, &[1]);
@@ -2628,7 +2628,7 @@ mod persistence {
     /// A damaged saved state is a decode error, never a panic.
     #[test]
     fn damaged_state_does_not_decode() {
-        let mut w = World::new(83, &[4]);
+        let mut w = Deployment::new(83, &[4]);
         let up = w.upgrade(1, &[0], &[1]);
         let mut reps = w.replicas(0, &[]);
         let _ = order(&mut reps, w.keys(0), &up.prepare(w.gid(0)), ORIGIN, Verdict::Accept);
@@ -2670,7 +2670,7 @@ mod liveness {
     /// after a restart in between.
     #[test]
     fn candidate_poisoning_cannot_crowd_out_the_true_secret() {
-        let mut w = World::new(70, &[4]);
+        let mut w = Deployment::new(70, &[4]);
         let set = guardian_set(&mut w, 4);
         let up = build_guarded(&mut w, 0, 1, &[1], &set);
         let g = w.gid(0);
@@ -2696,7 +2696,7 @@ mod liveness {
     }
 
     /// The genuine answers of every replica of group `g` to `up`'s piece.
-    fn genuine_answers(w: &World, up: &Upgrade, g: usize, origin: Peer) -> Vec<Answer> {
+    fn genuine_answers(w: &Deployment, up: &Upgrade, g: usize, origin: Peer) -> Vec<Answer> {
         let mut reps = w.replicas(g, &[]);
         let steps = order(&mut reps, w.keys(g), &up.prepare(w.gid(g)), origin, Verdict::Accept);
         answers(&steps, origin)
@@ -2704,7 +2704,7 @@ mod liveness {
 
     /// Replica `r`'s genuine `c` share of `up`'s piece of group `g`, as a
     /// faulty replica would send it.
-    fn cancel_answer(w: &World, up: &Upgrade, g: usize, r: usize) -> Answer {
+    fn cancel_answer(w: &Deployment, up: &Upgrade, g: usize, r: usize) -> Answer {
         let gid = w.gid(g);
         let opened = up.piece(gid).open_for(r, &w.keys(g)[r]).unwrap();
         Answer { upgrade: up.id(), group: gid, replica: r as u8, reply: Reply::Rejected(opened.cancel_share.clone()) }
@@ -2726,7 +2726,7 @@ mod liveness {
     #[test]
     fn share_pool_holds_f_of_each_kind_per_group() {
         let sizes = [13usize; 64];
-        let mut w = World::new(71, &sizes);
+        let mut w = Deployment::new(71, &sizes);
         let all: Vec<usize> = (0..sizes.len()).collect();
         let up = w.upgrade(1, &all, &[1]);
         let mut inst = DefaultInstaller::new(1, up.header.clone(), &installer_groups(&w, &all), opts(true)).unwrap();
@@ -2757,7 +2757,7 @@ mod liveness {
     #[test]
     fn share_pool_never_starves_round_robin() {
         fn round_robin<const G: usize, const P: usize>(sizes: &[usize], seed: u8) -> Option<bool> {
-            let mut w = World::new(seed, sizes);
+            let mut w = Deployment::new(seed, sizes);
             let all: Vec<usize> = (0..sizes.len()).collect();
             let up = w.upgrade(1, &all, &[1]);
             let mut inst = match Installer::<G, P>::new(1, up.header.clone(), &installer_groups(&w, &all), opts(true)) {
@@ -2789,7 +2789,7 @@ mod liveness {
     /// its own shares and commits at that group.
     #[test]
     fn a_deployer_cannot_squat_another_deployers_upgrade_id() {
-        let mut w = World::with_deployers(74, &[4], 2);
+        let mut w = Deployment::with_deployers(74, &[4], 2);
         let g = w.gid(0);
         let (genesis_a, genesis_b) = (w.genesis[0].clone(), w.genesis[1].clone());
         let genuine = w.upgrade_on(0, 1, &[0], &[1], &genesis_a);
@@ -2813,7 +2813,7 @@ mod liveness {
     /// finished, and every group does finish.
     #[test]
     fn done_only_once_every_group_finished() {
-        let mut w = World::new(75, &[4, 4, 4]);
+        let mut w = Deployment::new(75, &[4, 4, 4]);
         let all = [0, 1, 2];
         let up = w.upgrade(1, &all, &[1]);
         let mut groups: Vec<Vec<GroupReplica>> = all.iter().map(|&g| w.replicas(g, &[])).collect();
@@ -2861,14 +2861,20 @@ mod liveness {
     }
 
     /// `count` guardians with fresh keys, ids 500, 501, ...
-    pub(super) fn guardian_set(w: &mut World, count: usize) -> GuardianSet {
+    pub(super) fn guardian_set(w: &mut Deployment, count: usize) -> GuardianSet {
         let members: Vec<(u32, PublicKey)> =
             (0..count).map(|i| (500 + i as u32, ReplicaSecretKey::random(&mut w.rng).public_key())).collect();
         GuardianSet::new(&members).unwrap()
     }
 
     /// An upgrade of one group in guardian custody, by deployer `d`.
-    pub(super) fn build_guarded(w: &mut World, d: usize, seq: u64, resources: &[u32], set: &GuardianSet) -> Upgrade {
+    pub(super) fn build_guarded(
+        w: &mut Deployment,
+        d: usize,
+        seq: u64,
+        resources: &[u32],
+        set: &GuardianSet,
+    ) -> Upgrade {
         let m = w.groups[0].membership.clone();
         let prev = w.genesis[d].clone();
         let ids = [m.group];
@@ -2891,8 +2897,8 @@ mod liveness {
 
     /// Replica 0 of one group of four in the custody of 16 guardians, and
     /// `count` upgrades of one resource each for it.
-    fn guarded_replica(seed: u8, count: u64) -> (World, Vec<Upgrade>, GroupReplica) {
-        let mut w = World::new(seed, &[4]);
+    fn guarded_replica(seed: u8, count: u64) -> (Deployment, Vec<Upgrade>, GroupReplica) {
+        let mut w = Deployment::new(seed, &[4]);
         let set = guardian_set(&mut w, 16);
         let ups: Vec<Upgrade> = (0..count).map(|i| build_guarded(&mut w, 0, 1 + i, &[10 + i as u32], &set)).collect();
         let mut config = w.config(0, &[]);
@@ -2995,14 +3001,14 @@ mod guardian_squatting {
     /// kept and its shares are released once `f + 1` replicas ask.
     #[test]
     fn a_guardian_keeps_the_genuine_piece_after_a_squatter() {
-        let mut w = World::with_deployers(77, &[4], 2);
+        let mut w = Deployment::with_deployers(77, &[4], 2);
         let g = w.gid(0);
         let guardian_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut w.rng)).collect();
         let members: Vec<(u32, PublicKey)> =
             guardian_keys.iter().enumerate().map(|(i, k)| (600 + i as u32, k.public_key())).collect();
         let set = GuardianSet::new(&members).unwrap();
         let m = w.groups[0].membership.clone();
-        let build = |w: &mut World, d: usize| {
+        let build = |w: &mut Deployment, d: usize| {
             let ids = [g];
             let plan = UpgradePlan::new(&mut w.rng, w.deployers[d].id(), 1, &ids).unwrap();
             let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
