@@ -106,6 +106,7 @@ pub mod group;
 pub mod guardian;
 #[cfg(feature = "std")]
 pub mod host;
+pub mod ids;
 pub mod installer;
 /// The names of the planted bugs; they act only with `planted-bugs`.
 pub mod planted;

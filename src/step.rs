@@ -51,7 +51,7 @@ pub enum Peer {
     Client(u32),
     /// A deployer: named in faults only (a signed piece whose box for this
     /// party is bad is its builder's fault, not its forwarder's).
-    Deployer(crate::wire::DeployerId),
+    Deployer(crate::ids::DeployerId),
 }
 
 /// A misbehaving peer, as a role observed it. Processing goes on; the host

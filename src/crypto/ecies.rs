@@ -221,7 +221,7 @@ fn box_cipher(shared_x: &[u8], ephemeral: &PublicKey, binding: &Binding) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{GroupId, UpgradeId};
+    use crate::ids::{GroupId, UpgradeId};
     use chacha20::ChaCha20Rng;
     use rand_core::SeedableRng;
 

@@ -23,7 +23,7 @@ use subtle::{Choice, ConstantTimeEq};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::CryptoError;
-use crate::wire::{GroupId, UpgradeId};
+use crate::ids::{GroupId, UpgradeId};
 
 /// Domain-separation labels: one per use of SHA-256 or HKDF in the crate.
 ///

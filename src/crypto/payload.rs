@@ -326,7 +326,7 @@ impl PayloadOpener {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::wire::{GroupId, UpgradeId};
+    use crate::ids::{GroupId, UpgradeId};
     use std::vec::Vec;
 
     fn binding() -> Binding {
