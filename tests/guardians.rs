@@ -128,11 +128,12 @@ fn guardians_forward_codes() {
 }
 
 mod guardian_role {
-    use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, ReplicaSecretKey, ShareKind};
-    use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+    use super::support::fixture::{group_keys, guardian_set, one_group_piece};
+    use bft_upgrade::crypto::{Code, DeployerKey, ReplicaSecretKey, ShareKind};
+    use bft_upgrade::deployer::Deployer;
     use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
     use bft_upgrade::step::{Instant, Peer};
-    use bft_upgrade::wire::{self, DeployerId, GroupId, GuardianSet, Membership, Message, Piece};
+    use bft_upgrade::wire::{self, DeployerId, GroupId, Message, Piece};
     use chacha20::ChaCha20Rng;
     use rand_core::{Rng, SeedableRng};
 
@@ -149,26 +150,12 @@ mod guardian_role {
 
     fn setup() -> Setup {
         let mut rng = ChaCha20Rng::from_seed([5; 32]);
-        let replica_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
-        let pks: Vec<_> = replica_keys.iter().map(|k| k.public_key()).collect();
-        let membership = Membership::new(GroupId(1), &pks).unwrap();
-        let guardian_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
-        let members: Vec<(u32, _)> =
-            guardian_keys.iter().enumerate().map(|(i, k)| (i as u32 + 1, k.public_key())).collect();
-        let set = GuardianSet::new(&members).unwrap();
+        let (replica_keys, membership) = group_keys(&mut rng, GroupId(1), 4);
+        let (guardian_keys, set) = guardian_set(&mut rng, 1..=4);
         let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-        let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(1)]).unwrap();
         let genesis = Code::default();
-        let target = GroupTarget {
-            membership: &membership,
-            resources: &[],
-            prev_version: &genesis,
-            guardians: Some(&set),
-            payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
-        };
-        let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
-        let plan2 = UpgradePlan::new(&mut rng, deployer.id(), 2, &[GroupId(1)]).unwrap();
-        let other = plan2.piece(&deployer, &mut rng, &target).unwrap();
+        let piece = one_group_piece(&mut rng, &deployer, 1, &membership, Some(&set), &genesis);
+        let other = one_group_piece(&mut rng, &deployer, 2, &membership, Some(&set), &genesis);
         let mut groups = heapless::Vec::new();
         groups.push(GuardedGroup { group: GroupId(1), members: membership.digest() }).unwrap();
         let mut deployers = heapless::Vec::new();
@@ -367,11 +354,12 @@ mod guardian_role {
 
 /// The group replica's side of guardian custody, driven by hand.
 mod guarded_replica {
-    use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, ReplicaSecretKey};
-    use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
-    use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Verdict};
+    use super::support::fixture::{config, group_keys, guardian_set, one_group_piece};
+    use bft_upgrade::crypto::{Code, DeployerKey, ReplicaSecretKey};
+    use bft_upgrade::deployer::Deployer;
+    use bft_upgrade::group::{GroupEffect, GroupReplica, Verdict};
     use bft_upgrade::step::{FaultKind, Instant, Peer, Step};
-    use bft_upgrade::wire::{DeployerId, GroupId, GuardianSet, Membership, Message, Operation, Piece};
+    use bft_upgrade::wire::{DeployerId, GroupId, Message, Operation, Piece};
     use chacha20::ChaCha20Rng;
     use rand_core::SeedableRng;
 
@@ -381,34 +369,12 @@ mod guarded_replica {
     /// and a piece for them in guardian custody.
     fn setup() -> (Vec<GroupReplica>, Vec<ReplicaSecretKey>, Piece) {
         let mut rng = ChaCha20Rng::from_seed([44; 32]);
-        let keys: Vec<ReplicaSecretKey> = (0..7).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
-        let pks: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-        let membership = Membership::new(GROUP, &pks).unwrap();
-        let members: Vec<(u32, _)> = (1..=4).map(|i| (i, ReplicaSecretKey::random(&mut rng).public_key())).collect();
-        let set = GuardianSet::new(&members).unwrap();
+        let (keys, membership) = group_keys(&mut rng, GROUP, 7);
+        let (_, set) = guardian_set(&mut rng, 1..=4);
         let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-        let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GROUP]).unwrap();
         let genesis = Code::default();
-        let target = GroupTarget {
-            membership: &membership,
-            resources: &[],
-            prev_version: &genesis,
-            guardians: Some(&set),
-            payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
-        };
-        let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
-        let mut deployers = heapless::Vec::new();
-        deployers
-            .push(AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() })
-            .unwrap();
-        let config = GroupConfig {
-            membership: membership.clone(),
-            deployers,
-            neighbors: heapless::Vec::new(),
-            retry_ms: 100,
-            proactive: false,
-            guardians: Some(GuardianIds { f: set.f, ids: (1..=4).collect() }),
-        };
+        let piece = one_group_piece(&mut rng, &deployer, 1, &membership, Some(&set), &genesis);
+        let config = config(&membership, &deployer, &genesis, Some(&set));
         let reps = (0..7).map(|i| GroupReplica::new(config.clone(), i).unwrap()).collect();
         (reps, keys, piece)
     }
@@ -478,20 +444,15 @@ fn guardian_costs() {
 }
 
 fn guardian_role_setup_piece() -> bft_upgrade::wire::Piece {
-    use bft_upgrade::crypto::{Code, DeployerKey, PayloadRef, ReplicaSecretKey};
-    use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
-    use bft_upgrade::wire::{DeployerId, GroupId, GuardianSet, Membership};
+    use bft_upgrade::crypto::{Code, DeployerKey};
+    use bft_upgrade::deployer::Deployer;
+    use bft_upgrade::wire::{DeployerId, GroupId};
     use chacha20::ChaCha20Rng;
     use rand_core::SeedableRng;
+    use support::fixture::{group_keys, guardian_set, one_group_piece};
     let mut rng = ChaCha20Rng::from_seed([8; 32]);
-    let keys: Vec<_> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng).public_key()).collect();
-    let m = Membership::new(GroupId(1), &keys).unwrap();
-    let gs: Vec<(u32, _)> = (0..4).map(|i| (i + 1, ReplicaSecretKey::random(&mut rng).public_key())).collect();
-    let set = GuardianSet::new(&gs).unwrap();
+    let (_, m) = group_keys(&mut rng, GroupId(1), 4);
+    let (_, set) = guardian_set(&mut rng, 1..=4);
     let d = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-    let plan = UpgradePlan::new(&mut rng, d.id(), 1, &[GroupId(1)]).unwrap();
-    let genesis = Code::default();
-    let payload = PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() };
-    let t = GroupTarget { membership: &m, resources: &[], prev_version: &genesis, guardians: Some(&set), payload };
-    plan.piece(&d, &mut rng, &t).unwrap()
+    one_group_piece(&mut rng, &d, 1, &m, Some(&set), &Code::default())
 }

@@ -7,9 +7,12 @@ use bft_upgrade::crypto::{
 };
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
 use bft_upgrade::error::CryptoError;
-use bft_upgrade::wire::{Custody, DeployerId, GroupId, GuardianSet, Membership, UpgradeId, GUARDIAN_INDEX_BASE};
+use bft_upgrade::wire::{Custody, DeployerId, GroupId, Membership, UpgradeId, GUARDIAN_INDEX_BASE};
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
+
+mod support;
+use support::fixture::{group_keys, guardian_set, one_group_piece};
 
 /// Byte-wise XOR, written out here rather than through `Code::xor_assign`.
 fn xor_bytes(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
@@ -126,24 +129,10 @@ fn share_digest_is_bound_at_base_plus_index() {
 #[test]
 fn guardian_boxes_and_digests_are_bound_per_index() {
     let mut rng = ChaCha20Rng::from_seed([31; 32]);
-    let replica_keys: Vec<_> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
-    let pks: Vec<_> = replica_keys.iter().map(|k| k.public_key()).collect();
-    let membership = Membership::new(GroupId(4), &pks).unwrap();
-    let guardian_keys: Vec<_> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
-    let members: Vec<(u32, _)> =
-        guardian_keys.iter().enumerate().map(|(i, k)| (i as u32 + 50, k.public_key())).collect();
-    let set = GuardianSet::new(&members).unwrap();
+    let (_, membership) = group_keys(&mut rng, GroupId(4), 4);
+    let (guardian_keys, set) = guardian_set(&mut rng, 50..54);
     let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
-    let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(4)]).unwrap();
-    let genesis = Code::default();
-    let target = GroupTarget {
-        membership: &membership,
-        resources: &[],
-        prev_version: &genesis,
-        guardians: Some(&set),
-        payload: payload(),
-    };
-    let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+    let piece = one_group_piece(&mut rng, &deployer, 1, &membership, Some(&set), &Code::default());
     let h = &piece.header;
     let Custody::Guardians { guardians, .. } = &h.custody else { panic!("guardian custody") };
     let group = Binding::group(h.upgrade, h.group);

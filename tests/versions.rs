@@ -5,13 +5,15 @@
 use bft_upgrade::client::{Client, ClientEvent};
 use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadSealer, ReplicaSecretKey, CHUNK_TAG_LEN};
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan, VersionChain};
-use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupReplica, Verdict};
+use bft_upgrade::group::{GroupReplica, Verdict};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
     Attachment, ClientCall, ClientStatus, DeployerId, GroupId, Membership, Operation, Outcome, ResourceId, MAX_ATTACHED,
 };
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
+
+mod support;
 
 const G: GroupId = GroupId(1);
 
@@ -30,18 +32,7 @@ fn one() -> One {
     let membership = Membership::new(G, &[key.public_key()]).unwrap();
     let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
     let genesis = Code::from_bytes([1; 32]);
-    let mut deployers = heapless::Vec::new();
-    deployers
-        .push(AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() })
-        .unwrap();
-    let config = GroupConfig {
-        membership: membership.clone(),
-        deployers,
-        neighbors: heapless::Vec::new(),
-        retry_ms: 100,
-        proactive: false,
-        guardians: None,
-    };
+    let config = support::fixture::config(&membership, &deployer, &genesis, None);
     One {
         replica: GroupReplica::new(config, 0).unwrap(),
         key,

@@ -1,6 +1,11 @@
 //! What the simulator-driven acceptance tests share.
 
+// Each test crate uses its own part of this module.
+#![allow(dead_code)]
+
 use bft_upgrade::sim::{Report, SimConfig, World};
+
+pub mod fixture;
 
 /// Runs a deployment and fails the test, naming the seed, on a safety
 /// violation or an unfinished upgrade.
