@@ -139,11 +139,11 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         transport: &mut impl Transport,
     ) -> Result<GuardianReport, HostError<S::Error>> {
         let step = self.role.handle_message(now, from, message);
-        // Only a release must be durable before what follows it; a request
-        // that released nothing is asked again by the replica's retries
-        // after a crash, so it is not written on its own.
-        let write = !step.effects.is_empty();
-        self.carry(now, step, write, transport)
+        // Only a release must be durable before what follows it (`carry`
+        // writes every release); a request that released nothing is asked
+        // again by the replica's retries after a crash, so it is not
+        // written on its own.
+        self.carry(now, step, false, transport)
     }
 
     /// Forgets `upgrade` ([`Guardian::retire`]) and its release-log rows.
@@ -180,7 +180,7 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         if let Some(f) = &mut self.forgets {
             *f |= !released.is_empty();
         }
-        // Every release is written (`write` is true then).
+        // Every release is written; `write` asks for a write without one.
         if write || !released.is_empty() {
             let mut batch = Batch::new();
             batch.put(ROLE, to_bytes(&self.role));
