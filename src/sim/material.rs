@@ -56,10 +56,32 @@ pub(crate) struct Material {
     /// Guardian keys (a pool shared by the groups), and each group's set.
     pub(crate) guardian_keys: Vec<ReplicaSecretKey>,
     pub(crate) guardian_sets: Vec<Option<GuardianSet>>,
-    /// Each replica's opened box of each genuine piece.
-    opened: BTreeMap<(UpgradeId, GroupId, usize), Result<Opened, CryptoError>>,
-    tokens: BTreeMap<Slot, Result<(GroupKey, Token), CryptoError>>,
-    guardian_shares: BTreeMap<Slot, Result<(Share, Share), CryptoError>>,
+    /// Each replica's opened box of each genuine piece, computed the first
+    /// time a replica opens it (many boxes are never opened in a run: groups
+    /// the schedule never reaches, replicas that crash or lie).
+    opened: Memo<Result<Opened, CryptoError>>,
+    tokens: Memo<Result<(GroupKey, Token), CryptoError>>,
+    guardian_shares: Memo<Result<(Share, Share), CryptoError>>,
+}
+
+/// Results computed once per slot, shared by every run of the shape.
+struct Memo<T>(Mutex<BTreeMap<Slot, T>>);
+
+impl<T: Clone> Memo<T> {
+    fn new() -> Self {
+        Self(Mutex::new(BTreeMap::new()))
+    }
+
+    fn get_or(&self, at: Slot, compute: impl FnOnce() -> T) -> T {
+        if let Some(r) = self.0.lock().ok().and_then(|m| m.get(&at).cloned()) {
+            return r;
+        }
+        let r = compute();
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(at, r.clone());
+        }
+        r
+    }
 }
 
 impl Material {
@@ -157,25 +179,6 @@ impl Material {
                 cancel: plan.cancel_code().clone(),
             });
         }
-        let mut opened = BTreeMap::new();
-        let mut tokens = BTreeMap::new();
-        let mut guardian_shares = BTreeMap::new();
-        for b in &bundles {
-            for (g, piece) in &b.pieces {
-                let gi = g.0 as usize - 1;
-                for (ri, key) in keys[gi].iter().enumerate() {
-                    let at = (b.header.upgrade, *g, ri);
-                    match &guardian_sets[gi] {
-                        None => opened.insert(at, piece.open_for(ri, key)).map(|_| ()),
-                        Some(_) => tokens.insert(at, piece.open_token(ri, key)).map(|_| ()),
-                    };
-                }
-                for (k, id) in guardian_sets[gi].iter().flat_map(|s| s.members.iter().map(|(id, _)| *id)).enumerate() {
-                    let key = &guardian_keys[id as usize - 1];
-                    guardian_shares.insert((b.header.upgrade, *g, k), piece.open_guardian(k, key));
-                }
-            }
-        }
         Self {
             deployers: deployers.iter().map(|d| (d.id(), d.public_key())).collect(),
             deployer_keys,
@@ -185,9 +188,9 @@ impl Material {
             bundles,
             guardian_keys,
             guardian_sets,
-            opened,
-            tokens,
-            guardian_shares,
+            opened: Memo::new(),
+            tokens: Memo::new(),
+            guardian_shares: Memo::new(),
         }
     }
 
@@ -222,18 +225,18 @@ impl PieceCrypto for Cached<'_> {
 
     fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError> {
         let h = &piece.header;
-        match self.material.opened.get(&(h.upgrade, h.group, index)) {
-            Some(r) if self.genuine(piece) && self.key_is_replica(h.group, index) => r.clone(),
-            _ => piece.open_for(index, self.key),
+        if self.genuine(piece) && self.key_is_replica(h.group, index) {
+            return self.material.opened.get_or((h.upgrade, h.group, index), || piece.open_for(index, self.key));
         }
+        piece.open_for(index, self.key)
     }
 
     fn open_token(&mut self, piece: &Piece, index: usize) -> Result<(GroupKey, Token), CryptoError> {
         let h = &piece.header;
-        match self.material.tokens.get(&(h.upgrade, h.group, index)) {
-            Some(r) if self.genuine(piece) && self.key_is_replica(h.group, index) => r.clone(),
-            _ => piece.open_token(index, self.key),
+        if self.genuine(piece) && self.key_is_replica(h.group, index) {
+            return self.material.tokens.get_or((h.upgrade, h.group, index), || piece.open_token(index, self.key));
         }
+        piece.open_token(index, self.key)
     }
 
     fn open_guardian(&mut self, piece: &Piece, index: usize) -> Result<(Share, Share), CryptoError> {
@@ -242,10 +245,11 @@ impl PieceCrypto for Cached<'_> {
         let ours = set
             .and_then(|s| s.members.get(index))
             .is_some_and(|(id, _)| std::ptr::eq(self.key, &self.material.guardian_keys[*id as usize - 1]));
-        match self.material.guardian_shares.get(&(h.upgrade, h.group, index)) {
-            Some(r) if ours && self.genuine(piece) => r.clone(),
-            _ => piece.open_guardian(index, self.key),
+        if ours && self.genuine(piece) {
+            let at = (h.upgrade, h.group, index);
+            return self.material.guardian_shares.get_or(at, || piece.open_guardian(index, self.key));
         }
+        piece.open_guardian(index, self.key)
     }
 }
 
