@@ -170,7 +170,7 @@ fn fixture(n: usize, guardians: Option<&GuardianSet>) -> Fixture {
         guardians,
         payload: small_payload(&plan, group),
     };
-    let piece = plan.piece(&deployer, &mut rng, &target).expect("piece");
+    let piece = plan.piece(&deployer, &target).expect("piece");
     let trigger = plan.trigger_code().clone();
     Fixture { keys, membership, deployer, piece, trigger }
 }
@@ -214,7 +214,7 @@ fn deployer(c: &mut Criterion) {
                     guardians: None,
                     payload,
                 };
-                black_box(plan.piece(&f.deployer, &mut r, &target).expect("piece"))
+                black_box(plan.piece(&f.deployer, &target).expect("piece"))
             })
         });
     }

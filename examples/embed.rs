@@ -182,7 +182,7 @@ fn main() {
                 guardians: None,
                 payload,
             };
-            pieces.push(plan.piece(&deployer, &mut rng, &target).expect("piece"));
+            pieces.push(plan.piece(&deployer, &target).expect("piece"));
         }
         let bundle = Bundle {
             header: plan.header().clone(),

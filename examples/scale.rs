@@ -229,7 +229,7 @@ fn cpu(groups: usize) -> Cpu {
                 guardians: None,
                 payload: *payload,
             };
-            plan.piece(&deployer, &mut rng, &target).expect("piece")
+            plan.piece(&deployer, &target).expect("piece")
         })
         .collect();
     let pieces_time = t.elapsed();

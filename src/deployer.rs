@@ -9,7 +9,12 @@
 //! The per-group secrets are derived from one master seed drawn from the
 //! host's CSPRNG (ChaCha20 keyed by the seed, one stream per group id), so a
 //! plan for 10,000 groups needs no per-group memory and a piece rebuilt for
-//! the same group carries the same secrets and shares.
+//! the same group carries the same secrets and shares. `c` and each piece's
+//! ephemeral sealing key come from the same seed, and signatures are
+//! deterministic (RFC 6979), so a plan is saved as a small [`SavedPlan`] and a
+//! deployer restarted from it rebuilds every piece
+//! byte-identically, advances its [`VersionChain`] or aborts
+//! ([`UpgradePlan::abort`]).
 //!
 //! ```
 //! use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadSealer, ReplicaSecretKey, CHUNK_TAG_LEN};
@@ -23,7 +28,8 @@
 //! let membership = Membership::new(GroupId(1), &keys).unwrap();
 //!
 //! // τ and c for one group; the upgrade id names the deployer.
-//! let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(1)]).unwrap();
+//! let groups = [GroupId(1)];
+//! let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &groups).unwrap();
 //! assert_eq!(plan.header().upgrade.deployer(), DeployerId(1));
 //!
 //! // The group's payload, sealed under k_g (one short chunk here).
@@ -45,8 +51,15 @@
 //!     guardians: None,
 //!     payload,
 //! };
-//! let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+//! let piece = plan.piece(&deployer, &target).unwrap();
 //! assert_eq!(piece.header.group, GroupId(1));
+//!
+//! // Saved (secret!) and restored after a restart: the same piece, and the
+//! // operation that aborts the upgrade.
+//! let saved = plan.saved();
+//! let restored = UpgradePlan::restore(&saved, &groups).unwrap();
+//! assert_eq!(restored.piece(&deployer, &target).unwrap(), piece);
+//! assert!(matches!(restored.abort(), bft_upgrade::wire::Operation::AbortInstall { .. }));
 //! ```
 
 use chacha20::ChaCha20Rng;
@@ -54,16 +67,21 @@ use heapless::Vec;
 use p256::elliptic_curve::Generate;
 use p256::Scalar;
 use rand_core::{CryptoRng, Rng, SeedableRng};
-use zeroize::Zeroizing;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{
-    self, BoxContents, BoxSealer, Code, DeployerKey, Domain, GroupKey, PayloadRef, PublicKey, ShareKind,
+    self, BoxContents, BoxSealer, Code, DeployerKey, Digest, Domain, GroupKey, PayloadRef, PublicKey, ShareKind,
 };
 use crate::error::{CapacityError, MisuseError};
 use crate::wire::{
-    Custody, DeployerId, GroupId, GuardianEntry, GuardianSet, Membership, OrderKey, Piece, PieceHeader, ReplicaEntry,
-    ResourceId, Token, UpgradeHeader, UpgradeId, MAX_RESOURCES,
+    Custody, DeployerId, GroupId, GuardianEntry, GuardianSet, Membership, Operation, OrderKey, Outcome, Piece,
+    PieceHeader, ReplicaEntry, ResourceId, Token, UpgradeHeader, UpgradeId, MAX_RESOURCES,
 };
+
+/// The master seed's stream for `c`: above every group's stream (group ids
+/// are 32-bit).
+const CANCEL_STREAM: u64 = 1 << 32;
 
 /// A deployer: its identifier in the groups' configurations and its key.
 pub struct Deployer {
@@ -107,6 +125,10 @@ pub struct GroupTarget<'a> {
 
 /// One upgrade `Δ` over a fixed, ordered set of groups: its codes and the
 /// means to build each group's piece.
+///
+/// It borrows its group list (a plan for 10,000 groups holds no per-group
+/// memory); to survive a restart, store [`saved`](Self::saved) and the group
+/// list, and [`restore`](Self::restore) from them.
 pub struct UpgradePlan<'g> {
     header: UpgradeHeader,
     deployer: DeployerId,
@@ -139,16 +161,50 @@ impl<'g> UpgradePlan<'g> {
         order_seq: u64,
         groups: &'g [GroupId],
     ) -> Result<Self, MisuseError> {
+        let mut random = [0u8; 12];
+        rng.fill_bytes(&mut random);
+        let mut master = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(master.as_mut_slice());
+        Self::build(UpgradeId::new(deployer, random), order_seq, master, groups)
+    }
+
+    /// The plan [`saved`](Self::saved) earlier, over the same `groups`.
+    ///
+    /// # Errors
+    /// [`MisuseError::BadArgument`] for an empty or unsorted group list, or
+    /// one that is not the list the plan was made for (its `τ` differs).
+    pub fn restore(saved: &SavedPlan, groups: &'g [GroupId]) -> Result<Self, MisuseError> {
+        let plan = Self::build(saved.upgrade, saved.order_seq, Zeroizing::new(saved.master), groups)?;
+        if plan.header.trigger_digest != saved.trigger_digest {
+            return Err(MisuseError::BadArgument);
+        }
+        Ok(plan)
+    }
+
+    /// What to store (durably, and as secret as a signing key: it yields
+    /// `τ` and `c`) to [`restore`](Self::restore) this plan after a restart.
+    pub fn saved(&self) -> SavedPlan {
+        SavedPlan {
+            upgrade: self.header.upgrade,
+            order_seq: self.header.order.seq,
+            trigger_digest: self.header.trigger_digest,
+            master: *self.master,
+        }
+    }
+
+    fn build(
+        upgrade: UpgradeId,
+        order_seq: u64,
+        master: Zeroizing<[u8; 32]>,
+        groups: &'g [GroupId],
+    ) -> Result<Self, MisuseError> {
         if groups.is_empty() || !groups.windows(2).all(|w| matches!(w, [a, b] if a < b)) {
             return Err(MisuseError::BadArgument);
         }
         let count = u32::try_from(groups.len()).map_err(|_| CapacityError::Groups)?;
-        let mut random = [0u8; 12];
-        rng.fill_bytes(&mut random);
-        let upgrade = UpgradeId::new(deployer, random);
-        let mut master = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(master.as_mut_slice());
-        let cancel = Zeroizing::new(Scalar::generate_from_rng(rng));
+        let mut cancel_rng = ChaCha20Rng::from_seed(*master);
+        cancel_rng.set_stream(CANCEL_STREAM);
+        let cancel = Zeroizing::new(Scalar::generate_from_rng(&mut cancel_rng));
         let cancel_code = Code(cancel.to_bytes().into());
         let mut plan = Self {
             header: UpgradeHeader {
@@ -158,7 +214,7 @@ impl<'g> UpgradePlan<'g> {
                 cancel_digest: cancel_code.digest(Domain::Cancel, &crypto::Binding::upgrade(upgrade)),
                 groups: count,
             },
-            deployer,
+            deployer: upgrade.deployer(),
             groups,
             master,
             trigger: Code::default(),
@@ -172,6 +228,40 @@ impl<'g> UpgradePlan<'g> {
         plan.header.trigger_digest = trigger.digest(Domain::Trigger, &crypto::Binding::upgrade(upgrade));
         plan.trigger = trigger;
         Ok(plan)
+    }
+
+    /// The groups the plan covers, in increasing order.
+    pub fn groups(&self) -> &'g [GroupId] {
+        self.groups
+    }
+
+    /// `CommitInstall(τ)`, for any group of the plan.
+    pub fn commit(&self) -> Operation {
+        Operation::CommitInstall { upgrade: self.header.upgrade, code: self.trigger.clone() }
+    }
+
+    /// `AbortInstall(c)`: how the deployer aborts its own upgrade.
+    ///
+    /// Sound only once `τ` can never be assembled: some group refused the
+    /// piece for good (built on a version code the group never had, or
+    /// under an id it already held), so that group never releases its
+    /// `s_g`. Before that, an installer may already hold `τ`, and `c` given
+    /// out by the deployer would split the outcome; installers earn `c`
+    /// from shares a group released instead of `s_g`, the deployer has to
+    /// know it the same way. Submit it to every group of the plan, each
+    /// time after the group's piece, as installers do: a group that never
+    /// held the piece cannot check `c` and ignores it, and its version code
+    /// (the deployer's [`VersionChain`] entry for it) stays where it was.
+    pub fn abort(&self) -> Operation {
+        Operation::AbortInstall { upgrade: self.header.upgrade, code: self.cancel_code.clone() }
+    }
+
+    /// The code the plan finishes with at every group for `outcome`.
+    pub fn code(&self, outcome: Outcome) -> &Code {
+        match outcome {
+            Outcome::Committed => &self.trigger,
+            Outcome::Aborted => &self.cancel_code,
+        }
     }
 
     /// The public header installers read.
@@ -206,12 +296,10 @@ impl<'g> UpgradePlan<'g> {
     /// or a membership whose `f` does not fit its `n`;
     /// [`CapacityError::Resources`] for too many resources;
     /// [`MisuseError::Crypto`] for a replica key that is not a point.
-    pub fn piece<R: CryptoRng + ?Sized>(
-        &self,
-        deployer: &Deployer,
-        rng: &mut R,
-        target: &GroupTarget<'_>,
-    ) -> Result<Piece, MisuseError> {
+    ///
+    /// The piece is a function of the plan and `target` alone: building it
+    /// again (after a restart too) gives the same bytes.
+    pub fn piece(&self, deployer: &Deployer, target: &GroupTarget<'_>) -> Result<Piece, MisuseError> {
         let m = target.membership;
         self.check_group(m.group)?;
         if deployer.id != self.deployer || !m.is_well_formed() {
@@ -222,7 +310,8 @@ impl<'g> UpgradePlan<'g> {
         let GroupSecrets { secret, key, rng: mut group_rng } = self.secrets(m.group);
         let upgrade = self.header.upgrade;
         let binding = crypto::Binding::group(upgrade, m.group);
-        let sealer = BoxSealer::new(rng);
+        let mut ephemeral_rng = ChaCha20Rng::from_seed(*self.ephemeral_seed(target, &binding));
+        let sealer = BoxSealer::new(&mut ephemeral_rng);
         let mut replicas = Vec::new();
         let custody = match target.guardians {
             None => {
@@ -301,6 +390,35 @@ impl<'g> UpgradePlan<'g> {
         Ok(Piece { header, signature })
     }
 
+    /// The seed of the piece's ephemeral key: from the master seed and
+    /// everything the boxes are sealed for, so that one ephemeral key never
+    /// seals different contents to the same recipient and binding (a piece
+    /// rebuilt for another membership or custody gets another key).
+    fn ephemeral_seed(&self, target: &GroupTarget<'_>, binding: &crypto::Binding) -> Zeroizing<[u8; 32]> {
+        let m = target.membership;
+        let mut h = crypto::Hasher::new(Domain::Ephemeral, binding);
+        h.update(&m.digest().0);
+        h.update(&[m.f]);
+        h.update(&target.prev_version.0);
+        for r in target.resources {
+            h.update(&r.0.to_le_bytes());
+        }
+        h.update(&target.payload.ciphertext_len.to_le_bytes());
+        h.update(&target.payload.chunk_size.to_le_bytes());
+        h.update(&target.payload.digest.0);
+        match target.guardians {
+            None => h.update(&[0]),
+            Some(set) => {
+                h.update(&[1, set.f]);
+                for (id, pk) in &set.members {
+                    h.update(&id.to_le_bytes());
+                    h.update(&pk.to_compressed());
+                }
+            }
+        }
+        crypto::derive_seed(Domain::Ephemeral, &self.master, &h.finish())
+    }
+
     fn check_group(&self, group: GroupId) -> Result<(), MisuseError> {
         self.groups.binary_search(&group).map(|_| ()).map_err(|_| MisuseError::OutOfRange)
     }
@@ -317,6 +435,37 @@ impl<'g> UpgradePlan<'g> {
     }
 }
 
+/// A plan as its deployer stores it: the upgrade id, the order sequence,
+/// `D(τ)` (to check the group list on restore) and the master seed.
+///
+/// The master seed yields `τ` and `c`: store it like the deployer's signing
+/// key. It is zeroized on drop and never printed by `Debug`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SavedPlan {
+    /// The upgrade.
+    pub upgrade: UpgradeId,
+    /// The order key's sequence number.
+    pub order_seq: u64,
+    /// `D(τ)` over the plan's groups.
+    pub trigger_digest: Digest,
+    master: [u8; 32],
+}
+
+impl core::fmt::Debug for SavedPlan {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SavedPlan")
+            .field("upgrade", &self.upgrade)
+            .field("order_seq", &self.order_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SavedPlan {
+    fn drop(&mut self) {
+        self.master.zeroize();
+    }
+}
+
 impl GroupSecrets {
     fn secret_code(&self) -> Code {
         Code(self.secret.to_bytes().into())
@@ -329,7 +478,9 @@ impl GroupSecrets {
 /// Start from the genesis code the groups' configurations hold; after each
 /// upgrade finishes, [`advance`](Self::advance) every group it covered to
 /// `τ` (committed) or `c` (aborted).
-#[derive(Clone, Debug)]
+///
+/// It serializes, so a deployer stores it with its plans.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VersionChain<const G: usize> {
     genesis: Code,
     codes: Vec<(GroupId, Code), G>,
@@ -347,27 +498,33 @@ impl<const G: usize> VersionChain<G> {
     }
 
     /// Records that `plan` finished with `outcome` at every one of its
-    /// groups.
+    /// groups (after a deployer's abort, [`record`](Self::record) only the
+    /// groups that held the piece: the others never saw `c`).
     ///
     /// # Errors
     /// [`CapacityError::Groups`] when more than `G` groups would be
     /// tracked; the chain is then unchanged.
-    pub fn advance(&mut self, plan: &UpgradePlan<'_>, outcome: crate::wire::Outcome) -> Result<(), CapacityError> {
-        let code = match outcome {
-            crate::wire::Outcome::Committed => plan.trigger_code(),
-            crate::wire::Outcome::Aborted => plan.cancel_code(),
-        };
+    pub fn advance(&mut self, plan: &UpgradePlan<'_>, outcome: Outcome) -> Result<(), CapacityError> {
+        let code = plan.code(outcome);
         let new = plan.groups.iter().filter(|g| !self.codes.iter().any(|(x, _)| x == *g)).count();
         if self.codes.len().saturating_add(new) > G {
             return Err(CapacityError::Groups);
         }
         for g in plan.groups {
-            match self.codes.iter_mut().find(|(x, _)| x == g) {
-                Some((_, c)) => *c = code.clone(),
-                None => {
-                    let _ = self.codes.push((*g, code.clone()));
-                }
-            }
+            self.record(*g, code)?;
+        }
+        Ok(())
+    }
+
+    /// Records `code` as `group`'s current version code.
+    ///
+    /// # Errors
+    /// [`CapacityError::Groups`] when more than `G` groups would be
+    /// tracked; the chain is then unchanged.
+    pub fn record(&mut self, group: GroupId, code: &Code) -> Result<(), CapacityError> {
+        match self.codes.iter_mut().find(|(x, _)| *x == group) {
+            Some((_, c)) => *c = code.clone(),
+            None => self.codes.push((group, code.clone())).map_err(|_| CapacityError::Groups)?,
         }
         Ok(())
     }

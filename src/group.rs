@@ -62,7 +62,7 @@
 //!     guardians: None,
 //!     payload: PayloadRef::default(),
 //! };
-//! let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+//! let piece = plan.piece(&deployer, &target).unwrap();
 //! let installer = Peer::Installer(1);
 //! let step = replica.handle_ordered(Instant(0), installer, &Operation::PrepareInstall(piece), &key, |_| Verdict::Accept);
 //! assert!(matches!(&step.messages[0].message, Message::Answer(a) if matches!(a.reply, Reply::Accepted(_))));

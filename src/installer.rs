@@ -71,7 +71,9 @@ pub enum InstallerEffect {
     Decided(Outcome),
     /// `f + 1` replicas of a group refused the piece: this installer cannot
     /// finish the upgrade through that group (e.g. a stale version code).
-    /// Only someone holding `c` (the deployer) can abort it now.
+    /// A refusal for good means `τ` can never be assembled; then the
+    /// deployer, who holds `c`, aborts it
+    /// ([`UpgradePlan::abort`](crate::deployer::UpgradePlan::abort)).
     Refused {
         /// The group.
         group: GroupId,

@@ -298,7 +298,7 @@ impl Model {
                     guardians: None,
                     payload,
                 };
-                let piece = plan.piece(&deployers[u], &mut rng, &target).unwrap();
+                let piece = plan.piece(&deployers[u], &target).unwrap();
                 // The two costly checks, once per piece.
                 let signer = deployers[u].public_key();
                 assert!(piece.verify(&signer).is_ok());

@@ -57,7 +57,7 @@ fn build(sizes: &[usize]) -> Built {
                 guardians: None,
                 payload,
             };
-            plan.piece(&deployer, &mut rng, &target).unwrap()
+            plan.piece(&deployer, &target).unwrap()
         })
         .collect();
     Built { groups, pieces, trigger: plan.trigger_code().clone(), cancel: plan.cancel_code().clone(), deployer }
@@ -186,11 +186,11 @@ fn plan_misuse_is_an_error() {
         guardians: None,
         payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
     };
-    assert!(plan.piece(&deployer, &mut rng, &target).is_err());
+    assert!(plan.piece(&deployer, &target).is_err());
     let too_many: Vec<ResourceId> = (0..17).map(ResourceId).collect();
     let g1 = group(&mut rng, 1, 4);
     let target = GroupTarget { membership: &g1.membership, resources: &too_many, ..target };
-    assert!(plan.piece(&deployer, &mut rng, &target).is_err());
+    assert!(plan.piece(&deployer, &target).is_err());
 }
 
 /// A 64 MiB payload seals and opens through a 4 KiB buffer; truncation,

@@ -108,7 +108,7 @@ impl Host {
                 guardians: set.as_ref(),
                 payload,
             };
-            pieces.push(plan.piece(&deployer, &mut rng, &target).unwrap());
+            pieces.push(plan.piece(&deployer, &target).unwrap());
             sealed.push(out);
             plain.push(text);
         }

@@ -243,7 +243,7 @@ fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {
             guardians: None,
             payload,
         };
-        let op = Operation::PrepareInstall(plan.piece(&deployer, &mut rng, &target).expect("piece"));
+        let op = Operation::PrepareInstall(plan.piece(&deployer, &target).expect("piece"));
         let step = replica.handle_ordered(Instant(1), Peer::Installer(1), &op, &keys[0], |_| Verdict::Accept);
         assert!(step.messages.iter().any(|m| matches!(&m.message, bft_upgrade::wire::Message::Answer(a)
             if matches!(a.reply, Reply::Accepted(_)))));

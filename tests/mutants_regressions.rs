@@ -65,7 +65,7 @@ fn trigger_code_is_xor_of_group_secrets() {
     for (m, keys) in &groups {
         let target =
             GroupTarget { membership: m, resources: &[], prev_version: &genesis, guardians: None, payload: payload() };
-        let piece = plan.piece(&deployer, &mut rng, &target).unwrap();
+        let piece = plan.piece(&deployer, &target).unwrap();
         let k = m.threshold();
         // The last f + 1 replicas, so the rebuild does not lean on share 1.
         let shares: Vec<Share> =

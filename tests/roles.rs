@@ -181,7 +181,7 @@ fn build(
         let key = plan.group_key(m.group).unwrap();
         let (payload, sealed) = seal(&key, upgrade, m.group, &plain);
         let target = GroupTarget { membership: m, resources: &resources, prev_version: prev, guardians: None, payload };
-        pieces.push(plan.piece(signer, rng, &target).unwrap());
+        pieces.push(plan.piece(signer, &target).unwrap());
         payloads.push(Payload { group: m.group, plain, sealed });
     }
     Upgrade {
@@ -2885,7 +2885,7 @@ mod liveness {
         let (payload, sealed) = seal(&plan.group_key(m.group).unwrap(), upgrade, m.group, &plain);
         let target =
             GroupTarget { membership: &m, resources: &resources, prev_version: &prev, guardians: Some(set), payload };
-        let piece = plan.piece(&w.deployers[d], &mut w.rng, &target).unwrap();
+        let piece = plan.piece(&w.deployers[d], &target).unwrap();
         Upgrade {
             header: plan.header().clone(),
             trigger: plan.trigger_code().clone(),
@@ -3014,7 +3014,7 @@ mod guardian_squatting {
             let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
             let prev = w.genesis[d].clone();
             let t = GroupTarget { membership: &m, resources: &[], prev_version: &prev, guardians: Some(&set), payload };
-            plan.piece(&w.deployers[d], &mut w.rng, &t).unwrap()
+            plan.piece(&w.deployers[d], &t).unwrap()
         };
         let genuine = build(&mut w, 0);
         let mut squat = build(&mut w, 1);

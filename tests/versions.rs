@@ -59,7 +59,7 @@ fn install(w: &mut One, seq: u64, commit: bool) -> Code {
         guardians: None,
         payload: sealer.finish().unwrap(),
     };
-    let piece = plan.piece(&w.deployer, &mut w.rng, &target).unwrap();
+    let piece = plan.piece(&w.deployer, &target).unwrap();
     let upgrade = piece.header.upgrade;
     let verdict = if commit { Verdict::Accept } else { Verdict::Reject };
     let now = Instant(seq);
@@ -157,7 +157,7 @@ fn client_codes_commit_before_the_call() {
         guardians: None,
         payload: sealer.finish().unwrap(),
     };
-    let piece = plan.piece(&w.deployer, &mut w.rng, &target).unwrap();
+    let piece = plan.piece(&w.deployer, &target).unwrap();
     let upgrade = piece.header.upgrade;
     let _ = w
         .replica

@@ -129,7 +129,7 @@ fn replica_bundle(out: &Path, n: usize, plain: &[u8]) {
         guardians: None,
         payload,
     };
-    let piece = plan.piece(&s.deployer, &mut s.rng, &target).expect("piece");
+    let piece = plan.piece(&s.deployer, &target).expect("piece");
     let prefix = format!("group{n}");
     write(out, &format!("{prefix}_config.bin"), &encode(&config(&s)));
     write(out, &format!("{prefix}_key.bin"), s.keys[0].to_bytes().as_slice());
@@ -167,7 +167,7 @@ fn guardian_bundle(out: &Path, plain: &[u8]) {
         guardians: Some(&set),
         payload,
     };
-    let piece = plan.piece(&s.deployer, &mut s.rng, &target).expect("piece");
+    let piece = plan.piece(&s.deployer, &target).expect("piece");
     let mut deployers = heapless::Vec::new();
     deployers.push((s.deployer.id(), s.deployer.public_key())).expect("one deployer");
     let mut guarded = heapless::Vec::new();

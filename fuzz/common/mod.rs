@@ -205,7 +205,7 @@ fn build() -> Fixture {
                     guardians: guarded.then_some(&guardian_sets[gi]),
                     payload,
                 };
-                let piece = plan.piece(&deployers[deployer], &mut rng, &target).expect("piece");
+                let piece = plan.piece(&deployers[deployer], &target).expect("piece");
                 if guarded {
                     fx.tokens[gi] = (0..N).map(|r| piece.open_token(r, &replica_keys[gi][r]).expect("token")).collect();
                     fx.guardian_shares[gi] = GUARDIANS[gi]

@@ -52,6 +52,9 @@ pub enum Domain {
     Payload,
     /// Digest of a membership token handed to guardians.
     Token,
+    /// HKDF info for a piece's ephemeral sealing key, derived from the
+    /// plan's master seed and everything the piece seals for.
+    Ephemeral,
 }
 
 impl Domain {
@@ -67,6 +70,7 @@ impl Domain {
             Self::PayloadKey => b"bft-upgrade/v1/payload-key",
             Self::Payload => b"bft-upgrade/v1/payload",
             Self::Token => b"bft-upgrade/v1/token",
+            Self::Ephemeral => b"bft-upgrade/v1/ephemeral",
         }
     }
 }
@@ -141,6 +145,16 @@ impl Hasher {
     pub(crate) fn finish(self) -> Digest {
         Digest(self.0.finalize().into())
     }
+}
+
+/// 32 bytes of key material from the secret `ikm` for `context` (HKDF-SHA256
+/// salted with the domain label).
+pub(crate) fn derive_seed(domain: Domain, ikm: &[u8; 32], context: &Digest) -> zeroize::Zeroizing<[u8; 32]> {
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    let hk = hkdf::Hkdf::<Sha256>::new(Some(domain.label()), ikm);
+    // 32 bytes are far below HKDF-SHA256's 8160-byte limit.
+    let _ = hk.expand(&context.0, out.as_mut_slice());
+    out
 }
 
 /// `D(x)`: the domain-separated SHA-256 of `data` under `binding`.

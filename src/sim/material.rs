@@ -164,7 +164,7 @@ impl Material {
                     guardians: guardian_sets[*gi].as_ref(),
                     payload,
                 };
-                pieces.insert(m.group, plan.piece(deployer, &mut rng, &target).expect("piece"));
+                pieces.insert(m.group, plan.piece(deployer, &target).expect("piece"));
             }
             if spec.chained {
                 let code = if spec.rejected_by.is_empty() { plan.trigger_code() } else { plan.cancel_code() };

@@ -48,7 +48,7 @@ pub fn one_group_piece(
         guardians,
         payload: no_payload(),
     };
-    plan.piece(deployer, rng, &target).unwrap()
+    plan.piece(deployer, &target).unwrap()
 }
 
 /// `membership`'s group with `deployer` authorized at `genesis`, no

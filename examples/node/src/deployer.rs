@@ -196,7 +196,7 @@ pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBu
             guardians: guardians.as_ref(),
             payload,
         };
-        pieces.push(plan.piece(&deployer, &mut rng, &target).map_err(|e| anyhow!("piece: {e:?}"))?);
+        pieces.push(plan.piece(&deployer, &target).map_err(|e| anyhow!("piece: {e:?}"))?);
         groups.push((*g, membership.f));
     }
     let bundle = Bundle { header: plan.header().clone(), groups, pieces };

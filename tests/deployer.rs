@@ -1,0 +1,248 @@
+//! A deployer that restarts: a plan saved as a `SavedPlan` (and its group
+//! list) and restored rebuilds every piece byte-identically, its
+//! `VersionChain` survives the restart, and the next upgrade built on the
+//! restored chain commits at real group replicas.
+
+mod support;
+
+use bft_upgrade::crypto::{Code, DeployerKey, ReplicaSecretKey};
+use bft_upgrade::deployer::{Deployer, GroupTarget, SavedPlan, UpgradePlan, VersionChain};
+use bft_upgrade::error::MisuseError;
+use bft_upgrade::group::{GroupReplica, Verdict};
+use bft_upgrade::step::{Instant, Peer};
+use bft_upgrade::wire::{GroupId, GuardianSet, Membership, Operation, Outcome, Piece, ResourceId};
+use chacha20::ChaCha20Rng;
+use rand_core::SeedableRng;
+use support::fixture::{config, group_keys, guardian_set, no_payload};
+
+const GENESIS: Code = Code::from_bytes([7; 32]);
+const ORIGIN: Peer = Peer::Installer(1);
+
+/// Three groups of four replicas, one deployer.
+struct Cluster {
+    deployer: Deployer,
+    keys: Vec<Vec<ReplicaSecretKey>>,
+    memberships: Vec<Membership>,
+    replicas: Vec<Vec<GroupReplica>>,
+    guardians: GuardianSet,
+}
+
+impl Cluster {
+    fn new(rng: &mut ChaCha20Rng) -> Self {
+        let deployer = Deployer::new(bft_upgrade::wire::DeployerId(3), DeployerKey::random(rng));
+        let (mut keys, mut memberships, mut replicas) = (Vec::new(), Vec::new(), Vec::new());
+        for g in 1..=3 {
+            let (k, m) = group_keys(rng, GroupId(g), 4);
+            let cfg = config(&m, &deployer, &GENESIS, None);
+            replicas.push((0..4).map(|i| GroupReplica::new(cfg.clone(), i).unwrap()).collect());
+            keys.push(k);
+            memberships.push(m);
+        }
+        let (_, guardians) = guardian_set(rng, 1..=4);
+        Self { deployer, keys, memberships, replicas, guardians }
+    }
+
+    fn groups(&self) -> Vec<GroupId> {
+        self.memberships.iter().map(|m| m.group).collect()
+    }
+
+    fn piece(&self, plan: &UpgradePlan<'_>, gi: usize, prev: &Code) -> Piece {
+        let target = GroupTarget {
+            membership: &self.memberships[gi],
+            resources: &[ResourceId(1)],
+            prev_version: prev,
+            guardians: None,
+            payload: no_payload(),
+        };
+        plan.piece(&self.deployer, &target).unwrap()
+    }
+
+    /// Orders `op` at every replica of group `gi`.
+    fn order(&mut self, gi: usize, op: &Operation) {
+        for (r, k) in self.replicas[gi].iter_mut().zip(&self.keys[gi]) {
+            let _ = r.handle_ordered(Instant(1_000), ORIGIN, op, k, |_| Verdict::Accept);
+        }
+    }
+
+    fn outcomes(&self, upgrade: bft_upgrade::wire::UpgradeId) -> Vec<Option<Outcome>> {
+        self.replicas.iter().flatten().map(|r| r.outcome(upgrade)).collect()
+    }
+}
+
+/// What a deployer process writes before handing out a bundle: the plan,
+/// its groups and the chain, through serde.
+fn persist(plan: &UpgradePlan<'_>, chain: &VersionChain<8>) -> Vec<u8> {
+    let record = (plan.saved(), plan.groups().to_vec(), chain.clone());
+    serde_json::to_vec(&record).unwrap()
+}
+
+fn reload(bytes: &[u8]) -> (SavedPlan, Vec<GroupId>, VersionChain<8>) {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+#[test]
+fn deployer_restart_rebuilds_every_piece_byte_identically() {
+    let mut rng = ChaCha20Rng::from_seed([1; 32]);
+    let c = Cluster::new(&mut rng);
+    let groups = c.groups();
+    let chain = VersionChain::<8>::new(GENESIS);
+    let plan = UpgradePlan::new(&mut rng, c.deployer.id(), 5, &groups).unwrap();
+    let pieces: Vec<Piece> = (0..3).map(|gi| c.piece(&plan, gi, &GENESIS)).collect();
+    let bytes = persist(&plan, &chain);
+    let header = plan.header().clone();
+    let (trigger, cancel) = (plan.trigger_code().clone(), plan.cancel_code().clone());
+    drop(plan);
+
+    let (saved, groups, _) = reload(&bytes);
+    let restored = UpgradePlan::restore(&saved, &groups).unwrap();
+    assert_eq!(restored.header(), &header);
+    assert_eq!((restored.trigger_code(), restored.cancel_code()), (&trigger, &cancel));
+    for (gi, piece) in pieces.iter().enumerate() {
+        assert_eq!(&c.piece(&restored, gi, &GENESIS), piece, "group {gi}'s piece rebuilt");
+    }
+
+    // Restoring over another group list is refused (τ would differ).
+    assert_eq!(UpgradePlan::restore(&saved, &groups[..2]).err(), Some(MisuseError::BadArgument));
+    // The master seed never shows in Debug.
+    let shown = format!("{saved:?}");
+    assert!(shown.contains("SavedPlan") && !shown.contains("master"), "{shown}");
+}
+
+#[test]
+fn deployer_restart_never_reuses_an_ephemeral_key_for_other_contents() {
+    // The ephemeral key is derived, not drawn; a piece built for another
+    // membership, custody or base must get another key, or one key would
+    // seal different contents under the same box binding.
+    let mut rng = ChaCha20Rng::from_seed([2; 32]);
+    let c = Cluster::new(&mut rng);
+    let groups = c.groups();
+    let plan = UpgradePlan::new(&mut rng, c.deployer.id(), 1, &groups).unwrap();
+    let base = c.piece(&plan, 0, &GENESIS);
+    let other_base = c.piece(&plan, 0, &Code::from_bytes([9; 32]));
+    let guarded = plan
+        .piece(
+            &c.deployer,
+            &GroupTarget {
+                membership: &c.memberships[0],
+                resources: &[ResourceId(1)],
+                prev_version: &GENESIS,
+                guardians: Some(&c.guardians),
+                payload: no_payload(),
+            },
+        )
+        .unwrap();
+    let (_, grown) = group_keys(&mut rng, GroupId(1), 7);
+    let regrown = plan
+        .piece(
+            &c.deployer,
+            &GroupTarget {
+                membership: &grown,
+                resources: &[ResourceId(1)],
+                prev_version: &GENESIS,
+                guardians: None,
+                payload: no_payload(),
+            },
+        )
+        .unwrap();
+    let e = |p: &Piece| p.header.ephemeral.to_compressed();
+    let all = [e(&base), e(&other_base), e(&guarded), e(&regrown)];
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+    // Two plans never share one either (their master seeds differ).
+    let plan2 = UpgradePlan::new(&mut rng, c.deployer.id(), 1, &groups).unwrap();
+    assert_ne!(e(&c.piece(&plan2, 0, &GENESIS)), e(&base));
+}
+
+#[test]
+fn deployer_restart_after_a_commit_advances_its_chain_and_the_next_upgrade_commits() {
+    let mut rng = ChaCha20Rng::from_seed([3; 32]);
+    let mut c = Cluster::new(&mut rng);
+    let groups = c.groups();
+    let chain = VersionChain::<8>::new(GENESIS);
+    let plan = UpgradePlan::new(&mut rng, c.deployer.id(), 1, &groups).unwrap();
+    let upgrade = plan.header().upgrade;
+    let pieces: Vec<Piece> = (0..3).map(|gi| c.piece(&plan, gi, chain.prev(groups[gi]))).collect();
+    let bytes = persist(&plan, &chain);
+    for (gi, piece) in pieces.iter().enumerate() {
+        c.order(gi, &Operation::PrepareInstall(piece.clone()));
+        c.order(gi, &plan.commit());
+    }
+    assert!(c.outcomes(upgrade).iter().all(|o| *o == Some(Outcome::Committed)));
+    drop(plan);
+
+    // Restarted: the plan and chain come back from the record, the chain
+    // advances to τ, and the next upgrade chains from it.
+    let (saved, groups, mut chain) = reload(&bytes);
+    let restored = UpgradePlan::restore(&saved, &groups).unwrap();
+    chain.advance(&restored, Outcome::Committed).unwrap();
+    for g in &groups {
+        assert_eq!(chain.prev(*g), restored.trigger_code());
+    }
+    let chain: VersionChain<8> = serde_json::from_slice(&serde_json::to_vec(&chain).unwrap()).unwrap();
+
+    let next = UpgradePlan::new(&mut rng, c.deployer.id(), 2, &groups).unwrap();
+    for gi in 0..3 {
+        let piece = c.piece(&next, gi, chain.prev(groups[gi]));
+        c.order(gi, &Operation::PrepareInstall(piece));
+        c.order(gi, &next.commit());
+    }
+    assert!(c.outcomes(next.header().upgrade).iter().all(|o| *o == Some(Outcome::Committed)));
+    // A piece on the chain the restart would have lost (genesis) is refused.
+    let stale = UpgradePlan::new(&mut rng, c.deployer.id(), 3, &groups).unwrap();
+    let piece = c.piece(&stale, 0, &GENESIS);
+    c.order(0, &Operation::PrepareInstall(piece));
+    assert!(c.replicas[0].iter().all(|r| r.holds(stale.header().upgrade).is_none()));
+}
+
+#[test]
+fn deployer_restart_after_a_refusal_aborts_its_upgrade() {
+    // Group 3 refuses the piece for good (it was built on a code the group
+    // never had), so τ can never be assembled: the restarted deployer may
+    // abort with `c`, each group after its piece, and its chain then
+    // advances to `c` everywhere.
+    let mut rng = ChaCha20Rng::from_seed([4; 32]);
+    let mut c = Cluster::new(&mut rng);
+    let groups = c.groups();
+    let chain = VersionChain::<8>::new(GENESIS);
+    let plan = UpgradePlan::new(&mut rng, c.deployer.id(), 1, &groups).unwrap();
+    let upgrade = plan.header().upgrade;
+    let bases = [GENESIS, GENESIS, Code::from_bytes([0xEE; 32])];
+    let pieces: Vec<Piece> = (0..3).map(|gi| c.piece(&plan, gi, &bases[gi])).collect();
+    let bytes = persist(&plan, &chain);
+    for (gi, piece) in pieces.iter().enumerate() {
+        c.order(gi, &Operation::PrepareInstall(piece.clone()));
+    }
+    assert!(c.replicas[2].iter().all(|r| r.holds(upgrade).is_none()), "group 3 refused");
+    drop(plan);
+
+    let (saved, groups, mut chain) = reload(&bytes);
+    let restored = UpgradePlan::restore(&saved, &groups).unwrap();
+    for (gi, piece) in pieces.iter().enumerate() {
+        c.order(gi, &Operation::PrepareInstall(piece.clone()));
+        c.order(gi, &restored.abort());
+    }
+    // Groups 1 and 2 aborted; group 3 never held the piece.
+    for gi in 0..2 {
+        assert!(c.replicas[gi].iter().all(|r| r.outcome(upgrade) == Some(Outcome::Aborted)));
+        assert!(c.replicas[gi].iter().all(|r| r.version_code(c.deployer.id()) == Some(restored.cancel_code())));
+    }
+    // Only the groups that held the piece moved to `c`; group 3 is still at
+    // genesis.
+    for g in &groups[..2] {
+        chain.record(*g, restored.code(Outcome::Aborted)).unwrap();
+    }
+    assert_eq!(chain.prev(groups[2]), &GENESIS);
+    assert!(c.replicas[2].iter().all(|r| r.version_code(c.deployer.id()) == Some(&GENESIS)));
+    let two = &groups[..2];
+    let next = UpgradePlan::new(&mut rng, c.deployer.id(), 2, two).unwrap();
+    for gi in 0..2 {
+        let piece = c.piece(&next, gi, chain.prev(groups[gi]));
+        c.order(gi, &Operation::PrepareInstall(piece));
+        c.order(gi, &next.commit());
+    }
+    let done = c.outcomes(next.header().upgrade);
+    assert!(done[..8].iter().all(|o| *o == Some(Outcome::Committed)), "{done:?}");
+}
