@@ -190,6 +190,7 @@ fn group_config(f: &Fixture) -> GroupConfig {
         retry_ms: 200,
         proactive: true,
         guardians: None,
+        sequencer: None,
     }
 }
 

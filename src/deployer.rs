@@ -72,6 +72,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{
     self, BoxContents, BoxSealer, Code, DeployerKey, Digest, Domain, GroupKey, PayloadRef, PublicKey, ShareKind,
+    Signature,
 };
 use crate::error::{CapacityError, MisuseError};
 use crate::wire::{
@@ -137,6 +138,7 @@ pub struct UpgradePlan<'g> {
     trigger: Code,
     cancel: Zeroizing<Scalar>,
     cancel_code: Code,
+    sequence: Option<Signature>,
 }
 
 /// The per-group secrets, drawn in a fixed order from the group's stream.
@@ -174,10 +176,11 @@ impl<'g> UpgradePlan<'g> {
     /// [`MisuseError::BadArgument`] for an empty or unsorted group list, or
     /// one that is not the list the plan was made for (its `τ` differs).
     pub fn restore(saved: &SavedPlan, groups: &'g [GroupId]) -> Result<Self, MisuseError> {
-        let plan = Self::build(saved.upgrade, saved.order_seq, Zeroizing::new(saved.master), groups)?;
+        let mut plan = Self::build(saved.upgrade, saved.order_seq, Zeroizing::new(saved.master), groups)?;
         if plan.header.trigger_digest != saved.trigger_digest {
             return Err(MisuseError::BadArgument);
         }
+        plan.sequence = saved.sequence;
         Ok(plan)
     }
 
@@ -188,8 +191,25 @@ impl<'g> UpgradePlan<'g> {
             upgrade: self.header.upgrade,
             order_seq: self.header.order.seq,
             trigger_digest: self.header.trigger_digest,
+            sequence: self.sequence,
             master: *self.master,
         }
+    }
+
+    /// Takes `ticket`'s order sequence number and its signature, for
+    /// groups configured with a sequencer. Call it before building pieces
+    /// (and before [`saved`](Self::saved)); `τ` and `c` do not change.
+    ///
+    /// # Errors
+    /// [`MisuseError::BadArgument`] for a ticket issued for another
+    /// upgrade.
+    pub fn sequenced(&mut self, ticket: &Ticket) -> Result<(), MisuseError> {
+        if ticket.upgrade != self.header.upgrade {
+            return Err(MisuseError::BadArgument);
+        }
+        self.header.order.seq = ticket.seq;
+        self.sequence = Some(ticket.signature);
+        Ok(())
     }
 
     fn build(
@@ -220,6 +240,7 @@ impl<'g> UpgradePlan<'g> {
             trigger: Code::default(),
             cancel,
             cancel_code,
+            sequence: None,
         };
         let mut trigger = Code::default();
         for g in groups {
@@ -375,6 +396,7 @@ impl<'g> UpgradePlan<'g> {
             group: m.group,
             deployer: deployer.id,
             order_seq: self.header.order.seq,
+            sequence: self.sequence,
             trigger_digest: self.header.trigger_digest,
             cancel_digest: self.header.cancel_digest,
             prev_version: target.prev_version.clone(),
@@ -448,7 +470,65 @@ pub struct SavedPlan {
     pub order_seq: u64,
     /// `D(τ)` over the plan's groups.
     pub trigger_digest: Digest,
+    /// The sequencer's signature, if the plan was
+    /// [`sequenced`](UpgradePlan::sequenced).
+    pub sequence: Option<Signature>,
     master: [u8; 32],
+}
+
+/// The central service that hands out order sequence numbers (section 4.4's
+/// first remedy against a selfish sub-deployer that always picks 0): groups
+/// configured with its key
+/// ([`GroupConfig::with_sequencer`](crate::group::GroupConfig::with_sequencer))
+/// refuse a piece whose sequence number it did not sign for that upgrade.
+///
+/// Its state is the next number: persist [`next`](Self::next) before a
+/// ticket leaves, so a restart never issues a number twice.
+pub struct Sequencer {
+    key: DeployerKey,
+    next: u64,
+}
+
+/// A sequence number signed for one upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The upgrade it was issued for.
+    pub upgrade: UpgradeId,
+    /// Its order sequence number.
+    pub seq: u64,
+    /// The sequencer's signature of [`crypto::sequence_digest`].
+    pub signature: Signature,
+}
+
+impl Sequencer {
+    /// A sequencer signing with `key` whose next number is `next`.
+    pub fn new(key: DeployerKey, next: u64) -> Self {
+        Self { key, next }
+    }
+
+    /// The key groups are configured with.
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    /// The number the next ticket gets.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Issues the next number to `upgrade`.
+    ///
+    /// # Errors
+    /// [`MisuseError::OutOfRange`] once the numbers are exhausted;
+    /// [`MisuseError::Crypto`] if signing fails. The sequencer is then
+    /// unchanged.
+    pub fn issue(&mut self, upgrade: UpgradeId) -> Result<Ticket, MisuseError> {
+        let seq = self.next;
+        let next = seq.checked_add(1).ok_or(MisuseError::OutOfRange)?;
+        let signature = self.key.sign(&crypto::sequence_digest(upgrade, seq))?;
+        self.next = next;
+        Ok(Ticket { upgrade, seq, signature })
+    }
 }
 
 impl core::fmt::Debug for SavedPlan {

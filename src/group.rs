@@ -49,6 +49,7 @@
 //!     retry_ms: 100,
 //!     proactive: false,
 //!     guardians: None,
+//!     sequencer: None,
 //! };
 //! let authorized = AuthorizedDeployer { id: deployer.id(), key: deployer.public_key(), genesis: genesis.clone() };
 //! config.deployers.push(authorized).unwrap();
@@ -138,6 +139,10 @@ pub struct GroupConfig {
     /// The group's guardians (section 7), if its pieces are in guardian
     /// custody; pieces must then list exactly these, in this order.
     pub guardians: Option<GuardianIds>,
+    /// The sequencer whose signature every piece's order sequence number
+    /// needs ([`Sequencer`](crate::deployer::Sequencer)); `None` lets each
+    /// deployer pick its own.
+    pub sequencer: Option<PublicKey>,
 }
 
 impl Neighbor {
@@ -154,7 +159,15 @@ impl GroupConfig {
     /// `retry_ms` as the first diffusion retry. Add the rest with the
     /// `with_*` methods.
     pub fn new(membership: Membership, retry_ms: u64) -> Self {
-        Self { membership, deployers: Vec::new(), neighbors: Vec::new(), retry_ms, proactive: true, guardians: None }
+        Self {
+            membership,
+            deployers: Vec::new(),
+            neighbors: Vec::new(),
+            retry_ms,
+            proactive: true,
+            guardians: None,
+            sequencer: None,
+        }
     }
 
     /// Authorizes a deployer.
@@ -190,6 +203,13 @@ impl GroupConfig {
     /// Whether replicas diffuse outcomes proactively (default: yes).
     pub fn proactive(mut self, proactive: bool) -> Self {
         self.proactive = proactive;
+        self
+    }
+
+    /// Requires every piece's order sequence number to be signed by the
+    /// sequencer with `key` ([`Refusal::Unsequenced`] otherwise).
+    pub fn with_sequencer(mut self, key: PublicKey) -> Self {
+        self.sequencer = Some(key);
         self
     }
 }
@@ -762,6 +782,9 @@ impl GroupReplica {
                 if matches!(refusal, Refusal::BadSignature | Refusal::UnknownDeployer) {
                     step.fault(origin, Some(h.upgrade), FaultKind::ForgedPiece);
                 }
+                if refusal == Refusal::Unsequenced {
+                    step.fault(Peer::Deployer(h.deployer), Some(h.upgrade), FaultKind::Unsequenced);
+                }
                 return Reply::Refused(refusal);
             }
         };
@@ -845,6 +868,12 @@ impl GroupReplica {
         let signer = self.config.deployers.get(slot).ok_or(Refusal::UnknownDeployer)?;
         if !crypto.verify(piece, &signer.key) {
             return Err(Refusal::BadSignature);
+        }
+        if let Some(sequencer) = &self.config.sequencer {
+            let digest = crate::crypto::sequence_digest(h.upgrade, h.order_seq);
+            if h.sequence.is_none_or(|s| s.verify(sequencer, &digest).is_err()) {
+                return Err(Refusal::Unsequenced);
+            }
         }
         let m = &self.config.membership;
         if h.members != self.members || h.f != m.f || h.replicas.len() != m.n() {
@@ -1248,6 +1277,7 @@ mod tests {
             retry_ms: 10,
             proactive: false,
             guardians: Some(GuardianIds { f: 5, ids: (100..116).collect() }),
+            sequencer: None,
         };
         GroupReplica::new(config, 0).unwrap()
     }

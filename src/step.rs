@@ -84,6 +84,10 @@ pub enum FaultKind {
     /// not match the digests: reported against the
     /// [`Peer::Deployer`] that signed the piece.
     BadBox,
+    /// A piece signed by a deployer carries an order sequence number the
+    /// group's sequencer did not sign for it: reported against the
+    /// [`Peer::Deployer`].
+    Unsequenced,
     /// An answer that contradicts an earlier one from the same peer.
     Equivocation,
     /// An answer for something never asked, or from outside the group.

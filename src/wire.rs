@@ -172,6 +172,10 @@ pub struct PieceHeader {
     pub deployer: DeployerId,
     /// First half of the order key `≺` (the second is `upgrade`).
     pub order_seq: u64,
+    /// The sequencer's signature of `order_seq` for `upgrade`
+    /// ([`crypto::sequence_digest`](crate::crypto::sequence_digest)), for
+    /// groups configured with a sequencer; `None` elsewhere.
+    pub sequence: Option<Signature>,
     /// `D(τ)`.
     pub trigger_digest: Digest,
     /// `D(c)`.
@@ -601,6 +605,9 @@ pub enum Refusal {
     WrongChain,
     /// The group holds as many unfinished pieces as it can; retry later.
     Busy,
+    /// The group has a sequencer, and the piece's order sequence number is
+    /// not signed by it for this upgrade.
+    Unsequenced,
 }
 
 /// A replica's reply to an operation.

@@ -197,6 +197,7 @@ fn arb_piece_header(max_replicas: usize) -> impl Strategy<Value = PieceHeader> {
                 group: GroupId(group),
                 deployer: DeployerId(deployer),
                 order_seq,
+                sequence: None,
                 trigger_digest: trigger,
                 cancel_digest: cancel,
                 prev_version: Code::from_bytes(prev),

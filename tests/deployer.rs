@@ -184,8 +184,8 @@ fn deployer_restart_after_a_commit_advances_its_chain_and_the_next_upgrade_commi
     let chain: VersionChain<8> = serde_json::from_slice(&serde_json::to_vec(&chain).unwrap()).unwrap();
 
     let next = UpgradePlan::new(&mut rng, c.deployer.id(), 2, &groups).unwrap();
-    for gi in 0..3 {
-        let piece = c.piece(&next, gi, chain.prev(groups[gi]));
+    for (gi, g) in groups.iter().enumerate() {
+        let piece = c.piece(&next, gi, chain.prev(*g));
         c.order(gi, &Operation::PrepareInstall(piece));
         c.order(gi, &next.commit());
     }
@@ -238,8 +238,8 @@ fn deployer_restart_after_a_refusal_aborts_its_upgrade() {
     assert!(c.replicas[2].iter().all(|r| r.version_code(c.deployer.id()) == Some(&GENESIS)));
     let two = &groups[..2];
     let next = UpgradePlan::new(&mut rng, c.deployer.id(), 2, two).unwrap();
-    for gi in 0..2 {
-        let piece = c.piece(&next, gi, chain.prev(groups[gi]));
+    for (gi, g) in two.iter().enumerate() {
+        let piece = c.piece(&next, gi, chain.prev(*g));
         c.order(gi, &Operation::PrepareInstall(piece));
         c.order(gi, &next.commit());
     }

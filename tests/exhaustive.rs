@@ -268,6 +268,7 @@ impl Model {
                 retry_ms: 100,
                 proactive: false,
                 guardians: None,
+                sequencer: None,
             };
             initial.push(encode(&GroupReplica::new(config, 0).unwrap()));
         }

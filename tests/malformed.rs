@@ -221,6 +221,7 @@ fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {
         retry_ms: 100,
         proactive: false,
         guardians: None,
+        sequencer: None,
     };
     let mut replica = GroupReplica::new(config, 0).expect("replica");
 

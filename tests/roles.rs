@@ -134,6 +134,7 @@ impl Deployment {
             retry_ms: RETRY,
             proactive: true,
             guardians: None,
+            sequencer: None,
         }
     }
 

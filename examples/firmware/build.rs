@@ -97,6 +97,7 @@ fn config(s: &Setup) -> GroupConfig {
         retry_ms: 100,
         proactive: false,
         guardians: None,
+        sequencer: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn replica(fx: &'static Fixture, guarded: bool) -> GroupReplica {
         retry_ms: 100,
         proactive: true,
         guardians,
+        sequencer: None,
     };
     let mut r = GroupReplica::new(config, 0).expect("config");
     let key = &fx.replica_keys[0][0];

@@ -135,7 +135,15 @@ fn config(fx: &Fixture, guarded: bool, proactive: bool, retry_ms: u64) -> GroupC
     let _ = neighbors.push(Neighbor { group: GroupId(2), f: 1 });
     let _ = neighbors.push(Neighbor { group: GroupId(3), f: 0 });
     let guardians = guarded.then(|| GuardianIds { f: 1, ids: heapless::Vec::from_slice(&GUARDIANS[0]).expect("4") });
-    GroupConfig { membership: fx.memberships[0].clone(), deployers, neighbors, retry_ms, proactive, guardians }
+    GroupConfig {
+        membership: fx.memberships[0].clone(),
+        deployers,
+        neighbors,
+        retry_ms,
+        proactive,
+        guardians,
+        sequencer: None,
+    }
 }
 
 struct Run {

@@ -52,6 +52,8 @@ pub enum Domain {
     Payload,
     /// Digest of a membership token handed to guardians.
     Token,
+    /// A sequencer's signed (sequence, upgrade, deployer) triple.
+    Sequence,
     /// HKDF info for a piece's ephemeral sealing key, derived from the
     /// plan's master seed and everything the piece seals for.
     Ephemeral,
@@ -71,6 +73,7 @@ impl Domain {
             Self::Payload => b"bft-upgrade/v1/payload",
             Self::Token => b"bft-upgrade/v1/token",
             Self::Ephemeral => b"bft-upgrade/v1/ephemeral",
+            Self::Sequence => b"bft-upgrade/v1/sequence",
         }
     }
 }
@@ -155,6 +158,15 @@ pub(crate) fn derive_seed(domain: Domain, ikm: &[u8; 32], context: &Digest) -> z
     // 32 bytes are far below HKDF-SHA256's 8160-byte limit.
     let _ = hk.expand(&context.0, out.as_mut_slice());
     out
+}
+
+/// What a sequencer signs for `upgrade`: its order sequence number `seq`
+/// and the deployer the id names (section 4.4's endorsed sequence numbers).
+pub fn sequence_digest(upgrade: UpgradeId, seq: u64) -> Digest {
+    let mut h = Hasher::new(Domain::Sequence, &Binding::upgrade(upgrade));
+    h.update(&seq.to_le_bytes());
+    h.update(&upgrade.deployer().0.to_le_bytes());
+    h.finish()
 }
 
 /// `D(x)`: the domain-separated SHA-256 of `data` under `binding`.

@@ -449,6 +449,7 @@ impl World {
                 guardians: material.guardian_sets[gi]
                     .as_ref()
                     .map(|set| GuardianIds { f: set.f, ids: set.members.iter().map(|(id, _)| *id).collect() }),
+                sequencer: None,
             };
             for ((id, key), gen) in material.deployers.iter().zip(&material.genesis) {
                 let _ = config.deployers.push(AuthorizedDeployer { id: *id, key: *key, genesis: gen.clone() });

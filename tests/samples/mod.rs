@@ -80,6 +80,7 @@ pub fn piece_header() -> PieceHeader {
         group: GROUP,
         deployer: DeployerId(9),
         order_seq: 300,
+        sequence: None,
         trigger_digest: Digest([0x11; 32]),
         cancel_digest: Digest([0x22; 32]),
         prev_version: Code::from_bytes([0x33; 32]),

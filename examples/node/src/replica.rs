@@ -117,6 +117,7 @@ fn group_config(cluster: &Cluster, group: u32) -> Result<GroupConfig> {
         retry_ms: cluster.retry_ms,
         proactive: cluster.proactive,
         guardians,
+        sequencer: None,
     })
 }
 
