@@ -355,6 +355,43 @@ impl Held {
     }
 }
 
+/// The replicated part of a [`GroupReplica`], as
+/// [`GroupReplica::replicated_digest`] encodes it.
+#[derive(Serialize)]
+struct Replicated<'a> {
+    /// The configuration is fixed at construction; its membership stands
+    /// for it.
+    members: &'a Digest,
+    held: HeldPublic<'a>,
+    finished: &'a Deque<Finished, HISTORY>,
+    chains: &'a Vec<Code, MAX_DEPLOYERS>,
+    version: u64,
+    outbox: &'a Vec<Attachment, MAX_NEIGHBORS>,
+}
+
+/// The held pieces without this replica's secrets.
+struct HeldPublic<'a>(&'a [Held]);
+
+impl Serialize for HeldPublic<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|h| {
+            let Held {
+                upgrade,
+                deployer,
+                order,
+                trigger_digest,
+                cancel_digest,
+                resources,
+                payload,
+                status,
+                guarded,
+                secrets: _,
+            } = h;
+            (upgrade, deployer, order, trigger_digest, cancel_digest, resources, payload, status, guarded)
+        }))
+    }
+}
+
 /// A finished upgrade.
 #[derive(Clone, Serialize, Deserialize)]
 struct Finished {
@@ -518,6 +555,28 @@ impl GroupReplica {
     /// first: the upgrade, its outcome, and the group version after it.
     pub fn finished_upgrades(&self) -> impl Iterator<Item = (UpgradeId, Outcome, u64)> + '_ {
         self.finished.iter().map(|f| (f.upgrade, f.outcome, f.version))
+    }
+
+    /// The digest of this replica's **replicated** state: everything that
+    /// is a function of the group's ordered operations alone (the
+    /// membership, the held pieces and their status, the outcomes, the
+    /// version chains and version, Figure 2's outboxes), and nothing of
+    /// this replica's own (its index, shares and tokens, guardian fetches,
+    /// diffusion duty). Every correct replica of a group that executed the
+    /// same operations has the same digest, so a BFT engine can put it in
+    /// its checkpoints, and a replica whose digest differs from `f + 1`
+    /// peers' has diverged.
+    pub fn replicated_digest(&self) -> Digest {
+        let binding = Binding { upgrade: UpgradeId([0; 16]), group: self.group(), index: 0 };
+        let view = Replicated {
+            members: &self.members,
+            held: HeldPublic(&self.held),
+            finished: &self.finished,
+            chains: &self.chains,
+            version: self.version,
+            outbox: &self.outbox,
+        };
+        crate::wire::digest_encoding(crate::crypto::Domain::Replicated, &binding, &view)
     }
 
     /// This replica's current version code for `deployer`.
@@ -1112,6 +1171,9 @@ impl GroupReplica {
                 }
             }
             self.version = self.version.saturating_add(1);
+            if self.planted(Planted::DivergentVersion) && usize::from(self.me) + 1 == self.config.membership.n() {
+                self.version = self.version.saturating_add(1);
+            }
             // One effect a finish, at most MAX_ATTACHED finishes a step.
             step.emit_effect(GroupEffect::Apply {
                 upgrade,

@@ -43,4 +43,7 @@ pub enum Planted {
     /// An installer that is done once one group acknowledged and never
     /// sends the outcome to the groups diffusion does not reach.
     DoneAfterOneGroup,
+    /// A group's last replica counts each commit twice in its version: its
+    /// replicated state diverges from its peers'.
+    DivergentVersion,
 }

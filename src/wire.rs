@@ -275,7 +275,7 @@ impl PieceHeader {
     /// header's canonical encoding, hashed as it is encoded.
     pub fn digest(&self) -> Digest {
         let hasher = Hasher::new(Domain::PieceHeader, &self.binding());
-        match postcard::serialize_with_flavor(self, HashFlavor(hasher)) {
+        match postcard::serialize_with_flavor(self, HashFlavor::new(hasher)) {
             Ok(d) => d,
             // Encoding into a hash cannot fail; a fixed value that no
             // signature covers keeps this path panic-free.
@@ -855,23 +855,59 @@ fn whole_and_canonical<T: Serialize>(value: &T, bytes: &[u8], rest: &[u8]) -> Re
 }
 
 /// A postcard output that feeds a [`Hasher`].
-struct HashFlavor(Hasher);
+/// A postcard output that hashes what it is given, a block at a time
+/// (postcard hands byte arrays over one byte per call).
+struct HashFlavor {
+    hasher: Hasher,
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl HashFlavor {
+    fn new(hasher: Hasher) -> Self {
+        Self { hasher, buf: [0; 64], len: 0 }
+    }
+
+    fn drain(&mut self) {
+        self.hasher.update(self.buf.get(..self.len).unwrap_or_default());
+        self.len = 0;
+    }
+}
+
+/// The domain-separated SHA-256 of `value`'s canonical encoding, hashed as
+/// it is encoded (no buffer).
+pub(crate) fn digest_encoding<T: Serialize + ?Sized>(domain: Domain, binding: &Binding, value: &T) -> Digest {
+    match postcard::serialize_with_flavor(value, HashFlavor::new(Hasher::new(domain, binding))) {
+        Ok(d) => d,
+        // Encoding into a hash cannot fail (every type here encodes).
+        Err(_) => Digest([0; 32]),
+    }
+}
 
 impl Flavor for HashFlavor {
     type Output = Digest;
 
+    #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.update(&[data]);
+        if self.len == self.buf.len() {
+            self.drain();
+        }
+        if let Some(b) = self.buf.get_mut(self.len) {
+            *b = data;
+            self.len = self.len.saturating_add(1);
+        }
         Ok(())
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.update(data);
+        self.drain();
+        self.hasher.update(data);
         Ok(())
     }
 
-    fn finalize(self) -> postcard::Result<Digest> {
-        Ok(self.0.finish())
+    fn finalize(mut self) -> postcard::Result<Digest> {
+        self.drain();
+        Ok(self.hasher.finish())
     }
 }
 

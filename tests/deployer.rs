@@ -246,3 +246,30 @@ fn deployer_restart_after_a_refusal_aborts_its_upgrade() {
     let done = c.outcomes(next.header().upgrade);
     assert!(done[..8].iter().all(|o| *o == Some(Outcome::Committed)), "{done:?}");
 }
+
+#[test]
+fn replicated_digest_agrees_across_replicas_and_tracks_ordered_state() {
+    // The replicas' own shares differ, their replicated state does not.
+    let mut rng = ChaCha20Rng::from_seed([5; 32]);
+    let mut c = Cluster::new(&mut rng);
+    let groups = c.groups();
+    let digests = |c: &Cluster| -> Vec<[u8; 32]> { c.replicas[0].iter().map(|r| r.replicated_digest().0).collect() };
+    let fresh = digests(&c);
+    assert!(fresh.iter().all(|d| *d == fresh[0]));
+    // Two groups' digests differ (the binding names the group).
+    assert_ne!(c.replicas[1][0].replicated_digest().0, fresh[0]);
+
+    let plan = UpgradePlan::new(&mut rng, c.deployer.id(), 1, &groups).unwrap();
+    let piece = c.piece(&plan, 0, &GENESIS);
+    c.order(0, &Operation::PrepareInstall(piece));
+    let prepared = digests(&c);
+    assert!(prepared.iter().all(|d| *d == prepared[0]));
+    assert_ne!(prepared[0], fresh[0]);
+
+    // One replica alone executing the commit diverges from the others.
+    let key = &c.keys[0][2];
+    let _ = c.replicas[0][2].handle_ordered(Instant(1_000), ORIGIN, &plan.commit(), key, |_| Verdict::Accept);
+    let split = digests(&c);
+    assert_ne!(split[2], split[0]);
+    assert_eq!(split[0], prepared[0]);
+}

@@ -137,6 +137,13 @@ fn installer_sweep_ignoring_room() {
     check(Swarm::default(), Planted::SweepIgnoresRoom, Expect::Safety(ViolationKind::LostOutput));
 }
 
+/// Issue 15's checker: one replica's replicated state drifting from its
+/// peers' (here its version) is caught right after the operation.
+#[test]
+fn replica_diverging_from_its_group() {
+    check(Swarm::default(), Planted::DivergentVersion, Expect::Safety(ViolationKind::Diverged));
+}
+
 /// Without a planted bug, the same swarms are clean on the first seeds.
 #[test]
 fn no_bug_no_violation() {

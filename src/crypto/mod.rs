@@ -54,6 +54,9 @@ pub enum Domain {
     Token,
     /// A sequencer's signed (sequence, upgrade, deployer) triple.
     Sequence,
+    /// A group replica's replicated state (the part every correct replica
+    /// of the group shares).
+    Replicated,
     /// HKDF info for a piece's ephemeral sealing key, derived from the
     /// plan's master seed and everything the piece seals for.
     Ephemeral,
@@ -74,6 +77,7 @@ impl Domain {
             Self::Token => b"bft-upgrade/v1/token",
             Self::Ephemeral => b"bft-upgrade/v1/ephemeral",
             Self::Sequence => b"bft-upgrade/v1/sequence",
+            Self::Replicated => b"bft-upgrade/v1/replicated",
         }
     }
 }

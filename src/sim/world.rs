@@ -652,7 +652,8 @@ impl World {
             Planted::SkipTriggerCheck
             | Planted::SkipVersionCheck
             | Planted::NoPostponement
-            | Planted::SquattableIds => {
+            | Planted::SquattableIds
+            | Planted::DivergentVersion => {
                 for r in self.groups.iter_mut().flat_map(|g| g.replicas.iter_mut()) {
                     r.host.plant(bug);
                     r.host.flush(Batch::new(), &mut Vec::new()).expect("memory store");
@@ -894,6 +895,7 @@ impl World {
                     let report = self.groups[callee].replicas[ri].host.request(Instant(self.now), from, &codes);
                     self.route_group(callee, ri, report, None);
                 }
+                self.check_replicated(callee);
                 let back = self.take_attachment(callee, caller);
                 let delay = self.cfg.latency_ms;
                 self.push(self.now + delay, Event::AppResponse { caller, callee, txn, codes: Box::new(back) });
@@ -907,6 +909,7 @@ impl World {
                     restarted |= report.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
                     self.route_group(caller, ri, report, None);
                 }
+                self.check_replicated(caller);
                 self.txns.remove(&txn);
                 if restarted {
                     self.metrics.txns_restarted += 1;
@@ -942,6 +945,7 @@ impl World {
             }
             self.route_group(gi, ri, report, None);
         }
+        self.check_replicated(gi);
         let Some(reply) = chosen else { return };
         if self.groups[gi].correct && self.violation.is_none() {
             let g = &self.groups[gi];
@@ -990,6 +994,7 @@ impl World {
                 chosen = Some(a);
             }
         }
+        self.check_replicated(group);
         chosen.unwrap_or_default()
     }
 
@@ -1055,6 +1060,7 @@ impl World {
             let report = r.host.ordered_with(Instant(self.now), origin, op, &mut crypto, |_| verdict);
             self.route_group(gi, ri, report, Some(op));
         }
+        self.check_replicated(gi);
     }
 
     fn timer(&mut self, who: Who) {

@@ -36,6 +36,10 @@ pub enum ViolationKind {
     ClientOrder,
     /// A role's step lost an output it had decided (`Step::lost`).
     LostOutput,
+    /// Two correct replicas of a group that executed the same ordered
+    /// operations hold different replicated state
+    /// (`GroupReplica::replicated_digest`).
+    Diverged,
 }
 
 /// Message and work counters.
@@ -234,6 +238,20 @@ impl World {
                 };
                 (released(true) || public(true), released(false) || public(false))
             }
+        }
+    }
+
+    /// After an operation every replica of group `gi` executed in the
+    /// group's order: its correct replicas' replicated digests agree.
+    pub(super) fn check_replicated(&mut self, gi: usize) {
+        let g = &self.groups[gi];
+        let mut correct = g.replicas.iter().enumerate().filter(|(_, r)| r.byz.is_none());
+        let Some((first, r0)) = correct.next() else { return };
+        let d0 = r0.host.role().replicated_digest();
+        let diverged = correct.find(|(_, r)| r.host.role().replicated_digest() != d0).map(|(ri, _)| ri);
+        if let Some(ri) = diverged {
+            let what = format!("replicas {first} and {ri} of group {:?} diverged after the same operations", g.id);
+            self.flag(ViolationKind::Diverged, what);
         }
     }
 
