@@ -323,9 +323,9 @@ struct Guarded {
     guardians: Vec<(u32, Digest, Digest), MAX_GUARDIANS>,
 }
 
-/// A piece in `A ∪ C`.
+/// A piece in `A ∪ C`, as every correct replica of the group holds it.
 #[derive(Clone, Serialize, Deserialize)]
-struct Held {
+struct HeldRecord {
     upgrade: UpgradeId,
     deployer: DeployerId,
     order: OrderKey,
@@ -336,16 +336,48 @@ struct Held {
     status: Status,
     /// Guardian custody, if the piece is in it.
     guarded: Option<Guarded>,
-    /// Per replica: `None` when this replica's box did not open.
+}
+
+/// A held piece: the group's record of it and this replica's secrets
+/// (`None` when this replica's box did not open). Encoded as the record's
+/// fields followed by the secrets.
+#[derive(Clone, Serialize, Deserialize)]
+struct Held {
+    record: HeldRecord,
     secrets: Option<Secrets>,
 }
 
-impl Held {
+impl core::ops::Deref for Held {
+    type Target = HeldRecord;
+    fn deref(&self) -> &HeldRecord {
+        &self.record
+    }
+}
+
+impl core::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut HeldRecord {
+        &mut self.record
+    }
+}
+
+impl AsRef<HeldRecord> for Held {
+    fn as_ref(&self) -> &HeldRecord {
+        &self.record
+    }
+}
+
+impl AsRef<HeldRecord> for HeldRecord {
+    fn as_ref(&self) -> &HeldRecord {
+        self
+    }
+}
+
+impl HeldRecord {
     fn in_a(&self) -> bool {
         self.status != Status::Cancelled
     }
 
-    fn conflicts(&self, other: &Held) -> bool {
+    fn conflicts(&self, other: &HeldRecord) -> bool {
         self.upgrade != other.upgrade && self.resources.iter().any(|r| other.resources.contains(r))
     }
 
@@ -355,40 +387,80 @@ impl Held {
     }
 }
 
-/// The replicated part of a [`GroupReplica`], as
-/// [`GroupReplica::replicated_digest`] encodes it.
+/// The replicated part of a group replica's state: everything that is a
+/// function of the group's ordered operations alone (the held pieces and
+/// their status, the outcomes, the version chains and version, Figure 2's
+/// outboxes), for the group's membership. It has a canonical encoding and
+/// a [`digest`](Self::digest), equal at every correct replica that
+/// executed the same operations.
+///
+/// A wiped, lagging or new replica installs it, from a source the host
+/// trusts (`f + 1` peers with matching digests, or the engine's certified
+/// checkpoint), with [`GroupReplica::transfer`].
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ReplicatedState {
+    group: GroupId,
+    members: Digest,
+    held: Vec<HeldRecord, MAX_IN_FLIGHT>,
+    finished: Deque<Finished, HISTORY>,
+    chains: Vec<Code, MAX_DEPLOYERS>,
+    version: u64,
+    outbox: Vec<Attachment, MAX_NEIGHBORS>,
+}
+
+impl ReplicatedState {
+    /// Its digest ([`GroupReplica::replicated_digest`] of the replicas it
+    /// was taken from).
+    pub fn digest(&self) -> Digest {
+        Replicated {
+            members: &self.members,
+            held: Records(&self.held),
+            finished: &self.finished,
+            chains: &self.chains,
+            version: self.version,
+            outbox: &self.outbox,
+        }
+        .digest(self.group)
+    }
+
+    /// The group version it is at.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The upgrades whose pieces a replica installing it needs.
+    pub fn held_upgrades(&self) -> impl Iterator<Item = UpgradeId> + '_ {
+        self.held.iter().map(|h| h.upgrade)
+    }
+}
+
+/// The replicated part, by reference, as the digest encodes it.
 #[derive(Serialize)]
-struct Replicated<'a> {
+#[serde(bound(serialize = "H: AsRef<HeldRecord>"))]
+struct Replicated<'a, H: AsRef<HeldRecord>> {
     /// The configuration is fixed at construction; its membership stands
     /// for it.
     members: &'a Digest,
-    held: HeldPublic<'a>,
+    held: Records<'a, H>,
     finished: &'a Deque<Finished, HISTORY>,
     chains: &'a Vec<Code, MAX_DEPLOYERS>,
     version: u64,
     outbox: &'a Vec<Attachment, MAX_NEIGHBORS>,
 }
 
-/// The held pieces without this replica's secrets.
-struct HeldPublic<'a>(&'a [Held]);
+impl<H: AsRef<HeldRecord>> Replicated<'_, H> {
+    fn digest(&self, group: GroupId) -> Digest {
+        let binding = Binding { upgrade: UpgradeId([0; 16]), group, index: 0 };
+        crate::wire::digest_encoding(crate::crypto::Domain::Replicated, &binding, self)
+    }
+}
 
-impl Serialize for HeldPublic<'_> {
+/// Held pieces encoded as their records (a replica's secrets left out).
+struct Records<'a, H>(&'a [H]);
+
+impl<H: AsRef<HeldRecord>> Serialize for Records<'_, H> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|h| {
-            let Held {
-                upgrade,
-                deployer,
-                order,
-                trigger_digest,
-                cancel_digest,
-                resources,
-                payload,
-                status,
-                guarded,
-                secrets: _,
-            } = h;
-            (upgrade, deployer, order, trigger_digest, cancel_digest, resources, payload, status, guarded)
-        }))
+        serializer.collect_seq(self.0.iter().map(AsRef::as_ref))
     }
 }
 
@@ -541,7 +613,7 @@ impl GroupReplica {
     /// Whether `upgrade` is held here and unfinished, and if so whether it
     /// is in `A` (`Some(true)`) or `C` (`Some(false)`).
     pub fn holds(&self, upgrade: UpgradeId) -> Option<bool> {
-        self.held.iter().find(|h| h.upgrade == upgrade).map(Held::in_a)
+        self.held.iter().find(|h| h.upgrade == upgrade).map(|h| h.in_a())
     }
 
     /// The unfinished upgrades held here (`A ∪ C`), each with whether it is
@@ -567,16 +639,86 @@ impl GroupReplica {
     /// its checkpoints, and a replica whose digest differs from `f + 1`
     /// peers' has diverged.
     pub fn replicated_digest(&self) -> Digest {
-        let binding = Binding { upgrade: UpgradeId([0; 16]), group: self.group(), index: 0 };
-        let view = Replicated {
+        Replicated {
             members: &self.members,
-            held: HeldPublic(&self.held),
+            held: Records(&self.held),
             finished: &self.finished,
             chains: &self.chains,
             version: self.version,
             outbox: &self.outbox,
-        };
-        crate::wire::digest_encoding(crate::crypto::Domain::Replicated, &binding, &view)
+        }
+        .digest(self.group())
+    }
+
+    /// A copy of this replica's replicated state, for a peer's
+    /// [`transfer`](Self::transfer) (or a checkpoint).
+    pub fn replicated(&self) -> ReplicatedState {
+        ReplicatedState {
+            group: self.group(),
+            members: self.members,
+            held: self.held.iter().map(|h| h.record.clone()).collect(),
+            finished: self.finished.clone(),
+            chains: self.chains.clone(),
+            version: self.version,
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    /// State transfer: replica `me` of `config`'s group, starting from
+    /// `state` (which the host trusts: `f + 1` peers' matching digests, or
+    /// a certified checkpoint) instead of from scratch. Its own part is
+    /// rebuilt by opening its boxes of the held pieces, which `pieces`
+    /// supplies by upgrade id (from peers or installers; each is checked
+    /// against the deployer's signature and the held record). A piece whose
+    /// box does not open for this replica is reported as `BadBox` in the
+    /// returned step, as when it was prepared, and the replica still
+    /// follows the group's outcomes. It then carries on, answering with the
+    /// shares it owes for the held pieces.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); [`MisuseError::BadArgument`] for a state of
+    /// another group, membership or configuration shape, or a held piece
+    /// that `pieces` does not supply (or supplies forged or for another
+    /// upgrade). Nothing is built then.
+    pub fn transfer<'p>(
+        config: GroupConfig,
+        me: u8,
+        state: &ReplicatedState,
+        mut pieces: impl FnMut(UpgradeId) -> Option<&'p Piece>,
+        crypto: &mut impl PieceCrypto,
+    ) -> Result<(Self, Step<GroupEffect>), MisuseError> {
+        let mut replica = Self::new(config, me)?;
+        let shape_matches = state.group == replica.group()
+            && state.members == replica.members
+            && state.chains.len() == replica.chains.len()
+            && state.outbox.len() == replica.outbox.len();
+        if !shape_matches {
+            return Err(MisuseError::BadArgument);
+        }
+        let mut step = Step::new();
+        let mut held = Vec::new();
+        for record in &state.held {
+            let piece = pieces(record.upgrade).ok_or(MisuseError::BadArgument)?;
+            let h = &piece.header;
+            let signer = replica.config.deployers.iter().find(|d| d.id == record.deployer);
+            let genuine = h.upgrade == record.upgrade
+                && h.group == state.group
+                && h.trigger_digest == record.trigger_digest
+                && h.cancel_digest == record.cancel_digest
+                && signer.is_some_and(|d| crypto.verify(piece, &d.key));
+            if !genuine {
+                return Err(MisuseError::BadArgument);
+            }
+            let secrets = replica.open_own(&mut step, piece, crypto);
+            // At most MAX_IN_FLIGHT records, as `held` holds.
+            let _ = held.push(Held { record: record.clone(), secrets });
+        }
+        replica.held = held;
+        replica.finished = state.finished.clone();
+        replica.chains = state.chains.clone();
+        replica.version = state.version;
+        replica.outbox = state.outbox.clone();
+        Ok((replica, step))
     }
 
     /// This replica's current version code for `deployer`.
@@ -850,24 +992,7 @@ impl GroupReplica {
         if self.held.is_full() {
             return Reply::Refused(Refusal::Busy);
         }
-        let index = usize::from(self.me);
-        let opened = match &h.custody {
-            Custody::Replicas => crypto.open(piece, index).map(|o| Secrets::Shares {
-                key: o.key.clone(),
-                secret_share: o.secret_share.clone(),
-                cancel_share: o.cancel_share.clone(),
-            }),
-            Custody::Guardians { .. } => {
-                crypto.open_token(piece, index).map(|(key, token)| Secrets::Guarded { key, token, fetch: None })
-            }
-        };
-        let secrets = match opened {
-            Ok(s) => Some(s),
-            Err(_) => {
-                step.fault(Peer::Deployer(h.deployer), Some(h.upgrade), FaultKind::BadBox);
-                None
-            }
-        };
+        let secrets = self.open_own(step, piece, crypto);
         let guarded = match &h.custody {
             Custody::Replicas => None,
             Custody::Guardians { f, guardians } => {
@@ -879,7 +1004,7 @@ impl GroupReplica {
             }
         };
         let deployer = self.config.deployers.get(slot).map(|d| d.id).unwrap_or(h.deployer);
-        let mut new = Held {
+        let record = HeldRecord {
             upgrade: h.upgrade,
             deployer,
             order: h.order_key(),
@@ -889,8 +1014,8 @@ impl GroupReplica {
             payload: h.payload,
             status: Status::Withheld,
             guarded,
-            secrets,
         };
+        let mut new = Held { record, secrets };
         // The application's own reason to reject: into C, release c.
         if validate(h) == Verdict::Reject {
             new.status = Status::Cancelled;
@@ -914,6 +1039,30 @@ impl GroupReplica {
         }
         let i = self.held.len().saturating_sub(1);
         self.rule4_or_repeat(i)
+    }
+
+    /// This replica's secrets of `piece`: its box opened (a bad box is the
+    /// deployer's fault, reported, and leaves `None`).
+    fn open_own(&self, step: &mut Step<GroupEffect>, piece: &Piece, crypto: &mut impl PieceCrypto) -> Option<Secrets> {
+        let h = &piece.header;
+        let index = usize::from(self.me);
+        let opened = match &h.custody {
+            Custody::Replicas => crypto.open(piece, index).map(|o| Secrets::Shares {
+                key: o.key.clone(),
+                secret_share: o.secret_share.clone(),
+                cancel_share: o.cancel_share.clone(),
+            }),
+            Custody::Guardians { .. } => {
+                crypto.open_token(piece, index).map(|(key, token)| Secrets::Guarded { key, token, fetch: None })
+            }
+        };
+        match opened {
+            Ok(s) => Some(s),
+            Err(_) => {
+                step.fault(Peer::Deployer(h.deployer), Some(h.upgrade), FaultKind::BadBox);
+                None
+            }
+        }
     }
 
     /// Checks a new piece: group, signer, signature, membership, version
@@ -1020,7 +1169,9 @@ impl GroupReplica {
             Status::Cancelled => ShareKind::Cancel,
             Status::Withheld => return,
         };
-        let (Some(g), Some(Secrets::Guarded { token, fetch, .. })) = (&d.guarded, &mut d.secrets) else { return };
+        let (Some(g), Some(Secrets::Guarded { token, fetch, .. })) = (&d.record.guarded, &mut d.secrets) else {
+            return;
+        };
         if fetch.is_some() {
             return;
         }
@@ -1043,7 +1194,8 @@ impl GroupReplica {
         let (me, group, cap) = (self.me, self.group(), self.config.retry_ms.saturating_mul(16));
         for d in self.held.iter_mut() {
             let upgrade = d.upgrade;
-            let (Some(g), Some(Secrets::Guarded { token, fetch: Some(fetch), .. })) = (&d.guarded, &mut d.secrets)
+            let (Some(g), Some(Secrets::Guarded { token, fetch: Some(fetch), .. })) =
+                (&d.record.guarded, &mut d.secrets)
             else {
                 continue;
             };
@@ -1078,7 +1230,7 @@ impl GroupReplica {
         let Some(d) = self.held.iter_mut().find(|h| h.upgrade == upgrade) else { return };
         let binding = Binding::group(upgrade, group).at(GUARDIAN_INDEX_BASE);
         let (trigger_digest, cancel_digest) = (d.trigger_digest, d.cancel_digest);
-        let (Some(g), Some(Secrets::Guarded { fetch: Some(fetch), .. })) = (&d.guarded, &mut d.secrets) else {
+        let (Some(g), Some(Secrets::Guarded { fetch: Some(fetch), .. })) = (&d.record.guarded, &mut d.secrets) else {
             return;
         };
         if fetch.kind != kind || fetch.code.is_some() {
