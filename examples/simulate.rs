@@ -310,6 +310,7 @@ struct Totals {
     committed: u64,
     aborted: u64,
     faults: u64,
+    wipes: u64,
     diffusing: Side,
     two_pc: Side,
 }
@@ -481,6 +482,7 @@ fn main() -> ExitCode {
             "upgrades_committed": t.committed,
             "upgrades_aborted": t.aborted,
             "faults_injected": t.faults,
+            "replicas_wiped": t.wipes,
             "diffusing": t.diffusing.json(),
             "2pc": t.two_pc.json(),
             "seconds": elapsed.as_secs_f64(),
@@ -505,6 +507,7 @@ fn main() -> ExitCode {
 
 fn record(t: &mut Totals, seed: u64, r: &Report) {
     t.faults += r.faults_injected;
+    t.wipes += r.metrics.wipes;
     for o in r.outcomes.iter().flatten() {
         match o {
             Outcome::Committed => t.committed += 1,
@@ -601,6 +604,7 @@ fn print_table(args: &Args, t: &Totals, seconds: f64) {
     println!("  upgrades committed        {:>10}", t.committed);
     println!("  upgrades aborted          {:>10}", t.aborted);
     println!("  faults injected           {:>10}", t.faults);
+    println!("  replicas wiped, rejoined  {:>10}", t.wipes);
     println!("  safety violations         {:>10}", t.violations.len());
     println!("  liveness failures         {:>10}", t.liveness.len());
     println!();

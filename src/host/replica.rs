@@ -7,7 +7,7 @@ use std::vec::Vec;
 
 use super::{hex, load, route, to_bytes, unhex16, Batch, Faults, HostError, Outbound, Store, Transport};
 use crate::crypto::ReplicaSecretKey;
-use crate::group::{GroupEffect, GroupReplica, TxnId, Verdict};
+use crate::group::{GroupConfig, GroupEffect, GroupReplica, ReplicatedState, TxnId, Verdict};
 use crate::step::{Instant, Peer, Step};
 use crate::wire::{
     Attachment, ClientCall, ClientReply, GroupId, Message, Operation, Piece, PieceCrypto, PieceHeader, UpgradeId,
@@ -82,6 +82,34 @@ impl<S: Store> ReplicaHost<S> {
         };
         let stored = stored_pieces(&store)?;
         Ok(Self { store, role, stored, taken: Vec::new(), out: Vec::new(), dirty: false })
+    }
+
+    /// State transfer for a wiped, lagging or new replica: replica `me` of
+    /// `config`'s group built from `state` (which the host trusts: `f + 1`
+    /// peers' matching digests, or a certified checkpoint) and the pieces
+    /// of its held upgrades ([`GroupReplica::transfer`]), written to `store`
+    /// at once with those pieces (stale ones deleted). The report holds
+    /// the faults found (a box that does not open for this replica).
+    ///
+    /// # Errors
+    /// [`HostError::Misuse`] from `transfer` (nothing is written then);
+    /// [`HostError::Store`] when the store cannot be read or written.
+    pub fn rejoin(
+        store: S,
+        config: GroupConfig,
+        me: u8,
+        state: &ReplicatedState,
+        pieces: &[Piece],
+        crypto: &mut impl PieceCrypto,
+    ) -> Result<(Self, ReplicaReport), HostError<S::Error>> {
+        let find = |u: UpgradeId| pieces.iter().find(|p| p.header.upgrade == u);
+        let (role, step) = GroupReplica::transfer(config, me, state, find, crypto)?;
+        let stored = stored_pieces(&store)?;
+        let taken = state.held_upgrades().filter_map(find).cloned().collect();
+        let mut host = Self { store, role, stored, taken, out: Vec::new(), dirty: true };
+        let report = host.carry(&step);
+        host.flush(Batch::new(), &mut Vec::new())?;
+        Ok((host, report))
     }
 
     /// Crash and restart: forgets everything since the last flush and reads

@@ -7,6 +7,7 @@ mod check;
 mod config;
 mod hostile;
 mod route;
+mod transfer;
 
 pub use check::{Metrics, Report, Violation, ViolationKind};
 pub use config::{ByzantineGuardian, ByzantineReplica, NetworkFaults, SimConfig, UpgradeSpec};
@@ -25,7 +26,9 @@ use super::material::{Cached, Material};
 use crate::client::{Client, ClientEvent};
 use crate::crypto::ShareKind;
 use crate::crypto::{Code, Share};
-use crate::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
+use crate::group::{
+    AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, ReplicatedState, TxnId, Verdict,
+};
 use crate::group::{GuardianIds, PieceCrypto};
 use crate::guardian::{GuardedGroup, Guardian, GuardianConfig};
 use crate::host::{Batch, ReplicaReport};
@@ -164,6 +167,9 @@ struct Replica {
     scheduled: Option<Instant>,
     /// Planted bug: misbehaves, yet the checkers count it as correct.
     counted_correct: bool,
+    /// Wiped: its store is gone and it takes no input until it rejoins by
+    /// state transfer.
+    down: bool,
 }
 
 impl Replica {
@@ -277,6 +283,11 @@ enum Event {
     AppResponse { caller: usize, callee: usize, txn: u64, codes: Box<Attachment> },
     /// A role crashes and restarts from its serialized state.
     Restart { who: Who },
+    /// A correct replica loses its store (at most `f` a group at a time,
+    /// counted with its Byzantine replicas).
+    Wipe { group: usize, replica: usize },
+    /// The wiped replica rejoins by state transfer from `f + 1` peers.
+    Rejoin { group: usize, replica: usize },
     /// An external client calls a group.
     ClientCall { client: usize, group: usize },
     /// A replica's host hands a piece to a guardian.
@@ -473,6 +484,7 @@ impl World {
                     finished: BTreeMap::new(),
                     scheduled: None,
                     counted_correct: false,
+                    down: false,
                 })
                 .collect();
             built_groups.push(Group { id, f, replicas, neighbors: neighbors[gi].clone(), correct });
@@ -625,7 +637,14 @@ impl World {
                 } else {
                     Who::Installer(below(&mut world.rng, world.installers.len()))
                 };
-                world.push(at, Event::Restart { who });
+                // A third of the replica crashes lose the disk as well.
+                let event = match who {
+                    Who::Replica(group, replica) if world.rng.next_u32().is_multiple_of(3) => {
+                        Event::Wipe { group, replica }
+                    }
+                    _ => Event::Restart { who },
+                };
+                world.push(at, event);
             }
         }
         world
@@ -871,6 +890,8 @@ impl World {
             Event::Submit { group, origin, op } => self.execute(group, origin, &op),
             Event::Timer { who } => self.timer(who),
             Event::Restart { who } => self.restart(who),
+            Event::Wipe { group, replica } => self.wipe(group, replica),
+            Event::Rejoin { group, replica } => self.rejoin(group, replica),
             Event::ClientCall { client, group } => self.client_call(client, group),
             Event::PieceToGuardian { guardian, piece, from } => {
                 let slot = &mut self.guardians[guardian];
@@ -892,6 +913,9 @@ impl World {
                 // ReceiveRequest at the callee, in its ordered execution.
                 let from = self.groups[caller].id;
                 for ri in 0..self.groups[callee].replicas.len() {
+                    if self.groups[callee].replicas[ri].down {
+                        continue;
+                    }
                     let report = self.groups[callee].replicas[ri].host.request(Instant(self.now), from, &codes);
                     self.route_group(callee, ri, report, None);
                 }
@@ -904,6 +928,9 @@ impl World {
                 let from = self.groups[callee].id;
                 let mut restarted = false;
                 for ri in 0..self.groups[caller].replicas.len() {
+                    if self.groups[caller].replicas[ri].down {
+                        continue;
+                    }
                     let report =
                         self.groups[caller].replicas[ri].host.response(Instant(self.now), TxnId(txn), from, &codes);
                     restarted |= report.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
@@ -939,6 +966,9 @@ impl World {
         let call = self.clients[client].call(self.groups[gi].id);
         let mut chosen = None;
         for ri in 0..self.groups[gi].replicas.len() {
+            if self.groups[gi].replicas[ri].down {
+                continue;
+            }
             let (report, reply) = self.groups[gi].replicas[ri].host.client_call(Instant(self.now), &call);
             if chosen.is_none() && self.groups[gi].replicas[ri].byz.is_none() {
                 chosen = Some(reply);
@@ -951,7 +981,8 @@ impl World {
             let g = &self.groups[gi];
             for d in call.codes.iter().filter(|d| d.outcome == Outcome::Committed) {
                 let covers = self.upgrades.iter().any(|b| b.header.upgrade == d.upgrade && b.groups.contains(&gi));
-                let behind = g.replicas.iter().any(|r| r.byz.is_none() && !r.finished.contains_key(&d.upgrade));
+                let behind =
+                    g.replicas.iter().any(|r| r.byz.is_none() && !r.down && !r.finished.contains_key(&d.upgrade));
                 if covers && behind {
                     self.violation = Some(Violation {
                         at_ms: self.now,
@@ -987,7 +1018,7 @@ impl World {
     fn take_attachment(&mut self, group: usize, to: usize) -> Attachment {
         let to_id = self.groups[to].id;
         let mut chosen = None;
-        for r in self.groups[group].replicas.iter_mut() {
+        for r in self.groups[group].replicas.iter_mut().filter(|r| !r.down) {
             let a = r.host.attachment(to_id);
             r.host.flush(Batch::new(), &mut Vec::new()).expect("memory store");
             if chosen.is_none() && r.byz.is_none() {
@@ -1012,7 +1043,7 @@ impl World {
             (Peer::Replica { group, index }, message) => {
                 let Some(gi) = self.group_index(group) else { return };
                 let ri = usize::from(index);
-                if ri >= self.groups[gi].replicas.len() {
+                if self.groups[gi].replicas.get(ri).is_none_or(|r| r.down) {
                     return;
                 }
                 let report = self.groups[gi].replicas[ri].host.message(Instant(self.now), from, &message);
@@ -1055,6 +1086,9 @@ impl World {
         };
         for ri in 0..self.groups[gi].replicas.len() {
             let r = &mut self.groups[gi].replicas[ri];
+            if r.down {
+                continue;
+            }
             let verdict = if reject { Verdict::Reject } else { Verdict::Accept };
             let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
             let report = r.host.ordered_with(Instant(self.now), origin, op, &mut crypto, |_| verdict);
@@ -1069,6 +1103,9 @@ impl World {
             Who::Replica(gi, ri) => {
                 let r = &mut self.groups[gi].replicas[ri];
                 r.scheduled = None;
+                if r.down {
+                    return;
+                }
                 if r.host.deadline().is_some_and(|d| d <= now) {
                     let report = r.host.timeout(now);
                     self.route_group(gi, ri, report, None);
@@ -1123,6 +1160,9 @@ impl World {
             Who::Replica(gi, ri) => {
                 // A replica restarts from its host's last flush.
                 let r = &mut self.groups[gi].replicas[ri];
+                if r.down {
+                    return;
+                }
                 r.host.reopen().expect("own state decodes");
                 r.scheduled = None;
                 let d = r.host.deadline();

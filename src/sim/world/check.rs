@@ -40,6 +40,8 @@ pub enum ViolationKind {
     /// operations hold different replicated state
     /// (`GroupReplica::replicated_digest`).
     Diverged,
+    /// A wiped replica could not rejoin from `f + 1` correct peers.
+    StateTransfer,
 }
 
 /// Message and work counters.
@@ -69,6 +71,8 @@ pub struct Metrics {
     pub events: u64,
     /// Role restarts: each reopens the role from its host-layer store.
     pub restarts: u64,
+    /// Replicas wiped (each rejoins by state transfer).
+    pub wipes: u64,
     /// Batches the roles' host layers committed to their stores.
     pub store_writes: u64,
     /// External client calls.
@@ -245,7 +249,7 @@ impl World {
     /// group's order: its correct replicas' replicated digests agree.
     pub(super) fn check_replicated(&mut self, gi: usize) {
         let g = &self.groups[gi];
-        let mut correct = g.replicas.iter().enumerate().filter(|(_, r)| r.byz.is_none());
+        let mut correct = g.replicas.iter().enumerate().filter(|(_, r)| r.byz.is_none() && !r.down);
         let Some((first, r0)) = correct.next() else { return };
         let d0 = r0.host.role().replicated_digest();
         let diverged = correct.find(|(_, r)| r.host.role().replicated_digest() != d0).map(|(ri, _)| ri);
@@ -370,6 +374,7 @@ impl World {
         let byz_guardians = self.guardians.iter().filter(|g| g.byz.is_some()).count();
         let faults_injected = (byz_replicas + byz_installers + byz_guardians) as u64
             + self.metrics.restarts
+            + self.metrics.wipes
             + self.metrics.dropped
             + self.metrics.duplicated;
         let start = self.cfg.upgrades.iter().map(|u| u.start_ms).min().unwrap_or(0);

@@ -1,0 +1,77 @@
+//! Wipe and rejoin: a correct replica loses its store, misses what its
+//! group orders meanwhile, and comes back by state transfer through the
+//! host layer (`ReplicaHost::rejoin`), from the replicated state of `f + 1`
+//! correct peers whose digests agree and the pieces their stores keep. The
+//! application's state travels with it, so the outcomes it missed count as
+//! applied.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// How long a wiped replica stays away, ms (before its rejoin).
+const AWAY_MS: usize = 300;
+
+impl World {
+    /// Wipes replica `ri` of group `gi` if that keeps the group within `f`
+    /// faulty replicas (its Byzantine ones and those away), and schedules
+    /// its rejoin.
+    pub(super) fn wipe(&mut self, gi: usize, ri: usize) {
+        let g = &self.groups[gi];
+        let faulty = g.replicas.iter().filter(|r| r.byz.is_some() || r.down).count();
+        let r = &g.replicas[ri];
+        if !r.correct() || r.byz.is_some() || r.down || faulty >= usize::from(g.f) {
+            return;
+        }
+        self.groups[gi].replicas[ri].down = true;
+        self.metrics.wipes += 1;
+        let at = self.now + 1 + below(&mut self.rng, AWAY_MS) as u64;
+        self.push(at, Event::Rejoin { group: gi, replica: ri });
+    }
+
+    /// State transfer for the wiped replica `ri` of group `gi`.
+    pub(super) fn rejoin(&mut self, gi: usize, ri: usize) {
+        let g = &self.groups[gi];
+        let need = usize::from(g.f) + 1;
+        let peers: Vec<usize> =
+            (0..g.replicas.len()).filter(|&i| i != ri && !g.replicas[i].down && g.replicas[i].byz.is_none()).collect();
+        let Some(peers) = peers.get(..need) else {
+            self.flag(ViolationKind::StateTransfer, format!("group {gi} has no {need} correct peers for replica {ri}"));
+            return;
+        };
+        let states: Vec<ReplicatedState> = peers.iter().map(|&i| g.replicas[i].host.role().replicated()).collect();
+        if states.iter().any(|s| s.digest() != states[0].digest()) {
+            self.flag(ViolationKind::Diverged, format!("group {gi}'s peers {peers:?} disagree for replica {ri}"));
+            return;
+        }
+        let state = &states[0];
+        let mut pieces = Vec::new();
+        for u in state.held_upgrades() {
+            let found = peers.iter().find_map(|&i| g.replicas[i].host.piece(u).ok().flatten());
+            pieces.extend(found);
+        }
+        let config = g.replicas[peers[0]].host.role().config().clone();
+        let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
+        let joined = ReplicaHost::rejoin(MemStore::default(), config, ri as u8, state, &pieces, &mut crypto);
+        let (host, report) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                self.flag(ViolationKind::StateTransfer, format!("replica {ri} of group {gi} cannot rejoin: {e:?}"));
+                return;
+            }
+        };
+        let finished: Vec<(UpgradeId, Outcome)> = host.role().finished_upgrades().map(|(u, o, _)| (u, o)).collect();
+        let r = &mut self.groups[gi].replicas[ri];
+        r.host = host;
+        r.down = false;
+        r.scheduled = None;
+        for (u, outcome) in finished {
+            if !self.groups[gi].replicas[ri].finished.contains_key(&u) {
+                self.note_finished(gi, ri, u, outcome);
+            }
+        }
+        self.route_group(gi, ri, report, None);
+        self.check_replicated(gi);
+        let d = self.groups[gi].replicas[ri].host.deadline();
+        self.schedule(Who::Replica(gi, ri), d);
+    }
+}
