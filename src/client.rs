@@ -25,7 +25,7 @@
 use heapless::{Deque, Vec};
 use serde::{Deserialize, Serialize};
 
-use crate::error::CapacityError;
+use crate::error::{CapacityError, MisuseError};
 use crate::wire::{Attachment, ClientCall, ClientReply, ClientStatus, Diffused, GroupId, MAX_ATTACHED};
 
 /// What a reply means for the client.
@@ -73,13 +73,15 @@ impl<const G: usize> Client<G> {
     /// Takes in a group's reply.
     ///
     /// # Errors
-    /// [`CapacityError::Groups`] when the client already tracks `G` groups
-    /// and this is a new one (the reply is then not recorded).
-    pub fn on_reply(&mut self, reply: &ClientReply) -> Result<ClientEvent, CapacityError> {
+    /// [`MisuseError::Capacity`] ([`CapacityError::Groups`]) when the
+    /// client already tracks `G` groups and this is a new one: the host
+    /// called more groups than the client was declared for. The reply is
+    /// then not recorded and the client is unchanged.
+    pub fn on_reply(&mut self, reply: &ClientReply) -> Result<ClientEvent, MisuseError> {
         let slot = match self.seen.iter().position(|(g, _)| *g == reply.group) {
             Some(i) => i,
             None => {
-                self.seen.push((reply.group, 0)).map_err(|_| CapacityError::Groups)?;
+                self.seen.push((reply.group, 0)).map_err(|_| MisuseError::Capacity(CapacityError::Groups))?;
                 self.seen.len().saturating_sub(1)
             }
         };
