@@ -18,7 +18,7 @@ use bft_upgrade::sim::{NetworkFaults, SimConfig, World};
 use bft_upgrade::step::{FaultKind, Instant, Peer};
 use bft_upgrade::wire::{
     Answer, Attachment, DeployerId, Diffused, GroupId, GuardianSet, Membership, Message, Operation, Outcome, Reply,
-    ResourceId, UpgradeId,
+    ResourceId, UpgradeId, WithKey,
 };
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -426,6 +426,49 @@ fn a_crash_reopens_the_last_flush_with_its_pieces() {
     assert_eq!(r.role().outcome(upgrade), Some(Outcome::Committed));
     assert_eq!(r.role().status(upgrade), None);
     assert_eq!(r.piece(upgrade).unwrap(), None);
+}
+
+/// A replica that lost its disk rejoins through the host layer: the role
+/// from two peers' replicated state, its pieces written with it, its own
+/// share owed again, and a reopen after that finds them.
+#[test]
+fn a_wiped_replica_rejoins_with_its_pieces_and_owes_its_share() {
+    let mut h = Host::new(5, 0);
+    let piece = h.installer.bundle().pieces[0].clone();
+    let upgrade = h.upgrade;
+    let now = h.t();
+    let prepare = Operation::PrepareInstall(piece.clone());
+    let mut shares = Vec::new();
+    for ri in 0..4 {
+        let key = h.keys[0][ri].clone();
+        let r = &mut h.replicas[0][ri];
+        let _ = r.ordered(now, INSTALLER, &prepare, &key, |_| Verdict::Accept);
+        let mut out = Vec::new();
+        r.flush(Batch::new(), &mut out).unwrap();
+        shares.push(out);
+    }
+    // Replica 3's disk is gone; replicas 0 and 1 agree on the state.
+    let (a, b) = (h.replicas[0][0].role().replicated(), h.replicas[0][1].role().replicated());
+    assert_eq!(a.digest(), b.digest());
+    let pieces: Vec<_> = a.held_upgrades().map(|u| h.replicas[0][0].piece(u).unwrap().unwrap()).collect();
+    let config = h.replicas[0][0].role().config().clone();
+    let key = h.keys[0][3].clone();
+    let (mut rejoined, report) =
+        ReplicaHost::rejoin(Flaky::default(), config, 3, &a, &pieces, &mut WithKey(&key)).unwrap();
+    assert!(report.faults.faults.is_empty());
+    assert_eq!(rejoined.store().inner.list("replica/piece/").unwrap().len(), 1);
+    rejoined.reopen().unwrap();
+    assert_eq!(rejoined.role().replicated_digest(), h.replicas[0][0].role().replicated_digest());
+    assert_eq!(rejoined.piece(upgrade).unwrap().as_ref(), Some(&piece));
+    // The retry gets the same answer replica 3 sent before its wipe.
+    let _ = rejoined.ordered(now, INSTALLER, &prepare, &key, |_| Verdict::Accept);
+    let mut out = Vec::new();
+    rejoined.flush(Batch::new(), &mut out).unwrap();
+    assert_eq!(out, shares[3]);
+    // A state the pieces do not cover is refused, and nothing is written.
+    let config = h.replicas[0][0].role().config().clone();
+    let refused = ReplicaHost::rejoin(Flaky::default(), config, 3, &a, &[], &mut WithKey(&key));
+    assert!(matches!(refused, Err(HostError::Misuse(_))));
 }
 
 /// Piggybacks that carry nothing new leave the role unchanged and cost no
