@@ -401,57 +401,50 @@ impl HeldRecord {
 pub struct ReplicatedState {
     group: GroupId,
     members: Digest,
-    held: Vec<HeldRecord, MAX_IN_FLIGHT>,
-    finished: Deque<Finished, HISTORY>,
-    chains: Vec<Code, MAX_DEPLOYERS>,
-    version: u64,
-    outbox: Vec<Attachment, MAX_NEIGHBORS>,
+    shared: Shared<HeldRecord>,
 }
 
 impl ReplicatedState {
     /// Its digest ([`GroupReplica::replicated_digest`] of the replicas it
     /// was taken from).
     pub fn digest(&self) -> Digest {
-        Replicated {
-            members: &self.members,
-            held: Records(&self.held),
-            finished: &self.finished,
-            chains: &self.chains,
-            version: self.version,
-            outbox: &self.outbox,
-        }
-        .digest(self.group)
+        self.shared.digest(self.group, &self.members)
     }
 
     /// The group version it is at.
     pub fn version(&self) -> u64 {
-        self.version
+        self.shared.version
     }
 
     /// The upgrades whose pieces a replica installing it needs.
     pub fn held_upgrades(&self) -> impl Iterator<Item = UpgradeId> + '_ {
-        self.held.iter().map(|h| h.upgrade)
+        self.shared.held.iter().map(|h| h.upgrade)
     }
 }
 
-/// The replicated part, by reference, as the digest encodes it.
-#[derive(Serialize)]
-#[serde(bound(serialize = "H: AsRef<HeldRecord>"))]
-struct Replicated<'a, H: AsRef<HeldRecord>> {
-    /// The configuration is fixed at construction; its membership stands
-    /// for it.
-    members: &'a Digest,
-    held: Records<'a, H>,
-    finished: &'a Deque<Finished, HISTORY>,
-    chains: &'a Vec<Code, MAX_DEPLOYERS>,
+/// The state every correct replica of a group shares, with the held pieces
+/// as `H`: a replica's own [`Held`] (record and secrets) or, transferred,
+/// the bare [`HeldRecord`].
+#[derive(Clone, Serialize, Deserialize)]
+struct Shared<H> {
+    held: Vec<H, MAX_IN_FLIGHT>,
+    finished: Deque<Finished, HISTORY>,
+    /// Current version code per authorized deployer (config order).
+    chains: Vec<Code, MAX_DEPLOYERS>,
+    /// The group version: the number of commits so far.
     version: u64,
-    outbox: &'a Vec<Attachment, MAX_NEIGHBORS>,
+    /// Figure 2's `T_g'`: codes to piggyback, per neighbor (config order).
+    outbox: Vec<Attachment, MAX_NEIGHBORS>,
 }
 
-impl<H: AsRef<HeldRecord>> Replicated<'_, H> {
-    fn digest(&self, group: GroupId) -> Digest {
+impl<H: AsRef<HeldRecord>> Shared<H> {
+    /// The replicated digest: the membership (the configuration is fixed
+    /// at construction; its membership stands for it) and this state, held
+    /// pieces as their records (no replica's secrets).
+    fn digest(&self, group: GroupId, members: &Digest) -> Digest {
+        let view = (members, Records(&self.held), &self.finished, &self.chains, self.version, &self.outbox);
         let binding = Binding { upgrade: UpgradeId([0; 16]), group, index: 0 };
-        crate::wire::digest_encoding(crate::crypto::Domain::Replicated, &binding, self)
+        crate::wire::digest_encoding(crate::crypto::Domain::Replicated, &binding, &view)
     }
 }
 
@@ -503,15 +496,8 @@ pub struct GroupReplica {
     /// Cached digest of the membership, checked against every piece.
     members: Digest,
     me: u8,
-    // --- deterministic ---
-    held: Vec<Held, MAX_IN_FLIGHT>,
-    finished: Deque<Finished, HISTORY>,
-    /// Current version code per authorized deployer (config order).
-    chains: Vec<Code, MAX_DEPLOYERS>,
-    /// The group version: the number of commits so far.
-    version: u64,
-    /// Figure 2's `T_g'`: codes to piggyback, per neighbor (config order).
-    outbox: Vec<Attachment, MAX_NEIGHBORS>,
+    /// The replicated part (a function of the ordered operations alone).
+    shared: Shared<Held>,
     // --- per replica ---
     diffusing: Vec<Diffusion, MAX_DIFFUSING>,
     /// Outcomes still to be told to some of the group's guardians (the
@@ -548,11 +534,7 @@ impl GroupReplica {
             members: config.membership.digest(),
             config,
             me,
-            held: Vec::new(),
-            finished: Deque::new(),
-            chains,
-            version: 0,
-            outbox,
+            shared: Shared { held: Vec::new(), finished: Deque::new(), chains, version: 0, outbox },
             diffusing: Vec::new(),
             telling: Vec::new(),
             #[cfg(feature = "planted-bugs")]
@@ -596,37 +578,37 @@ impl GroupReplica {
 
     /// The group version (number of commits so far).
     pub fn version(&self) -> u64 {
-        self.version
+        self.shared.version
     }
 
     /// The outcome of `upgrade` here, if it finished within the history.
     pub fn outcome(&self, upgrade: UpgradeId) -> Option<Outcome> {
-        self.finished.iter().find(|f| f.upgrade == upgrade).map(|f| f.outcome)
+        self.shared.finished.iter().find(|f| f.upgrade == upgrade).map(|f| f.outcome)
     }
 
     /// The Figure 3 status of `upgrade`'s piece, if it is held here and
     /// unfinished (for hosts' status displays and diagnosis).
     pub fn status(&self, upgrade: UpgradeId) -> Option<Status> {
-        self.held.iter().find(|h| h.upgrade == upgrade).map(|h| h.status)
+        self.shared.held.iter().find(|h| h.upgrade == upgrade).map(|h| h.status)
     }
 
     /// Whether `upgrade` is held here and unfinished, and if so whether it
     /// is in `A` (`Some(true)`) or `C` (`Some(false)`).
     pub fn holds(&self, upgrade: UpgradeId) -> Option<bool> {
-        self.held.iter().find(|h| h.upgrade == upgrade).map(|h| h.in_a())
+        self.shared.held.iter().find(|h| h.upgrade == upgrade).map(|h| h.in_a())
     }
 
     /// The unfinished upgrades held here (`A ∪ C`), each with whether it is
     /// in `A`. A host keeps the pieces of these, and only these, for
     /// [`GroupEffect::ForwardPiece`].
     pub fn held_upgrades(&self) -> impl Iterator<Item = (UpgradeId, bool)> + '_ {
-        self.held.iter().map(|h| (h.upgrade, h.in_a()))
+        self.shared.held.iter().map(|h| (h.upgrade, h.in_a()))
     }
 
     /// The finished upgrades remembered here (the last [`HISTORY`]), oldest
     /// first: the upgrade, its outcome, and the group version after it.
     pub fn finished_upgrades(&self) -> impl Iterator<Item = (UpgradeId, Outcome, u64)> + '_ {
-        self.finished.iter().map(|f| (f.upgrade, f.outcome, f.version))
+        self.shared.finished.iter().map(|f| (f.upgrade, f.outcome, f.version))
     }
 
     /// The digest of this replica's **replicated** state: everything that
@@ -639,28 +621,23 @@ impl GroupReplica {
     /// its checkpoints, and a replica whose digest differs from `f + 1`
     /// peers' has diverged.
     pub fn replicated_digest(&self) -> Digest {
-        Replicated {
-            members: &self.members,
-            held: Records(&self.held),
-            finished: &self.finished,
-            chains: &self.chains,
-            version: self.version,
-            outbox: &self.outbox,
-        }
-        .digest(self.group())
+        self.shared.digest(self.group(), &self.members)
     }
 
     /// A copy of this replica's replicated state, for a peer's
     /// [`transfer`](Self::transfer) (or a checkpoint).
     pub fn replicated(&self) -> ReplicatedState {
+        let s = &self.shared;
         ReplicatedState {
             group: self.group(),
             members: self.members,
-            held: self.held.iter().map(|h| h.record.clone()).collect(),
-            finished: self.finished.clone(),
-            chains: self.chains.clone(),
-            version: self.version,
-            outbox: self.outbox.clone(),
+            shared: Shared {
+                held: s.held.iter().map(|h| h.record.clone()).collect(),
+                finished: s.finished.clone(),
+                chains: s.chains.clone(),
+                version: s.version,
+                outbox: s.outbox.clone(),
+            },
         }
     }
 
@@ -690,14 +667,14 @@ impl GroupReplica {
         let mut replica = Self::new(config, me)?;
         let shape_matches = state.group == replica.group()
             && state.members == replica.members
-            && state.chains.len() == replica.chains.len()
-            && state.outbox.len() == replica.outbox.len();
+            && state.shared.chains.len() == replica.shared.chains.len()
+            && state.shared.outbox.len() == replica.shared.outbox.len();
         if !shape_matches {
             return Err(MisuseError::BadArgument);
         }
         let mut step = Step::new();
         let mut held = Vec::new();
-        for record in &state.held {
+        for record in &state.shared.held {
             let piece = pieces(record.upgrade).ok_or(MisuseError::BadArgument)?;
             let h = &piece.header;
             let signer = replica.config.deployers.iter().find(|d| d.id == record.deployer);
@@ -713,18 +690,21 @@ impl GroupReplica {
             // At most MAX_IN_FLIGHT records, as `held` holds.
             let _ = held.push(Held { record: record.clone(), secrets });
         }
-        replica.held = held;
-        replica.finished = state.finished.clone();
-        replica.chains = state.chains.clone();
-        replica.version = state.version;
-        replica.outbox = state.outbox.clone();
+        let s = &state.shared;
+        replica.shared = Shared {
+            held,
+            finished: s.finished.clone(),
+            chains: s.chains.clone(),
+            version: s.version,
+            outbox: s.outbox.clone(),
+        };
         Ok((replica, step))
     }
 
     /// This replica's current version code for `deployer`.
     pub fn version_code(&self, deployer: DeployerId) -> Option<&Code> {
         let slot = self.config.deployers.iter().position(|d| d.id == deployer)?;
-        self.chains.get(slot)
+        self.shared.chains.get(slot)
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next: the
@@ -732,7 +712,7 @@ impl GroupReplica {
     /// still waiting for shares, and (at once) outcomes still to be told to
     /// guardians.
     pub fn deadline(&self) -> Option<Instant> {
-        let fetches = self.held.iter().filter_map(|h| match &h.secrets {
+        let fetches = self.shared.held.iter().filter_map(|h| match &h.secrets {
             Some(Secrets::Guarded { fetch: Some(f), .. }) if f.code.is_none() => Some(f.deadline),
             _ => None,
         });
@@ -815,10 +795,9 @@ impl GroupReplica {
     /// piece held here, the step aborts `txn`, commits, and restarts `txn`.
     pub fn on_response(&mut self, now: Instant, txn: TxnId, from: GroupId, codes: &Attachment) -> Step<GroupEffect> {
         let mut step = Step::new();
-        let commits = codes
-            .iter()
-            .filter(|d| d.outcome == Outcome::Committed)
-            .any(|d| self.held.iter().any(|h| h.upgrade == d.upgrade && h.in_a() && h.check(d.outcome, &d.code)));
+        let commits = codes.iter().filter(|d| d.outcome == Outcome::Committed).any(|d| {
+            self.shared.held.iter().any(|h| h.upgrade == d.upgrade && h.in_a() && h.check(d.outcome, &d.code))
+        });
         // At most MAX_ATTACHED finishes between the abort and the restart:
         // MAX_STEP_EFFECTS holds them all.
         if commits {
@@ -843,12 +822,13 @@ impl GroupReplica {
         self.learn(now, &mut step, None, &call.codes);
         let mut reply = ClientReply {
             group: self.group(),
-            version: self.version,
+            version: self.shared.version,
             status: ClientStatus::Current,
             codes: Attachment::new(),
         };
-        if call.seen < self.version {
-            let since = self.finished.iter().filter(|f| f.outcome == Outcome::Committed && f.version > call.seen);
+        if call.seen < self.shared.version {
+            let since =
+                self.shared.finished.iter().filter(|f| f.outcome == Outcome::Committed && f.version > call.seen);
             let mut expected = call.seen.saturating_add(1);
             for f in since {
                 let item = Diffused { upgrade: f.upgrade, outcome: f.outcome, code: f.code.clone() };
@@ -858,7 +838,7 @@ impl GroupReplica {
                 }
                 expected = expected.saturating_add(1);
             }
-            if expected != self.version.saturating_add(1) {
+            if expected != self.shared.version.saturating_add(1) {
                 reply.status = ClientStatus::TooOld;
             }
             if reply.status == ClientStatus::TooOld {
@@ -872,7 +852,7 @@ impl GroupReplica {
     /// Figure 2: the codes to piggyback on the next request or response to
     /// `to` (taken: the next call returns only newer ones). Deterministic.
     pub fn take_attachment(&mut self, to: GroupId) -> Attachment {
-        match self.neighbor_slot(to).and_then(|i| self.outbox.get_mut(i)) {
+        match self.neighbor_slot(to).and_then(|i| self.shared.outbox.get_mut(i)) {
             Some(out) => core::mem::take(out),
             None => Attachment::new(),
         }
@@ -889,7 +869,7 @@ impl GroupReplica {
             (Peer::Replica { group, index }, Message::Answer(a)) if a.group == group && a.replica == index => {
                 let acked = matches!(a.reply, Reply::Finished(..) | Reply::Unknown);
                 let slot = self.neighbor_slot(group);
-                let ours = self.finished.iter().any(|f| f.upgrade == a.upgrade);
+                let ours = self.shared.finished.iter().any(|f| f.upgrade == a.upgrade);
                 match (acked, slot, self.diffusing.iter_mut().find(|d| d.upgrade == a.upgrade)) {
                     (true, Some(slot), Some(d)) => {
                         if let (Some(bits), Some(bit)) = (d.acks.get_mut(slot), 1u64.checked_shl(u32::from(index))) {
@@ -907,7 +887,7 @@ impl GroupReplica {
                 self.guardian_share(&mut step, from, *upgrade, *kind, share);
             }
             (Peer::Guardian(id), Message::GuardianNeedsPiece { upgrade, group }) if *group == self.group() => {
-                if self.held.iter().any(|h| h.upgrade == *upgrade && h.guarded.is_some()) {
+                if self.shared.held.iter().any(|h| h.upgrade == *upgrade && h.guarded.is_some()) {
                     step.emit_effect(GroupEffect::ForwardPiece { upgrade: *upgrade, guardian: Some(id) });
                 }
             }
@@ -968,12 +948,12 @@ impl GroupReplica {
             return Reply::Refused(Refusal::ForeignUpgradeId);
         }
         // Rule 1: the outcome is known: answer with the code itself.
-        if let Some(f) = self.finished.iter().find(|f| f.upgrade == h.upgrade) {
+        if let Some(f) = self.shared.finished.iter().find(|f| f.upgrade == h.upgrade) {
             return Reply::Finished(f.outcome, f.code.clone());
         }
         // Rule 2: a piece we hold answers as before (idempotence); a
         // withheld one is re-examined by rule 4.
-        if let Some(i) = self.held.iter().position(|x| x.upgrade == h.upgrade) {
+        if let Some(i) = self.shared.held.iter().position(|x| x.upgrade == h.upgrade) {
             return self.rule4_or_repeat(i);
         }
         // A new piece: authentic, for us, and next in its deployer's chain?
@@ -989,7 +969,7 @@ impl GroupReplica {
                 return Reply::Refused(refusal);
             }
         };
-        if self.held.is_full() {
+        if self.shared.held.is_full() {
             return Reply::Refused(Refusal::Busy);
         }
         let secrets = self.open_own(step, piece, crypto);
@@ -1022,22 +1002,22 @@ impl GroupReplica {
             return self.insert(new);
         }
         // Rule 3: a conflicting piece ordered before d: reject d at once.
-        let earlier = self.held.iter().any(|x| x.in_a() && x.conflicts(&new) && x.order < new.order);
+        let earlier = self.shared.held.iter().any(|x| x.in_a() && x.conflicts(&new) && x.order < new.order);
         if earlier {
             new.status = Status::Cancelled;
             return self.insert(new);
         }
         // Rule 3, otherwise: d joins A withheld, and every withheld piece of
         // X(d) (all ordered after d, none released) is cancelled.
-        for x in self.held.iter_mut() {
+        for x in self.shared.held.iter_mut() {
             if x.status == Status::Withheld && x.conflicts(&new) {
                 x.status = Status::Cancelled;
             }
         }
-        if self.held.push(new).is_err() {
+        if self.shared.held.push(new).is_err() {
             return Reply::Refused(Refusal::Busy);
         }
-        let i = self.held.len().saturating_sub(1);
+        let i = self.shared.held.len().saturating_sub(1);
         self.rule4_or_repeat(i)
     }
 
@@ -1100,16 +1080,18 @@ impl GroupReplica {
             return Err(Refusal::WrongMembership);
         }
         // Section 4.4: the previous version code must be the current one.
-        if self.chains.get(slot) == Some(&h.prev_version) || self.planted(Planted::SkipVersionCheck) {
+        if self.shared.chains.get(slot) == Some(&h.prev_version) || self.planted(Planted::SkipVersionCheck) {
             return Ok(slot);
         }
         let ours = |f: &&Finished| f.deployer == h.deployer;
-        if h.prev_version == signer.genesis || self.finished.iter().filter(ours).any(|f| f.code == h.prev_version) {
+        if h.prev_version == signer.genesis
+            || self.shared.finished.iter().filter(ours).any(|f| f.code == h.prev_version)
+        {
             return Err(Refusal::Replayed);
         }
-        let other_chain = self.chains.iter().enumerate().any(|(i, c)| i != slot && *c == h.prev_version)
+        let other_chain = self.shared.chains.iter().enumerate().any(|(i, c)| i != slot && *c == h.prev_version)
             || self.config.deployers.iter().any(|d| d.id != h.deployer && d.genesis == h.prev_version)
-            || self.finished.iter().any(|f| f.deployer != h.deployer && f.code == h.prev_version);
+            || self.shared.finished.iter().any(|f| f.deployer != h.deployer && f.code == h.prev_version);
         if other_chain {
             return Err(Refusal::WrongChain);
         }
@@ -1117,29 +1099,29 @@ impl GroupReplica {
     }
 
     fn insert(&mut self, new: Held) -> Reply {
-        if self.held.push(new).is_err() {
+        if self.shared.held.push(new).is_err() {
             return Reply::Refused(Refusal::Busy);
         }
-        self.rule4_or_repeat(self.held.len().saturating_sub(1))
+        self.rule4_or_repeat(self.shared.held.len().saturating_sub(1))
     }
 
     /// Rule 2 (repeat the released share) and rule 4 (a withheld piece is
     /// released once no piece of `X(d)` is released).
     fn rule4_or_repeat(&mut self, i: usize) -> Reply {
-        let Some(d) = self.held.get(i) else {
+        let Some(d) = self.shared.held.get(i) else {
             return Reply::Refused(Refusal::Busy);
         };
         if d.status == Status::Withheld {
-            let blocked = self.held.iter().any(|x| x.status == Status::Released && x.conflicts(d))
+            let blocked = self.shared.held.iter().any(|x| x.status == Status::Released && x.conflicts(d))
                 && !self.planted(Planted::NoPostponement);
             if blocked {
                 return Reply::Conflict;
             }
-            if let Some(d) = self.held.get_mut(i) {
+            if let Some(d) = self.shared.held.get_mut(i) {
                 d.status = Status::Released;
             }
         }
-        let Some(d) = self.held.get(i) else {
+        let Some(d) = self.shared.held.get(i) else {
             return Reply::Refused(Refusal::Busy);
         };
         let kind = if d.status == Status::Cancelled { ShareKind::Cancel } else { ShareKind::Secret };
@@ -1163,7 +1145,7 @@ impl GroupReplica {
     fn fetch(&mut self, now: Instant, step: &mut Step<GroupEffect>, upgrade: UpgradeId) {
         let (me, f, retry) = (self.me, self.config.membership.f, self.config.retry_ms);
         let group = self.group();
-        let Some(d) = self.held.iter_mut().find(|h| h.upgrade == upgrade) else { return };
+        let Some(d) = self.shared.held.iter_mut().find(|h| h.upgrade == upgrade) else { return };
         let kind = match d.status {
             Status::Released => ShareKind::Secret,
             Status::Cancelled => ShareKind::Cancel,
@@ -1192,7 +1174,7 @@ impl GroupReplica {
     /// Guardian custody: ask again the guardians whose shares are missing.
     fn refetch(&mut self, now: Instant, step: &mut Step<GroupEffect>) {
         let (me, group, cap) = (self.me, self.group(), self.config.retry_ms.saturating_mul(16));
-        for d in self.held.iter_mut() {
+        for d in self.shared.held.iter_mut() {
             let upgrade = d.upgrade;
             let (Some(g), Some(Secrets::Guarded { token, fetch: Some(fetch), .. })) =
                 (&d.record.guarded, &mut d.secrets)
@@ -1227,7 +1209,7 @@ impl GroupReplica {
         share: &Share,
     ) {
         let group = self.group();
-        let Some(d) = self.held.iter_mut().find(|h| h.upgrade == upgrade) else { return };
+        let Some(d) = self.shared.held.iter_mut().find(|h| h.upgrade == upgrade) else { return };
         let binding = Binding::group(upgrade, group).at(GUARDIAN_INDEX_BASE);
         let (trigger_digest, cancel_digest) = (d.trigger_digest, d.cancel_digest);
         let (Some(g), Some(Secrets::Guarded { fetch: Some(fetch), .. })) = (&d.record.guarded, &mut d.secrets) else {
@@ -1277,10 +1259,10 @@ impl GroupReplica {
         outcome: Outcome,
         code: &Code,
     ) -> Reply {
-        if let Some(f) = self.finished.iter().find(|f| f.upgrade == upgrade) {
+        if let Some(f) = self.shared.finished.iter().find(|f| f.upgrade == upgrade) {
             return Reply::Finished(f.outcome, f.code.clone());
         }
-        let Some(d) = self.held.iter().find(|h| h.upgrade == upgrade) else {
+        let Some(d) = self.shared.held.iter().find(|h| h.upgrade == upgrade) else {
             // A code for a piece we do not hold is ignored (section 4.3).
             return Reply::Unknown;
         };
@@ -1290,7 +1272,7 @@ impl GroupReplica {
             return Reply::Unknown;
         }
         self.finish(now, step, upgrade, outcome, code);
-        match self.finished.iter().find(|f| f.upgrade == upgrade) {
+        match self.shared.finished.iter().find(|f| f.upgrade == upgrade) {
             Some(f) => Reply::Finished(f.outcome, f.code.clone()),
             None => Reply::Unknown,
         }
@@ -1305,26 +1287,26 @@ impl GroupReplica {
         outcome: Outcome,
         code: &Code,
     ) {
-        let Some(i) = self.held.iter().position(|h| h.upgrade == upgrade) else {
+        let Some(i) = self.shared.held.iter().position(|h| h.upgrade == upgrade) else {
             return;
         };
         // Only a released piece commits: τ needs this group's s_g, which it
         // released only for that piece. A piece whose c shares went out (or
         // that is withheld) never commits here, whatever code arrives.
-        if outcome == Outcome::Committed && self.held.get(i).is_some_and(|d| d.status != Status::Released) {
+        if outcome == Outcome::Committed && self.shared.held.get(i).is_some_and(|d| d.status != Status::Released) {
             return;
         }
-        let d = self.held.swap_remove(i);
+        let d = self.shared.held.swap_remove(i);
         if outcome == Outcome::Committed {
             // CommitInstall: every piece of X(d) moves to C.
-            for x in self.held.iter_mut() {
+            for x in self.shared.held.iter_mut() {
                 if x.conflicts(&d) {
                     x.status = Status::Cancelled;
                 }
             }
-            self.version = self.version.saturating_add(1);
+            self.shared.version = self.shared.version.saturating_add(1);
             if self.planted(Planted::DivergentVersion) && usize::from(self.me) + 1 == self.config.membership.n() {
-                self.version = self.version.saturating_add(1);
+                self.shared.version = self.shared.version.saturating_add(1);
             }
             // One effect a finish, at most MAX_ATTACHED finishes a step.
             step.emit_effect(GroupEffect::Apply {
@@ -1336,19 +1318,19 @@ impl GroupReplica {
             step.emit_effect(GroupEffect::Discard { upgrade });
         }
         if let Some(slot) = self.config.deployers.iter().position(|x| x.id == d.deployer) {
-            if let Some(chain) = self.chains.get_mut(slot) {
+            if let Some(chain) = self.shared.chains.get_mut(slot) {
                 *chain = code.clone();
             }
         }
-        if self.finished.is_full() {
-            let _ = self.finished.pop_front();
+        if self.shared.finished.is_full() {
+            let _ = self.shared.finished.pop_front();
         }
-        let _ = self.finished.push_back(Finished {
+        let _ = self.shared.finished.push_back(Finished {
             upgrade,
             deployer: d.deployer,
             outcome,
             code: code.clone(),
-            version: self.version,
+            version: self.shared.version,
         });
         // Section 5: tell the guardians, which forward to the other groups
         // they guard (the first f + 1 replicas, so one is correct).
@@ -1403,7 +1385,7 @@ impl GroupReplica {
     /// diffusion.
     fn diffuse(&mut self, now: Instant, upgrade: UpgradeId, outcome: Outcome, code: &Code) {
         let item = Diffused { upgrade, outcome, code: code.clone() };
-        for out in self.outbox.iter_mut() {
+        for out in self.shared.outbox.iter_mut() {
             if out.iter().any(|x| x.upgrade == upgrade) {
                 continue;
             }
@@ -1438,12 +1420,13 @@ impl GroupReplica {
     /// Figure 2's `R_new`: codes for pieces held in `A` and not finished.
     fn learn(&mut self, now: Instant, step: &mut Step<GroupEffect>, from: Option<GroupId>, codes: &Attachment) {
         for c in codes.iter().take(MAX_ATTACHED) {
-            let fresh = self.held.iter().any(|h| h.upgrade == c.upgrade && h.check(c.outcome, &c.code));
+            let fresh = self.shared.held.iter().any(|h| h.upgrade == c.upgrade && h.check(c.outcome, &c.code));
             if fresh {
                 self.finish(now, step, c.upgrade, c.outcome, &c.code);
                 // Figure 2 forwards R_new to every neighbor but the sender;
                 // `finish` queued it for all, so drop the echo to `from`.
-                if let Some(out) = from.and_then(|g| self.neighbor_slot(g)).and_then(|i| self.outbox.get_mut(i)) {
+                if let Some(out) = from.and_then(|g| self.neighbor_slot(g)).and_then(|i| self.shared.outbox.get_mut(i))
+                {
                     out.retain(|x| x.upgrade != c.upgrade);
                 }
             }
