@@ -164,6 +164,7 @@ fn fixture(n: usize, guardians: Option<&GuardianSet>) -> Fixture {
     let ids = [group];
     let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &ids).expect("plan");
     let target = GroupTarget {
+        next: None,
         membership: &membership,
         resources: &[ResourceId(1)],
         prev_version: &Code::from_bytes(GENESIS),
@@ -209,6 +210,7 @@ fn deployer(c: &mut Criterion) {
             b.iter(|| {
                 let plan = UpgradePlan::new(&mut r, f.deployer.id(), 1, &ids).expect("plan");
                 let target = GroupTarget {
+                    next: None,
                     membership: &f.membership,
                     resources: &[ResourceId(1)],
                     prev_version: &genesis,

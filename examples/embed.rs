@@ -71,7 +71,7 @@ impl Host {
     fn apply(&mut self, gi: usize, ri: usize, effects: &[GroupEffect]) {
         for effect in effects {
             match effect {
-                GroupEffect::Apply { upgrade, key: Some(key), payload } => {
+                GroupEffect::Apply { upgrade, key: Some(key), payload, .. } => {
                     let mut plain = Vec::new();
                     let binding = Binding::group(*upgrade, GROUPS[gi]);
                     open_payload(key, &binding, payload, &mut &self.sealed[gi][..], &mut plain).expect("payload");
@@ -176,6 +176,7 @@ fn main() {
                 .expect("seal");
             host.sealed.push(sealed);
             let target = GroupTarget {
+                next: None,
                 membership: &memberships[gi],
                 resources: &[ResourceId(1)],
                 prev_version: chain.prev(*g),

@@ -223,6 +223,7 @@ fn cpu(groups: usize) -> Cpu {
         .zip(&payloads)
         .map(|(m, payload)| {
             let target = GroupTarget {
+                next: None,
                 membership: m,
                 resources: &resources,
                 prev_version: &genesis,

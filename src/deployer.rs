@@ -44,7 +44,7 @@
 //!
 //! // The signed piece Δ_g, built on the group's current version code.
 //! let genesis = Code::from_bytes([0; 32]);
-//! let target = GroupTarget {
+//! let target = GroupTarget { next: None,
 //!     membership: &membership,
 //!     resources: &[ResourceId(1)],
 //!     prev_version: &genesis,
@@ -76,8 +76,8 @@ use crate::crypto::{
 };
 use crate::error::{CapacityError, MisuseError};
 use crate::wire::{
-    Custody, DeployerId, GroupId, GuardianEntry, GuardianSet, Membership, Operation, OrderKey, Outcome, Piece,
-    PieceHeader, ReplicaEntry, ResourceId, Token, UpgradeHeader, UpgradeId, MAX_RESOURCES,
+    Custody, DeployerId, GroupId, GuardianEntry, GuardianSet, Membership, NextMembership, Operation, OrderKey, Outcome,
+    Piece, PieceHeader, ReplicaEntry, ResourceId, Token, UpgradeHeader, UpgradeId, MAX_RESOURCES,
 };
 
 /// The master seed's stream for `c`: above every group's stream (group ids
@@ -122,6 +122,20 @@ pub struct GroupTarget<'a> {
     /// The group's sealed payload, from a [`PayloadSealer`](crate::crypto::PayloadSealer)
     /// keyed with [`UpgradePlan::group_key`].
     pub payload: PayloadRef,
+    /// The membership the upgrade switches the group to, if it changes it
+    /// (the piece then also lists [`ResourceId::MEMBERSHIP`]).
+    pub next: Option<&'a NextMembership>,
+}
+
+impl<'a> GroupTarget<'a> {
+    /// The group's membership once the upgrade has `outcome` there: the
+    /// one later pieces must be built for.
+    pub fn membership_after(&self, outcome: Outcome) -> &'a Membership {
+        match (outcome, self.next) {
+            (Outcome::Committed, Some(next)) => &next.membership,
+            _ => self.membership,
+        }
+    }
 }
 
 /// One upgrade `Δ` over a fixed, ordered set of groups: its codes and the
@@ -323,11 +337,14 @@ impl<'g> UpgradePlan<'g> {
     pub fn piece(&self, deployer: &Deployer, target: &GroupTarget<'_>) -> Result<Piece, MisuseError> {
         let m = target.membership;
         self.check_group(m.group)?;
-        if deployer.id != self.deployer || !m.is_well_formed() {
+        if deployer.id != self.deployer || !m.is_well_formed() || target.next.is_some_and(|n| !n.follows(m)) {
             return Err(MisuseError::BadArgument);
         }
-        let resources: Vec<ResourceId, MAX_RESOURCES> =
+        let mut resources: Vec<ResourceId, MAX_RESOURCES> =
             Vec::from_slice(target.resources).map_err(|_| CapacityError::Resources)?;
+        if target.next.is_some() && !resources.contains(&ResourceId::MEMBERSHIP) {
+            resources.push(ResourceId::MEMBERSHIP).map_err(|_| CapacityError::Resources)?;
+        }
         let GroupSecrets { secret, key, rng: mut group_rng } = self.secrets(m.group);
         let upgrade = self.header.upgrade;
         let binding = crypto::Binding::group(upgrade, m.group);
@@ -407,6 +424,7 @@ impl<'g> UpgradePlan<'g> {
             ephemeral: sealer.ephemeral_public(),
             replicas,
             custody,
+            next: target.next.cloned(),
         };
         let signature = deployer.key.sign(&header.digest())?;
         Ok(Piece { header, signature })
@@ -436,6 +454,13 @@ impl<'g> UpgradePlan<'g> {
                     h.update(&id.to_le_bytes());
                     h.update(&pk.to_compressed());
                 }
+            }
+        }
+        match target.next {
+            None => h.update(&[0]),
+            Some(next) => {
+                h.update(&[1]);
+                h.update(&next.digest().0);
             }
         }
         crypto::derive_seed(Domain::Ephemeral, &self.master, &h.finish())

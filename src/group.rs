@@ -56,7 +56,7 @@
 //! let mut replica = GroupReplica::new(config, 0).unwrap();
 //!
 //! let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(1)]).unwrap();
-//! let target = GroupTarget {
+//! let target = GroupTarget { next: None,
 //!     membership: &membership,
 //!     resources: &[ResourceId(1)],
 //!     prev_version: &genesis,
@@ -79,7 +79,7 @@ use serde::{Deserialize, Serialize};
 
 use p256::elliptic_curve::ff::PrimeField;
 
-pub use crate::wire::{PieceCrypto, WithKey};
+pub use crate::wire::{GuardianIds, NextMembership, PieceCrypto, WithKey};
 
 use crate::planted::Planted;
 
@@ -214,16 +214,6 @@ impl GroupConfig {
     }
 }
 
-/// A group's guardians as its configuration names them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuardianIds {
-    /// `F`: guardians that may be faulty (threshold
-    /// [`guardian_threshold`](crate::wire::guardian_threshold)).
-    pub f: u8,
-    /// Guardian ids, in share order.
-    pub ids: Vec<u32, MAX_GUARDIANS>,
-}
-
 /// The application's verdict on a piece ([prepare](crate::protocol#installation-section-4)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -250,6 +240,11 @@ pub enum GroupEffect {
         key: Option<GroupKey>,
         /// The sealed payload to open.
         payload: PayloadRef,
+        /// The upgrade changed the group's membership (and guardians):
+        /// [`GroupReplica::config`] has the new ones. The host reconfigures
+        /// its ordering, starts joining replicas by state transfer, and
+        /// stops this one if it left ([`GroupReplica::is_member`]).
+        reconfigured: bool,
     },
     /// The piece is gone (aborted or cancelled and aborted): drop its
     /// stored payload.
@@ -336,6 +331,8 @@ struct HeldRecord {
     status: Status,
     /// Guardian custody, if the piece is in it.
     guarded: Option<Guarded>,
+    /// Digest of the membership the piece switches the group to, if any.
+    next: Option<Digest>,
 }
 
 /// A held piece: the group's record of it and this replica's secrets
@@ -399,8 +396,8 @@ impl HeldRecord {
 /// checkpoint), with [`GroupReplica::transfer`].
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ReplicatedState {
-    group: GroupId,
-    members: Digest,
+    membership: Membership,
+    guardians: Option<GuardianIds>,
     shared: Shared<HeldRecord>,
 }
 
@@ -408,7 +405,12 @@ impl ReplicatedState {
     /// Its digest ([`GroupReplica::replicated_digest`] of the replicas it
     /// was taken from).
     pub fn digest(&self) -> Digest {
-        self.shared.digest(self.group, &self.members)
+        self.shared.digest(&self.membership.digest(), &self.guardians)
+    }
+
+    /// The group's membership it is at (a membership upgrade changes it).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     /// The group version it is at.
@@ -435,15 +437,40 @@ struct Shared<H> {
     version: u64,
     /// Figure 2's `T_g'`: codes to piggyback, per neighbor (config order).
     outbox: Vec<Attachment, MAX_NEIGHBORS>,
+    /// The membership the released piece that changes it switches to on
+    /// commit (such pieces conflict: at most one is released).
+    staged: Option<(UpgradeId, NextMembership)>,
+    /// The membership before the last change: a piece built for it (in
+    /// replica custody) is held and rejected rather than refused, so an
+    /// upgrade that crossed the change can still abort.
+    previous: Option<Previous>,
+}
+
+/// The membership a group had before its last change, as pieces name it.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct Previous {
+    members: Digest,
+    f: u8,
+    n: u8,
 }
 
 impl<H: AsRef<HeldRecord>> Shared<H> {
-    /// The replicated digest: the membership (the configuration is fixed
-    /// at construction; its membership stands for it) and this state, held
-    /// pieces as their records (no replica's secrets).
-    fn digest(&self, group: GroupId, members: &Digest) -> Digest {
-        let view = (members, Records(&self.held), &self.finished, &self.chains, self.version, &self.outbox);
-        let binding = Binding { upgrade: UpgradeId([0; 16]), group, index: 0 };
+    /// The replicated digest: the membership and guardians in force (the
+    /// rest of the configuration is fixed at construction) and this state,
+    /// held pieces as their records (no replica's secrets).
+    fn digest(&self, members: &Digest, guardians: &Option<GuardianIds>) -> Digest {
+        let view = (
+            members,
+            guardians,
+            Records(&self.held),
+            &self.finished,
+            &self.chains,
+            self.version,
+            &self.outbox,
+            &self.staged,
+            &self.previous,
+        );
+        let binding = Binding { upgrade: UpgradeId([0; 16]), group: GroupId::ALL, index: 0 };
         crate::wire::digest_encoding(crate::crypto::Domain::Replicated, &binding, &view)
     }
 }
@@ -492,10 +519,15 @@ struct Tell {
 /// replica's own part of it.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct GroupReplica {
+    /// The configuration in force: its membership and guardians change
+    /// when a piece that changes them commits.
     config: GroupConfig,
     /// Cached digest of the membership, checked against every piece.
     members: Digest,
     me: u8,
+    /// This replica's key when it joined: it is a member while the
+    /// membership has it at index `me`.
+    key: PublicKey,
     /// The replicated part (a function of the ordered operations alone).
     shared: Shared<Held>,
     // --- per replica ---
@@ -530,11 +562,21 @@ impl GroupReplica {
         for _ in &config.neighbors {
             outbox.push(Attachment::new()).map_err(|_| CapacityError::Neighbors)?;
         }
+        let key = *config.membership.replicas.get(usize::from(me)).ok_or(MisuseError::OutOfRange)?;
         Ok(Self {
             members: config.membership.digest(),
             config,
             me,
-            shared: Shared { held: Vec::new(), finished: Deque::new(), chains, version: 0, outbox },
+            key,
+            shared: Shared {
+                held: Vec::new(),
+                finished: Deque::new(),
+                chains,
+                version: 0,
+                outbox,
+                staged: None,
+                previous: None,
+            },
             diffusing: Vec::new(),
             telling: Vec::new(),
             #[cfg(feature = "planted-bugs")]
@@ -561,9 +603,24 @@ impl GroupReplica {
         }
     }
 
-    /// The configuration the replica was built with.
+    /// The configuration in force: the one the replica was built with,
+    /// its membership and guardians as the last membership upgrade that
+    /// committed here set them.
     pub fn config(&self) -> &GroupConfig {
         &self.config
+    }
+
+    /// Whether this replica is still a member: the membership in force has
+    /// its key at its index. A replica that left (or whose key was rotated
+    /// out) dropped its secrets and opens nothing more; its host stops it.
+    pub fn is_member(&self) -> bool {
+        self.config.membership.replicas.get(usize::from(self.me)) == Some(&self.key)
+    }
+
+    /// Whether this replica has the duties of the first `f + 1` (handing
+    /// pieces and outcomes to guardians, proactive diffusion).
+    fn on_duty(&self) -> bool {
+        self.me <= self.config.membership.f && self.is_member()
     }
 
     /// The group's id.
@@ -621,7 +678,7 @@ impl GroupReplica {
     /// its checkpoints, and a replica whose digest differs from `f + 1`
     /// peers' has diverged.
     pub fn replicated_digest(&self) -> Digest {
-        self.shared.digest(self.group(), &self.members)
+        self.shared.digest(&self.members, &self.config.guardians)
     }
 
     /// A copy of this replica's replicated state, for a peer's
@@ -629,21 +686,25 @@ impl GroupReplica {
     pub fn replicated(&self) -> ReplicatedState {
         let s = &self.shared;
         ReplicatedState {
-            group: self.group(),
-            members: self.members,
+            membership: self.config.membership.clone(),
+            guardians: self.config.guardians.clone(),
             shared: Shared {
                 held: s.held.iter().map(|h| h.record.clone()).collect(),
                 finished: s.finished.clone(),
                 chains: s.chains.clone(),
                 version: s.version,
                 outbox: s.outbox.clone(),
+                staged: s.staged.clone(),
+                previous: s.previous,
             },
         }
     }
 
     /// State transfer: replica `me` of `config`'s group, starting from
     /// `state` (which the host trusts: `f + 1` peers' matching digests, or
-    /// a certified checkpoint) instead of from scratch. Its own part is
+    /// a certified checkpoint) instead of from scratch. The membership and
+    /// guardians come from `state` (a replica joining after a membership
+    /// upgrade is `me` of the new membership); `config` gives the rest. Its own part is
     /// rebuilt by opening its boxes of the held pieces, which `pieces`
     /// supplies by upgrade id (from peers or installers; each is checked
     /// against the deployer's signature and the held record). A piece whose
@@ -664,10 +725,14 @@ impl GroupReplica {
         mut pieces: impl FnMut(UpgradeId) -> Option<&'p Piece>,
         crypto: &mut impl PieceCrypto,
     ) -> Result<(Self, Step<GroupEffect>), MisuseError> {
+        if state.membership.group != config.membership.group {
+            return Err(MisuseError::BadArgument);
+        }
+        let mut config = config;
+        config.membership = state.membership.clone();
+        config.guardians = state.guardians.clone();
         let mut replica = Self::new(config, me)?;
-        let shape_matches = state.group == replica.group()
-            && state.members == replica.members
-            && state.shared.chains.len() == replica.shared.chains.len()
+        let shape_matches = state.shared.chains.len() == replica.shared.chains.len()
             && state.shared.outbox.len() == replica.shared.outbox.len();
         if !shape_matches {
             return Err(MisuseError::BadArgument);
@@ -679,14 +744,16 @@ impl GroupReplica {
             let h = &piece.header;
             let signer = replica.config.deployers.iter().find(|d| d.id == record.deployer);
             let genuine = h.upgrade == record.upgrade
-                && h.group == state.group
+                && h.group == state.membership.group
                 && h.trigger_digest == record.trigger_digest
                 && h.cancel_digest == record.cancel_digest
                 && signer.is_some_and(|d| crypto.verify(piece, &d.key));
             if !genuine {
                 return Err(MisuseError::BadArgument);
             }
-            let secrets = replica.open_own(&mut step, piece, crypto);
+            // A piece built for an earlier membership (held across a
+            // change) has no box for a replica that joined since.
+            let secrets = replica.open_own(&mut step, piece, crypto, h.members == replica.members);
             // At most MAX_IN_FLIGHT records, as `held` holds.
             let _ = held.push(Held { record: record.clone(), secrets });
         }
@@ -697,6 +764,8 @@ impl GroupReplica {
             chains: s.chains.clone(),
             version: s.version,
             outbox: s.outbox.clone(),
+            staged: s.staged.clone(),
+            previous: s.previous,
         };
         Ok((replica, step))
     }
@@ -954,11 +1023,17 @@ impl GroupReplica {
         // Rule 2: a piece we hold answers as before (idempotence); a
         // withheld one is re-examined by rule 4.
         if let Some(i) = self.shared.held.iter().position(|x| x.upgrade == h.upgrade) {
-            return self.rule4_or_repeat(i);
+            // A change of membership is staged from the piece at hand when
+            // it is released: it must be the change the group holds.
+            let same = self.shared.held.get(i).is_some_and(|x| x.next == h.next.as_ref().map(NextMembership::digest));
+            if !same {
+                step.fault(origin, Some(h.upgrade), FaultKind::ForgedPiece);
+            }
+            return self.rule4_or_repeat(i, h.next.as_ref().filter(|_| same));
         }
         // A new piece: authentic, for us, and next in its deployer's chain?
-        let slot = match self.admit(piece, crypto) {
-            Ok(slot) => slot,
+        let (slot, stale) = match self.admit(piece, crypto) {
+            Ok(admitted) => admitted,
             Err(refusal) => {
                 if matches!(refusal, Refusal::BadSignature | Refusal::UnknownDeployer) {
                     step.fault(origin, Some(h.upgrade), FaultKind::ForgedPiece);
@@ -972,7 +1047,7 @@ impl GroupReplica {
         if self.shared.held.is_full() {
             return Reply::Refused(Refusal::Busy);
         }
-        let secrets = self.open_own(step, piece, crypto);
+        let secrets = self.open_own(step, piece, crypto, !stale);
         let guarded = match &h.custody {
             Custody::Replicas => None,
             Custody::Guardians { f, guardians } => {
@@ -994,18 +1069,26 @@ impl GroupReplica {
             payload: h.payload,
             status: Status::Withheld,
             guarded,
+            next: h.next.as_ref().map(NextMembership::digest),
         };
         let mut new = Held { record, secrets };
+        // Built for the membership before the last change: it can never
+        // commit here (its s_g shares belong to replicas that may have
+        // left); into C, so that its upgrade aborts.
+        if stale {
+            new.status = Status::Cancelled;
+            return self.insert(new, None);
+        }
         // The application's own reason to reject: into C, release c.
         if validate(h) == Verdict::Reject {
             new.status = Status::Cancelled;
-            return self.insert(new);
+            return self.insert(new, None);
         }
         // Rule 3: a conflicting piece ordered before d: reject d at once.
         let earlier = self.shared.held.iter().any(|x| x.in_a() && x.conflicts(&new) && x.order < new.order);
         if earlier {
             new.status = Status::Cancelled;
-            return self.insert(new);
+            return self.insert(new, None);
         }
         // Rule 3, otherwise: d joins A withheld, and every withheld piece of
         // X(d) (all ordered after d, none released) is cancelled.
@@ -1018,12 +1101,23 @@ impl GroupReplica {
             return Reply::Refused(Refusal::Busy);
         }
         let i = self.shared.held.len().saturating_sub(1);
-        self.rule4_or_repeat(i)
+        self.rule4_or_repeat(i, h.next.as_ref())
     }
 
     /// This replica's secrets of `piece`: its box opened (a bad box is the
-    /// deployer's fault, reported, and leaves `None`).
-    fn open_own(&self, step: &mut Step<GroupEffect>, piece: &Piece, crypto: &mut impl PieceCrypto) -> Option<Secrets> {
+    /// deployer's fault, reported if `blame`, and leaves `None`; a replica
+    /// that left opens nothing). A piece built for an earlier membership
+    /// has no box for a replica that joined since: no blame then.
+    fn open_own(
+        &self,
+        step: &mut Step<GroupEffect>,
+        piece: &Piece,
+        crypto: &mut impl PieceCrypto,
+        blame: bool,
+    ) -> Option<Secrets> {
+        if !self.is_member() {
+            return None;
+        }
         let h = &piece.header;
         let index = usize::from(self.me);
         let opened = match &h.custody {
@@ -1039,15 +1133,18 @@ impl GroupReplica {
         match opened {
             Ok(s) => Some(s),
             Err(_) => {
-                step.fault(Peer::Deployer(h.deployer), Some(h.upgrade), FaultKind::BadBox);
+                if blame {
+                    step.fault(Peer::Deployer(h.deployer), Some(h.upgrade), FaultKind::BadBox);
+                }
                 None
             }
         }
     }
 
     /// Checks a new piece: group, signer, signature, membership, version
-    /// chain. Returns the deployer's slot in the configuration.
-    fn admit(&self, piece: &Piece, crypto: &mut impl PieceCrypto) -> Result<usize, Refusal> {
+    /// chain. Returns the deployer's slot in the configuration, and whether
+    /// the piece was built for the previous membership (`stale`).
+    fn admit(&self, piece: &Piece, crypto: &mut impl PieceCrypto) -> Result<(usize, bool), Refusal> {
         let h = &piece.header;
         if h.group != self.group() {
             return Err(Refusal::WrongGroup);
@@ -1064,7 +1161,14 @@ impl GroupReplica {
             }
         }
         let m = &self.config.membership;
-        if h.members != self.members || h.f != m.f || h.replicas.len() != m.n() {
+        let stale = self.shared.previous.is_some_and(|p| {
+            p.members == h.members
+                && p.f == h.f
+                && usize::from(p.n) == h.replicas.len()
+                && h.custody == Custody::Replicas
+        });
+        let current = h.members == self.members && h.f == m.f && h.replicas.len() == m.n();
+        if !current && !stale {
             return Err(Refusal::WrongMembership);
         }
         let custody_matches = match (&h.custody, &self.config.guardians) {
@@ -1076,12 +1180,17 @@ impl GroupReplica {
             }
             _ => false,
         };
-        if !custody_matches {
+        if !custody_matches && !stale {
             return Err(Refusal::WrongMembership);
+        }
+        if let Some(next) = h.next.as_ref().filter(|_| !stale) {
+            if !next.follows(m) || !h.resources.contains(&ResourceId::MEMBERSHIP) {
+                return Err(Refusal::BadMembership);
+            }
         }
         // Section 4.4: the previous version code must be the current one.
         if self.shared.chains.get(slot) == Some(&h.prev_version) || self.planted(Planted::SkipVersionCheck) {
-            return Ok(slot);
+            return Ok((slot, stale));
         }
         let ours = |f: &&Finished| f.deployer == h.deployer;
         if h.prev_version == signer.genesis
@@ -1098,16 +1207,18 @@ impl GroupReplica {
         Err(Refusal::OutOfOrder)
     }
 
-    fn insert(&mut self, new: Held) -> Reply {
+    fn insert(&mut self, new: Held, next: Option<&NextMembership>) -> Reply {
         if self.shared.held.push(new).is_err() {
             return Reply::Refused(Refusal::Busy);
         }
-        self.rule4_or_repeat(self.shared.held.len().saturating_sub(1))
+        self.rule4_or_repeat(self.shared.held.len().saturating_sub(1), next)
     }
 
     /// Rule 2 (repeat the released share) and rule 4 (a withheld piece is
-    /// released once no piece of `X(d)` is released).
-    fn rule4_or_repeat(&mut self, i: usize) -> Reply {
+    /// released once no piece of `X(d)` is released). `next` is the
+    /// piece's change of membership, staged as it is released (a held
+    /// change without it stays withheld).
+    fn rule4_or_repeat(&mut self, i: usize, next: Option<&NextMembership>) -> Reply {
         let Some(d) = self.shared.held.get(i) else {
             return Reply::Refused(Refusal::Busy);
         };
@@ -1116,6 +1227,10 @@ impl GroupReplica {
                 && !self.planted(Planted::NoPostponement);
             if blocked {
                 return Reply::Conflict;
+            }
+            if d.next.is_some() {
+                let Some(next) = next else { return Reply::Conflict };
+                self.shared.staged = Some((d.upgrade, next.clone()));
             }
             if let Some(d) = self.shared.held.get_mut(i) {
                 d.status = Status::Released;
@@ -1143,7 +1258,7 @@ impl GroupReplica {
     /// Guardian custody: after a decision, ask the guardians for the
     /// decided kind (once; retries come from `handle_timeout`).
     fn fetch(&mut self, now: Instant, step: &mut Step<GroupEffect>, upgrade: UpgradeId) {
-        let (me, f, retry) = (self.me, self.config.membership.f, self.config.retry_ms);
+        let (me, duty, retry) = (self.me, self.on_duty(), self.config.retry_ms);
         let group = self.group();
         let Some(d) = self.shared.held.iter_mut().find(|h| h.upgrade == upgrade) else { return };
         let kind = match d.status {
@@ -1162,7 +1277,7 @@ impl GroupReplica {
         // them is correct. A prepare's step holds nothing else but its
         // answer: MAX_GUARDIANS requests and the answer fit
         // MAX_STEP_MESSAGES (MAX_SHARES + 1 or more).
-        if me <= f {
+        if duty {
             step.emit_effect(GroupEffect::ForwardPiece { upgrade, guardian: None });
         }
         for (id, _, _) in &g.guardians {
@@ -1297,6 +1412,10 @@ impl GroupReplica {
             return;
         }
         let d = self.shared.held.swap_remove(i);
+        let staged = match &self.shared.staged {
+            Some((u, _)) if *u == upgrade => self.shared.staged.take().map(|(_, next)| next),
+            _ => None,
+        };
         if outcome == Outcome::Committed {
             // CommitInstall: every piece of X(d) moves to C.
             for x in self.shared.held.iter_mut() {
@@ -1308,11 +1427,16 @@ impl GroupReplica {
             if self.planted(Planted::DivergentVersion) && usize::from(self.me) + 1 == self.config.membership.n() {
                 self.shared.version = self.shared.version.saturating_add(1);
             }
+            let reconfigured = staged.is_some();
+            if let Some(next) = staged {
+                self.reconfigure(next);
+            }
             // One effect a finish, at most MAX_ATTACHED finishes a step.
             step.emit_effect(GroupEffect::Apply {
                 upgrade,
                 key: d.secrets.as_ref().map(|s| s.key().clone()),
                 payload: d.payload,
+                reconfigured,
             });
         } else {
             step.emit_effect(GroupEffect::Discard { upgrade });
@@ -1335,7 +1459,7 @@ impl GroupReplica {
         // Section 5: tell the guardians, which forward to the other groups
         // they guard (the first f + 1 replicas, so one is correct).
         if let Some(g) = &d.guarded {
-            if self.me <= self.config.membership.f {
+            if self.on_duty() {
                 let all = u64::MAX.checked_shr(64u32.saturating_sub(g.guardians.len() as u32)).unwrap_or(0);
                 let tell = Tell { diffused: Diffused { upgrade, outcome, code: code.clone() }, pending: all };
                 if self.telling.is_full() {
@@ -1352,6 +1476,23 @@ impl GroupReplica {
             }
         }
         self.diffuse(now, upgrade, outcome, code);
+    }
+
+    /// A membership upgrade committed: the membership and guardians switch.
+    /// A replica that left drops its secrets and duties.
+    fn reconfigure(&mut self, next: NextMembership) {
+        let m = &self.config.membership;
+        self.shared.previous = u8::try_from(m.n()).ok().map(|n| Previous { members: self.members, f: m.f, n });
+        self.config.membership = next.membership;
+        self.config.guardians = next.guardians;
+        self.members = self.config.membership.digest();
+        if !self.is_member() {
+            for h in self.shared.held.iter_mut() {
+                h.secrets = None;
+            }
+            self.diffusing.clear();
+            self.telling.clear();
+        }
     }
 
     /// Sends `Learned` to each guardian not yet told, as far as the step
@@ -1395,7 +1536,7 @@ impl GroupReplica {
             }
             let _ = out.push(item.clone());
         }
-        if !self.config.proactive || self.me > self.config.membership.f || self.config.neighbors.is_empty() {
+        if !self.config.proactive || !self.on_duty() || self.config.neighbors.is_empty() {
             return;
         }
         if self.diffusing.is_full() {

@@ -53,8 +53,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Binding, Digest, PublicKey, ReplicaSecretKey, Share, ShareKind};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Custody, DeployerId, Diffused, GroupId, Message, Piece, PieceCrypto, SmallOperation, Token, UpgradeId, WithKey,
-    MAX_REPLICAS,
+    Custody, DeployerId, Diffused, GroupId, Message, Outcome, Piece, PieceCrypto, SmallOperation, Token, UpgradeId,
+    WithKey, MAX_REPLICAS,
 };
 
 pub use crate::capacity::MAX_GUARDED;
@@ -67,6 +67,8 @@ pub struct GuardedGroup {
     /// The group.
     pub group: GroupId,
     /// Digest of its membership ([`Membership::digest`](crate::wire::Membership::digest)).
+    /// It follows the group's membership upgrades: once the guardian learns
+    /// that one committed, it takes the new membership's digest.
     pub members: Digest,
 }
 
@@ -131,6 +133,9 @@ struct Record {
     durable: bool,
     /// Whether the outcome was learned and forwarded.
     learned: bool,
+    /// Digest of the membership the group switches to if the upgrade
+    /// commits.
+    next: Option<Digest>,
 }
 
 impl Record {
@@ -164,6 +169,12 @@ impl<const R: usize> Guardian<R> {
     /// A guardian with `config`.
     pub fn new(config: GuardianConfig) -> Self {
         Self { config, records: Vec::new() }
+    }
+
+    /// Its configuration, with each guarded group's membership as the
+    /// last membership upgrade it learned of set it.
+    pub fn config(&self) -> &GuardianConfig {
+        &self.config
     }
 
     /// This guardian as a peer.
@@ -262,6 +273,7 @@ impl<const R: usize> Guardian<R> {
             released: None,
             durable: false,
             learned: false,
+            next: h.next.as_ref().map(|n| n.membership.digest()),
         };
         if self.records.is_full() {
             // Make room by forgetting a record that released nothing: if its
@@ -392,6 +404,15 @@ impl<const R: usize> Guardian<R> {
         if d.outcome.check(d.upgrade, &d.code, &r.trigger_digest, &r.cancel_digest).is_err() {
             step.fault(from, Some(d.upgrade), FaultKind::WrongCode);
             return;
+        }
+        // A membership upgrade committed: the group's later pieces are built
+        // for its new membership.
+        if d.outcome == Outcome::Committed {
+            for r in self.records.iter().filter(|r| r.upgrade == d.upgrade) {
+                if let (Some(next), Some(g)) = (r.next, self.config.groups.iter_mut().find(|g| g.group == r.group)) {
+                    g.members = next;
+                }
+            }
         }
         for r in self.records.iter_mut().filter(|r| r.upgrade == d.upgrade && !r.learned) {
             if r.group != group {

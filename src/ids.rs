@@ -60,3 +60,10 @@ pub struct DeployerId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ResourceId(pub u32);
+
+impl ResourceId {
+    /// The group's membership, as a resource: every piece that changes it
+    /// ([`PieceHeader::next`](crate::wire::PieceHeader::next)) lists this,
+    /// so two such pieces conflict under the ordinary rules.
+    pub const MEMBERSHIP: Self = Self(u32::MAX);
+}

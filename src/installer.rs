@@ -448,8 +448,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         }
         let mut step = Step::new();
         let genuine = from == Peer::Replica { group: answer.group, index: answer.replica }
-            && answer.upgrade == self.header.upgrade
-            && usize::from(answer.replica) < h.replicas.len();
+            && answer.upgrade == self.header.upgrade;
         // Every step carries the installer's deadline, whatever it says.
         step.deadline = self.deadline();
         let Some(si) = self.slot(answer.group) else {
@@ -458,6 +457,17 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         };
         if !genuine {
             step.fault(from, Some(answer.upgrade), FaultKind::Unsolicited);
+            return Ok(step);
+        }
+        if usize::from(answer.replica) >= h.replicas.len() {
+            // A replica that joined the group after the piece was built (a
+            // membership upgrade): it holds no share of it, but its code
+            // is as good as anyone's; nothing else it says counts.
+            if let Reply::Finished(outcome, code) = &answer.reply {
+                if self.check(*outcome, code).is_ok() {
+                    self.decide(&mut step, now, *outcome, code.clone());
+                }
+            }
             return Ok(step);
         }
         let bit = 1u64 << (answer.replica % 64);

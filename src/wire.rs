@@ -87,6 +87,63 @@ impl Membership {
     }
 }
 
+/// A group's guardians as its configuration names them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GuardianIds {
+    /// `F`: guardians that may be faulty (threshold [`guardian_threshold`]).
+    pub f: u8,
+    /// Guardian ids, in share order.
+    pub ids: Vec<u32, MAX_GUARDIANS>,
+}
+
+/// The membership a piece switches its group to when the upgrade commits
+/// there (adding replicas is an upgrade, paper section 3.2), with the
+/// custody later pieces must use.
+///
+/// Replicas keep their index: at an index below both sizes a key is kept
+/// or replaced (a rotation: the old holder leaves, the new one joins by
+/// state transfer), indices past the new size leave, indices past the old
+/// size join. Pieces built for the old membership that are still held
+/// finish with the old replicas' shares, so a change must keep at least
+/// `f + 1 + f'` replicas (`f` now, `f'` after): [`follows`](Self::follows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NextMembership {
+    /// The replicas and `f` after the change.
+    pub membership: Membership,
+    /// The guardians later pieces go to (`None`: replica custody).
+    pub guardians: Option<GuardianIds>,
+}
+
+impl NextMembership {
+    /// Whether a group now at `current` may switch to this: the same group,
+    /// well formed, distinct keys, and gradual (at least `f + 1 + f'`
+    /// replicas kept at their index, so the `f + 1` shares of a piece built
+    /// for `current` still come from correct replicas).
+    pub fn follows(&self, current: &Membership) -> bool {
+        let next = &self.membership;
+        let kept = current.replicas.iter().zip(next.replicas.iter()).filter(|(a, b)| a == b).count();
+        let needed = usize::from(current.f).saturating_add(1).saturating_add(usize::from(next.f));
+        let distinct = next
+            .replicas
+            .iter()
+            .enumerate()
+            .all(|(i, a)| next.replicas.iter().skip(i.saturating_add(1)).all(|b| a != b));
+        let guardians_ok = self.guardians.as_ref().is_none_or(|g| {
+            let n = g.ids.len();
+            n >= 1 && usize::from(g.f).saturating_mul(3) < n
+        });
+        next.group == current.group && next.is_well_formed() && distinct && kept >= needed && guardians_ok
+    }
+
+    /// The digest a held piece keeps of it, to recognise the same change
+    /// when the piece comes again.
+    pub fn digest(&self) -> Digest {
+        digest_encoding(Domain::NextMembership, &Binding::group(UpgradeId::default(), self.membership.group), self)
+    }
+}
+
 /// The share threshold of `n` guardians of which `f` may be faulty: the
 /// least `t` with `2t > n + f`, that is `⌊(n + f) / 2⌋ + 1` (`2F + 1` for the
 /// paper's `n = 3F + 1`).
@@ -196,6 +253,9 @@ pub struct PieceHeader {
     pub replicas: Vec<ReplicaEntry, MAX_REPLICAS>,
     /// Who holds the shares of `s_g` and `c`.
     pub custody: Custody,
+    /// The membership the group switches to if this upgrade commits there
+    /// (its resources then include [`ResourceId::MEMBERSHIP`]).
+    pub next: Option<NextMembership>,
 }
 
 /// Who holds a group's shares ([codes](crate::protocol#codes), [guardians](crate::protocol#guardians-section-5)).
@@ -608,6 +668,10 @@ pub enum Refusal {
     /// The group has a sequencer, and the piece's order sequence number is
     /// not signed by it for this upgrade.
     Unsequenced,
+    /// The piece's next membership is not one the group can switch to
+    /// ([`NextMembership::follows`]), or the piece does not list
+    /// [`ResourceId::MEMBERSHIP`].
+    BadMembership,
 }
 
 /// A replica's reply to an operation.

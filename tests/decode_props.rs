@@ -190,8 +190,24 @@ fn arb_piece_header(max_replicas: usize) -> impl Strategy<Value = PieceHeader> {
         arb_public_key(),
         vec(arb_replica(), 0..=max_replicas),
     );
-    (ids, digests, lists).prop_map(
-        |((upgrade, group, deployer, order_seq, f), (trigger, cancel, prev, members), (res, payload, eph, reps))| {
+    let next =
+        proptest::option::of((vec(arb_public_key(), 1..=4), any::<u8>(), any::<u32>()).prop_map(|(keys, f, group)| {
+            bft_upgrade::wire::NextMembership {
+                membership: bft_upgrade::wire::Membership {
+                    group: GroupId(group),
+                    f,
+                    replicas: heapless::Vec::from_slice(&keys).expect("within capacity"),
+                },
+                guardians: None,
+            }
+        }));
+    (ids, digests, lists, next).prop_map(
+        |(
+            (upgrade, group, deployer, order_seq, f),
+            (trigger, cancel, prev, members),
+            (res, payload, eph, reps),
+            next,
+        )| {
             PieceHeader {
                 upgrade,
                 group: GroupId(group),
@@ -208,6 +224,7 @@ fn arb_piece_header(max_replicas: usize) -> impl Strategy<Value = PieceHeader> {
                 ephemeral: eph,
                 replicas: heapless::Vec::from_slice(&reps).expect("within capacity"),
                 custody: bft_upgrade::wire::Custody::Replicas,
+                next,
             }
         },
     )

@@ -48,6 +48,7 @@ impl Cluster {
 
     fn piece(&self, plan: &UpgradePlan<'_>, gi: usize, prev: &Code) -> Piece {
         let target = GroupTarget {
+            next: None,
             membership: &self.memberships[gi],
             resources: &[ResourceId(1)],
             prev_version: prev,
@@ -123,6 +124,7 @@ fn deployer_restart_never_reuses_an_ephemeral_key_for_other_contents() {
         .piece(
             &c.deployer,
             &GroupTarget {
+                next: None,
                 membership: &c.memberships[0],
                 resources: &[ResourceId(1)],
                 prev_version: &GENESIS,
@@ -136,6 +138,7 @@ fn deployer_restart_never_reuses_an_ephemeral_key_for_other_contents() {
         .piece(
             &c.deployer,
             &GroupTarget {
+                next: None,
                 membership: &grown,
                 resources: &[ResourceId(1)],
                 prev_version: &GENESIS,

@@ -293,6 +293,7 @@ impl Model {
                     sealer.finish().unwrap()
                 };
                 let target = GroupTarget {
+                    next: None,
                     membership: &memberships[g],
                     resources: &resources,
                     prev_version: &genesis[u],

@@ -51,6 +51,7 @@ fn build(sizes: &[usize]) -> Built {
         .map(|g| {
             let payload = seal_small_payload(&plan, g.membership.group, b"new code");
             let target = GroupTarget {
+                next: None,
                 membership: &g.membership,
                 resources: &[ResourceId(1)],
                 prev_version: &genesis,
@@ -180,6 +181,7 @@ fn plan_misuse_is_an_error() {
     let g = group(&mut rng, 2, 4);
     let genesis = Code::default();
     let target = GroupTarget {
+        next: None,
         membership: &g.membership,
         resources: &[],
         prev_version: &genesis,
@@ -189,7 +191,7 @@ fn plan_misuse_is_an_error() {
     assert!(plan.piece(&deployer, &target).is_err());
     let too_many: Vec<ResourceId> = (0..17).map(ResourceId).collect();
     let g1 = group(&mut rng, 1, 4);
-    let target = GroupTarget { membership: &g1.membership, resources: &too_many, ..target };
+    let target = GroupTarget { next: None, membership: &g1.membership, resources: &too_many, ..target };
     assert!(plan.piece(&deployer, &target).is_err());
 }
 

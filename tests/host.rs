@@ -102,6 +102,7 @@ impl Host {
             let key = plan.group_key(*g).unwrap();
             let payload = seal_payload(&key, &Binding::group(upgrade, *g), 64, &mut &text[..], &mut out).unwrap();
             let target = GroupTarget {
+                next: None,
                 membership: &memberships[gi],
                 resources: &[ResourceId(1)],
                 prev_version: &genesis,

@@ -238,6 +238,7 @@ fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {
         let payload = sealer.finish().expect("sealed");
         let resources = [ResourceId(i)];
         let target = GroupTarget {
+            next: None,
             membership: &membership,
             resources: &resources,
             prev_version: &genesis,

@@ -63,8 +63,14 @@ fn trigger_code_is_xor_of_group_secrets() {
 
     let mut expected = [0u8; 32];
     for (m, keys) in &groups {
-        let target =
-            GroupTarget { membership: m, resources: &[], prev_version: &genesis, guardians: None, payload: payload() };
+        let target = GroupTarget {
+            next: None,
+            membership: m,
+            resources: &[],
+            prev_version: &genesis,
+            guardians: None,
+            payload: payload(),
+        };
         let piece = plan.piece(&deployer, &target).unwrap();
         let k = m.threshold();
         // The last f + 1 replicas, so the rebuild does not lean on share 1.

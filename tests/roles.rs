@@ -181,7 +181,14 @@ fn build(
         let plain: Vec<u8> = format!("payload of {upgrade:?} for group {} ", m.group.0).repeat(6).into_bytes();
         let key = plan.group_key(m.group).unwrap();
         let (payload, sealed) = seal(&key, upgrade, m.group, &plain);
-        let target = GroupTarget { membership: m, resources: &resources, prev_version: prev, guardians: None, payload };
+        let target = GroupTarget {
+            next: None,
+            membership: m,
+            resources: &resources,
+            prev_version: prev,
+            guardians: None,
+            payload,
+        };
         pieces.push(plan.piece(signer, &target).unwrap());
         payloads.push(Payload { group: m.group, plain, sealed });
     }
@@ -400,7 +407,7 @@ fn expect_rejected(replies: &[Reply], piece: &Piece) -> Vec<Share> {
 fn expect_applied(steps: &[Step<GroupEffect>], up: &Upgrade, g: GroupId) {
     for (i, s) in steps.iter().enumerate() {
         assert_eq!(s.effects.len(), 1, "replica {i}: {:?}", s.effects);
-        let GroupEffect::Apply { upgrade, key, payload } = &s.effects[0] else {
+        let GroupEffect::Apply { upgrade, key, payload, .. } = &s.effects[0] else {
             panic!("replica {i}: expected Apply, got {:?}", s.effects[0]);
         };
         assert_eq!(*upgrade, up.id());
@@ -757,7 +764,12 @@ mod prepare {
         for s in &steps[2..] {
             assert_eq!(
                 s.effects.as_slice(),
-                &[GroupEffect::Apply { upgrade: up.id(), key: None, payload: piece.header.payload }]
+                &[GroupEffect::Apply {
+                    upgrade: up.id(),
+                    key: None,
+                    payload: piece.header.payload,
+                    reconfigured: false
+                }]
             );
         }
     }
@@ -2395,7 +2407,7 @@ mod end_to_end {
             self.faults.extend(s.faults.iter().copied());
             for e in &s.effects {
                 match e {
-                    GroupEffect::Apply { upgrade, key, payload } => {
+                    GroupEffect::Apply { upgrade, key, payload, .. } => {
                         assert_eq!(*upgrade, self.up.id());
                         let p = self.up.payload(self.w.gid(g));
                         let key = key.as_ref().unwrap();
@@ -2884,8 +2896,14 @@ mod liveness {
         let resources: Vec<ResourceId> = resources.iter().copied().map(ResourceId).collect();
         let plain = b"guarded payload".to_vec();
         let (payload, sealed) = seal(&plan.group_key(m.group).unwrap(), upgrade, m.group, &plain);
-        let target =
-            GroupTarget { membership: &m, resources: &resources, prev_version: &prev, guardians: Some(set), payload };
+        let target = GroupTarget {
+            next: None,
+            membership: &m,
+            resources: &resources,
+            prev_version: &prev,
+            guardians: Some(set),
+            payload,
+        };
         let piece = plan.piece(&w.deployers[d], &target).unwrap();
         Upgrade {
             header: plan.header().clone(),
@@ -3014,7 +3032,14 @@ mod guardian_squatting {
             let plan = UpgradePlan::new(&mut w.rng, w.deployers[d].id(), 1, &ids).unwrap();
             let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
             let prev = w.genesis[d].clone();
-            let t = GroupTarget { membership: &m, resources: &[], prev_version: &prev, guardians: Some(&set), payload };
+            let t = GroupTarget {
+                next: None,
+                membership: &m,
+                resources: &[],
+                prev_version: &prev,
+                guardians: Some(&set),
+                payload,
+            };
             plan.piece(&w.deployers[d], &t).unwrap()
         };
         let genuine = build(&mut w, 0);

@@ -48,6 +48,7 @@ impl Group {
         let groups = [GroupId(1)];
         let plan = UpgradePlan::new(rng, self.deployer.id(), seq, &groups).unwrap();
         let target = GroupTarget {
+            next: None,
             membership: &self.membership,
             resources: &[ResourceId(r)],
             prev_version: prev,

@@ -53,6 +53,7 @@ fn install(w: &mut One, seq: u64, commit: bool) -> Code {
     let mut buf = [0u8; 64 + CHUNK_TAG_LEN];
     sealer.seal_chunk(&mut buf, 3, true).unwrap();
     let target = GroupTarget {
+        next: None,
         membership: &w.membership,
         resources: &[ResourceId(1)],
         prev_version: w.chain.prev(G),
@@ -151,6 +152,7 @@ fn client_codes_commit_before_the_call() {
     let mut buf = [0u8; 64 + CHUNK_TAG_LEN];
     sealer.seal_chunk(&mut buf, 0, true).unwrap();
     let target = GroupTarget {
+        next: None,
         membership: &w.membership,
         resources: &[],
         prev_version: w.chain.prev(G),

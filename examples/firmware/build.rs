@@ -123,7 +123,7 @@ fn replica_bundle(out: &Path, n: usize, plain: &[u8]) {
     let groups = [group];
     let plan = UpgradePlan::new(&mut s.rng, s.deployer.id(), 1, &groups).expect("plan");
     let (payload, sealed) = seal(&plan, group, plain);
-    let target = GroupTarget {
+    let target = GroupTarget { next: None,
         membership: &s.membership,
         resources: &[ResourceId(1)],
         prev_version: &s.genesis,
@@ -161,7 +161,7 @@ fn guardian_bundle(out: &Path, plain: &[u8]) {
     let groups = [group];
     let plan = UpgradePlan::new(&mut s.rng, s.deployer.id(), 1, &groups).expect("plan");
     let (payload, _) = seal(&plan, group, plain);
-    let target = GroupTarget {
+    let target = GroupTarget { next: None,
         membership: &s.membership,
         resources: &[ResourceId(1)],
         prev_version: &s.genesis,

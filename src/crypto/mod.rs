@@ -60,6 +60,8 @@ pub enum Domain {
     /// HKDF info for a piece's ephemeral sealing key, derived from the
     /// plan's master seed and everything the piece seals for.
     Ephemeral,
+    /// The digest a group keeps of a piece's next membership.
+    NextMembership,
 }
 
 impl Domain {
@@ -78,6 +80,7 @@ impl Domain {
             Self::Ephemeral => b"bft-upgrade/v1/ephemeral",
             Self::Sequence => b"bft-upgrade/v1/sequence",
             Self::Replicated => b"bft-upgrade/v1/replicated",
+            Self::NextMembership => b"bft-upgrade/v1/next-membership",
         }
     }
 }

@@ -158,6 +158,7 @@ impl Material {
                 let prev = if spec.chained { &chain[spec.deployer][*gi] } else { &stale };
                 let resources: Vec<ResourceId> = spec.resources.iter().map(|r| ResourceId(*r)).collect();
                 let target = GroupTarget {
+                    next: None,
                     membership: m,
                     resources: &resources,
                     prev_version: prev,

@@ -91,6 +91,7 @@ pub fn piece_header() -> PieceHeader {
         ephemeral,
         replicas: heapless::Vec::new(),
         custody: bft_upgrade::wire::Custody::Replicas,
+        next: None,
     };
     header.resources.extend_from_slice(&[ResourceId(1), ResourceId(500)]).expect("capacity");
     for i in 0..REPLICAS as u8 {

@@ -42,6 +42,7 @@ pub fn one_group_piece(
     let groups = [membership.group];
     let plan = UpgradePlan::new(rng, deployer.id(), seq, &groups).unwrap();
     let target = GroupTarget {
+        next: None,
         membership,
         resources: &[] as &[ResourceId],
         prev_version: prev,

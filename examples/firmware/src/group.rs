@@ -184,7 +184,7 @@ fn commit(
     step.effects
         .iter()
         .find_map(|e| match e {
-            GroupEffect::Apply { upgrade, key: Some(k), payload } => Some((k.clone(), (*upgrade, *payload))),
+            GroupEffect::Apply { upgrade, key: Some(k), payload, .. } => Some((k.clone(), (*upgrade, *payload))),
             _ => None,
         })
         .or_fail("commit: no Apply effect with the key")

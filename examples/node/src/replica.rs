@@ -391,7 +391,7 @@ impl Host {
         }
         for effect in report.effects {
             match effect {
-                GroupEffect::Apply { upgrade, key, payload } => {
+                GroupEffect::Apply { upgrade, key, payload, .. } => {
                     self.app.payload = match key {
                         Some(k) => self.open_payload(upgrade, &k, &payload),
                         None => "<this replica's box was bad: state transfer needed>".into(),
