@@ -311,6 +311,7 @@ struct Totals {
     aborted: u64,
     faults: u64,
     wipes: u64,
+    rotations: u64,
     diffusing: Side,
     two_pc: Side,
 }
@@ -483,6 +484,7 @@ fn main() -> ExitCode {
             "upgrades_aborted": t.aborted,
             "faults_injected": t.faults,
             "replicas_wiped": t.wipes,
+            "keys_rotated": t.rotations,
             "diffusing": t.diffusing.json(),
             "2pc": t.two_pc.json(),
             "seconds": elapsed.as_secs_f64(),
@@ -508,6 +510,7 @@ fn main() -> ExitCode {
 fn record(t: &mut Totals, seed: u64, r: &Report) {
     t.faults += r.faults_injected;
     t.wipes += r.metrics.wipes;
+    t.rotations += r.metrics.rotations;
     for o in r.outcomes.iter().flatten() {
         match o {
             Outcome::Committed => t.committed += 1,
@@ -605,6 +608,7 @@ fn print_table(args: &Args, t: &Totals, seconds: f64) {
     println!("  upgrades aborted          {:>10}", t.aborted);
     println!("  faults injected           {:>10}", t.faults);
     println!("  replicas wiped, rejoined  {:>10}", t.wipes);
+    println!("  keys rotated (membership) {:>10}", t.rotations);
     println!("  safety violations         {:>10}", t.violations.len());
     println!("  liveness failures         {:>10}", t.liveness.len());
     println!();

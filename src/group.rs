@@ -685,13 +685,17 @@ impl GroupReplica {
     /// [`transfer`](Self::transfer) (or a checkpoint).
     pub fn replicated(&self) -> ReplicatedState {
         let s = &self.shared;
+        let mut chains = s.chains.clone();
+        if self.planted(Planted::TransferShapeLost) {
+            chains.pop();
+        }
         ReplicatedState {
             membership: self.config.membership.clone(),
             guardians: self.config.guardians.clone(),
             shared: Shared {
                 held: s.held.iter().map(|h| h.record.clone()).collect(),
                 finished: s.finished.clone(),
-                chains: s.chains.clone(),
+                chains,
                 version: s.version,
                 outbox: s.outbox.clone(),
                 staged: s.staged.clone(),
@@ -1428,7 +1432,9 @@ impl GroupReplica {
                 self.shared.version = self.shared.version.saturating_add(1);
             }
             let reconfigured = staged.is_some();
-            if let Some(next) = staged {
+            let ignores =
+                self.planted(Planted::MembershipIgnored) && usize::from(self.me) + 1 == self.config.membership.n();
+            if let Some(next) = staged.filter(|_| !ignores) {
                 self.reconfigure(next);
             }
             // One effect a finish, at most MAX_ATTACHED finishes a step.

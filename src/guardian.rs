@@ -177,6 +177,20 @@ impl<const R: usize> Guardian<R> {
         &self.config
     }
 
+    /// Sets `group`'s membership digest, for a guardian that never held the
+    /// piece of a membership upgrade that committed there (it follows by
+    /// itself only the changes whose pieces it held): its host takes the
+    /// new digest from the deployer. Returns whether it guards `group`.
+    pub fn follow(&mut self, group: GroupId, members: Digest) -> bool {
+        match self.config.groups.iter_mut().find(|g| g.group == group) {
+            Some(g) => {
+                g.members = members;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// This guardian as a peer.
     pub fn peer(&self) -> Peer {
         Peer::Guardian(self.config.id)

@@ -46,4 +46,10 @@ pub enum Planted {
     /// A group's last replica counts each commit twice in its version: its
     /// replicated state diverges from its peers'.
     DivergentVersion,
+    /// A group's last replica keeps its old membership when a membership
+    /// upgrade commits.
+    MembershipIgnored,
+    /// Replicas hand out their replicated state for state transfer with one
+    /// version chain missing, so no replica can rejoin from it.
+    TransferShapeLost,
 }

@@ -8,7 +8,16 @@ mod support;
 use support::run;
 
 fn spec(groups: Vec<usize>, resources: Vec<u32>, seq: u64, deployer: usize) -> UpgradeSpec {
-    UpgradeSpec { groups, resources, rejected_by: vec![], order_seq: seq, start_ms: 0, deployer, chained: true }
+    UpgradeSpec {
+        groups,
+        resources,
+        rejected_by: vec![],
+        order_seq: seq,
+        start_ms: 0,
+        deployer,
+        chained: true,
+        rotates: vec![],
+    }
 }
 
 /// Two upgrades U1 ≺ U2 sharing a resource at some groups, launched at once

@@ -526,4 +526,17 @@ fn membership_guardians_follow_the_change_of_a_group_in_their_custody() {
     let (old, _) = build(&mut rng, 3, &membership, None, &trigger);
     let step = guardian.handle_piece(NOW, from, &old, &guardian_keys[0]);
     assert!(step.faults.iter().any(|f| f.kind == FaultKind::ForgedPiece));
+    // A guardian that never held the change's piece is told by its host.
+    let mut config = GuardianConfig { id: 2, deployers: heapless::Vec::new(), groups: heapless::Vec::new() };
+    config.deployers.push((deployer.id(), deployer.public_key())).unwrap();
+    config.groups.push(GuardedGroup { group: GROUP, members: membership.digest() }).unwrap();
+    let mut missed: Guardian<8> = Guardian::new(config);
+    assert!(missed
+        .handle_piece(NOW, from, &later, &guardian_keys[1])
+        .faults
+        .iter()
+        .any(|f| f.kind == FaultKind::ForgedPiece));
+    assert!(missed.follow(GROUP, rotated.digest()));
+    assert!(!missed.follow(GroupId(99), rotated.digest()));
+    assert!(missed.handle_piece(NOW, from, &later, &guardian_keys[1]).faults.is_empty());
 }

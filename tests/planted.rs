@@ -144,6 +144,21 @@ fn replica_diverging_from_its_group() {
     check(Swarm::default(), Planted::DivergentVersion, Expect::Safety(ViolationKind::Diverged));
 }
 
+/// A replica that keeps its old membership when a membership upgrade
+/// commits has diverged from its group.
+#[test]
+fn replica_ignoring_a_membership_change() {
+    let swarm = Swarm { guardians: 0, ..Swarm::default() };
+    check(swarm, Planted::MembershipIgnored, Expect::Safety(ViolationKind::Diverged));
+}
+
+/// A replicated state that cannot be installed leaves a wiped replica
+/// unable to rejoin: the state-transfer checker says so.
+#[test]
+fn state_transfer_from_a_broken_source() {
+    check(Swarm::default(), Planted::TransferShapeLost, Expect::Safety(ViolationKind::StateTransfer));
+}
+
 /// Without a planted bug, the same swarms are clean on the first seeds.
 #[test]
 fn no_bug_no_violation() {

@@ -198,7 +198,8 @@ fn build() -> Fixture {
             let _ = sealer.seal_chunk(&mut buf, 10, true).expect("seal");
             let payload = sealer.finish().expect("finish");
             for guarded in [false, true] {
-                let target = GroupTarget { next: None,
+                let target = GroupTarget {
+                    next: None,
                     membership: m,
                     resources: &resources,
                     prev_version: &prev_code,

@@ -73,6 +73,7 @@ pub fn config(s: &Shape) -> SimConfig {
                 start_ms: u64::from(u.start % 4) * 50,
                 deployer: usize::from(u.deployer % 2),
                 chained: !u.stale,
+                rotates: vec![],
             }
         })
         .collect();

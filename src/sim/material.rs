@@ -50,8 +50,13 @@ pub(crate) struct Material {
     /// Their signing keys (a Byzantine installer borrows one to squat).
     pub(crate) deployer_keys: Vec<DeployerKey>,
     pub(crate) genesis: Vec<Code>,
+    /// Per group, its replicas' keys: the first `n` in index order, then
+    /// the keys rotations bring in.
     pub(crate) keys: Vec<Vec<ReplicaSecretKey>>,
+    /// Each group's first membership.
     pub(crate) memberships: Vec<Membership>,
+    /// (upgrade index, group index) of every key rotation the pieces carry.
+    pub(crate) rotations: std::collections::BTreeSet<(usize, usize)>,
     pub(crate) bundles: Vec<Bundle>,
     /// Guardian keys (a pool shared by the groups), and each group's set.
     pub(crate) guardian_keys: Vec<ReplicaSecretKey>,
@@ -143,8 +148,12 @@ impl Material {
         // rejects: τ; else c). Conflicting upgrades should be the last of
         // their deployer's chain, since their outcome is not predictable.
         let mut chain: Vec<Vec<Code>> = (0..DEPLOYERS).map(|d| vec![genesis[d].clone(); sizes.len()]).collect();
+        // Each group's membership as the upgrades before leave it (a key
+        // rotation predicted to commit changes it for the pieces after).
+        let mut current = memberships.clone();
+        let mut rotations = std::collections::BTreeSet::new();
         let mut bundles = Vec::new();
-        for spec in upgrades {
+        for (ui, spec) in upgrades.iter().enumerate() {
             let mut ids: Vec<GroupId> = spec.groups.iter().map(|gi| memberships[*gi].group).collect();
             ids.sort();
             ids.dedup();
@@ -152,20 +161,33 @@ impl Material {
             let plan = UpgradePlan::new(&mut rng, deployer.id(), spec.order_seq, &ids).expect("valid plan");
             let mut pieces = BTreeMap::new();
             let stale = Code::from_bytes([0xEE; 32]);
+            let commits = spec.chained && spec.rejected_by.is_empty();
             for gi in &spec.groups {
-                let m = &memberships[*gi];
+                let m = &current[*gi];
                 let payload = seal_payload(&plan, m.group);
                 let prev = if spec.chained { &chain[spec.deployer][*gi] } else { &stale };
                 let resources: Vec<ResourceId> = spec.resources.iter().map(|r| ResourceId(*r)).collect();
+                // A rotation of one key, where the group is in replica
+                // custody and big enough to keep f + 1 + f' replicas.
+                let nth = rotations.iter().filter(|(_, g)| g == gi).count();
+                let next = (spec.rotates.contains(gi) && per_group == 0 && spec.chained)
+                    .then(|| rotate(&mut rng, &mut keys[*gi], m, nth))
+                    .flatten();
                 let target = GroupTarget {
-                    next: None,
                     membership: m,
                     resources: &resources,
                     prev_version: prev,
                     guardians: guardian_sets[*gi].as_ref(),
                     payload,
+                    next: next.as_ref(),
                 };
                 pieces.insert(m.group, plan.piece(deployer, &target).expect("piece"));
+                if let Some(next) = next {
+                    rotations.insert((ui, *gi));
+                    if commits {
+                        current[*gi] = next.membership;
+                    }
+                }
             }
             if spec.chained {
                 let code = if spec.rejected_by.is_empty() { plan.trigger_code() } else { plan.cancel_code() };
@@ -186,6 +208,7 @@ impl Material {
             genesis,
             keys,
             memberships,
+            rotations,
             bundles,
             guardian_keys,
             guardian_sets,
@@ -261,6 +284,25 @@ impl Cached<'_> {
         let keys = self.material.keys.get((group.0 as usize).wrapping_sub(1));
         keys.and_then(|k| k.get(index)).is_some_and(|k| std::ptr::eq(self.key, k))
     }
+}
+
+/// The membership `m` with the key of replica `nth % n` replaced by a fresh
+/// one (appended to the group's `keys`), if `m` can take it.
+fn rotate(
+    rng: &mut ChaCha20Rng,
+    keys: &mut Vec<ReplicaSecretKey>,
+    m: &Membership,
+    nth: usize,
+) -> Option<crate::wire::NextMembership> {
+    let key = ReplicaSecretKey::random(rng);
+    let mut pks = m.replicas.clone();
+    *pks.get_mut(nth % m.n())? = key.public_key();
+    let next = crate::wire::NextMembership { membership: Membership { replicas: pks, ..m.clone() }, guardians: None };
+    if !next.follows(m) {
+        return None;
+    }
+    keys.push(key);
+    Some(next)
 }
 
 /// Seals a small payload for a group with the plan's `k_g`.

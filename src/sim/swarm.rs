@@ -165,6 +165,7 @@ pub fn chained_workload(groups: usize, count: usize, seed: u64) -> Vec<UpgradeSp
                     start_ms: m.start_ms + 20,
                     deployer: 2,
                     chained: true,
+                    rotates: vec![],
                 }
             }
             7 => {
@@ -177,6 +178,7 @@ pub fn chained_workload(groups: usize, count: usize, seed: u64) -> Vec<UpgradeSp
                     start_ms,
                     deployer: 3,
                     chained: false,
+                    rotates: vec![],
                 }
             }
             _ => {
@@ -184,6 +186,8 @@ pub fn chained_workload(groups: usize, count: usize, seed: u64) -> Vec<UpgradeSp
                 let g = span(&mut rng);
                 let rejected_by =
                     if rng.next_u32().is_multiple_of(4) { vec![g[below(&mut rng, g.len())]] } else { vec![] };
+                // Some main upgrades also rotate a key at their first group.
+                let rotates = if k % 8 == 2 && rejected_by.is_empty() { vec![g[0]] } else { vec![] };
                 last_main = Some(out.len());
                 UpgradeSpec {
                     groups: g,
@@ -193,6 +197,7 @@ pub fn chained_workload(groups: usize, count: usize, seed: u64) -> Vec<UpgradeSp
                     start_ms,
                     deployer,
                     chained: true,
+                    rotates,
                 }
             }
         };
@@ -274,7 +279,8 @@ impl Swarm {
 
     /// The workload: an upgrade all groups accept; its successor, which one
     /// group rejects; two upgrades of other deployers that conflict where
-    /// they overlap; and a replayed (stale) piece that every group refuses.
+    /// they overlap; a replayed (stale) piece that every group refuses; and
+    /// a membership upgrade that rotates one key at every group.
     pub fn workload(&self) -> Vec<UpgradeSpec> {
         let g = self.groups;
         let all: Vec<usize> = (0..g).collect();
@@ -286,6 +292,7 @@ impl Swarm {
             start_ms,
             deployer,
             chained: true,
+            rotates: vec![],
         };
         let mut out = vec![spec(all.clone(), vec![1], 1, 0, 0)];
         let mut second = spec(all, vec![1], 2, 0, 1_000);
@@ -299,6 +306,12 @@ impl Swarm {
             stale.chained = false;
             out.push(stale);
         }
+        // A membership upgrade on deployer 0's predictable chain: one key
+        // rotated at every group (in replica custody), once the upgrades
+        // before it there have finished.
+        let mut rotation = spec((0..g).collect(), vec![30], 6, 0, 1_200);
+        rotation.rotates = (0..g).collect();
+        out.push(rotation);
         out
     }
 

@@ -384,6 +384,13 @@ pub struct World {
     out_of_events: bool,
     /// Whether some replica replays (only then is `genuine` kept).
     replaying: bool,
+    /// Per group and replica index: which of the group's material keys the
+    /// replica holds now (a key rotation moves it on).
+    key_at: Vec<Vec<usize>>,
+    /// Per upgrade: (upgrade, group) pairs that must have finished at the
+    /// group's correct replicas before its installers start (no piece
+    /// crosses a change of membership).
+    gates: Vec<Vec<(usize, usize)>>,
 }
 
 struct GuardianSlot {
@@ -567,6 +574,8 @@ impl World {
             }
         }
 
+        let gates = transfer::gates(&cfg.upgrades, &material.rotations, &mut upgrades);
+        let key_at = built_groups.iter().map(|g| (0..g.replicas.len()).collect()).collect();
         let to_check =
             upgrades.iter().enumerate().flat_map(|(ui, b)| b.groups.iter().map(move |gi| (ui, *gi))).collect();
         let tallies = upgrades.iter().map(|b| Tally::new(b, &built_groups)).collect();
@@ -596,6 +605,8 @@ impl World {
             genuine: Vec::new(),
             out_of_events: false,
             replaying: cfg.byzantine.iter().any(|(_, _, b)| *b == ByzantineReplica::Replayer),
+            key_at,
+            gates,
             cfg,
         };
         for client in 0..world.clients.len() {
@@ -672,7 +683,9 @@ impl World {
             | Planted::SkipVersionCheck
             | Planted::NoPostponement
             | Planted::SquattableIds
-            | Planted::DivergentVersion => {
+            | Planted::DivergentVersion
+            | Planted::MembershipIgnored
+            | Planted::TransferShapeLost => {
                 for r in self.groups.iter_mut().flat_map(|g| g.replicas.iter_mut()) {
                     r.host.plant(bug);
                     r.host.flush(Batch::new(), &mut Vec::new()).expect("memory store");
@@ -877,6 +890,12 @@ impl World {
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Start { upgrade } => {
+                if !self.gate_open(upgrade) {
+                    if self.now < self.cfg.deadline_ms {
+                        self.push(self.now + transfer::GATE_RETRY_MS, Event::Start { upgrade });
+                    }
+                    return;
+                }
                 for ii in 0..self.installers.len() {
                     if self.installers[ii].upgrade == upgrade && !self.installers[ii].dead {
                         let now = Instant(self.now);
@@ -1090,7 +1109,7 @@ impl World {
                 continue;
             }
             let verdict = if reject { Verdict::Reject } else { Verdict::Accept };
-            let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
+            let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][self.key_at[gi][ri]] };
             let report = r.host.ordered_with(Instant(self.now), origin, op, &mut crypto, |_| verdict);
             self.route_group(gi, ri, report, Some(op));
         }

@@ -54,10 +54,12 @@ impl World {
         };
         // Its own two shares of the piece, if it can open its box.
         let shares = match op {
-            Some(Operation::PrepareInstall(p)) => Cached { material: &self.material, key: &self.material.keys[gi][ri] }
-                .open(p, ri)
-                .ok()
-                .map(|o| (o.secret_share, o.cancel_share)),
+            Some(Operation::PrepareInstall(p)) => {
+                Cached { material: &self.material, key: &self.material.keys[gi][self.key_at[gi][ri]] }
+                    .open(p, ri)
+                    .ok()
+                    .map(|o| (o.secret_share, o.cancel_share))
+            }
             _ => None,
         };
         let with = |a: &Answer, reply: Reply| Message::Answer(Answer { reply, ..a.clone() });
@@ -131,7 +133,7 @@ impl World {
             self.send(me, to, message);
             return;
         };
-        let key = &self.material.keys[gi][ri];
+        let key = &self.material.keys[gi][self.key_at[gi][ri]];
         let mut crypto = Cached { material: &self.material, key };
         match &p.header.custody {
             Custody::Replicas => {

@@ -73,6 +73,9 @@ pub struct Metrics {
     pub restarts: u64,
     /// Replicas wiped (each rejoins by state transfer).
     pub wipes: u64,
+    /// Keys rotated by membership upgrades: the old holder left, the new
+    /// one joined by state transfer.
+    pub rotations: u64,
     /// Batches the roles' host layers committed to their stores.
     pub store_writes: u64,
     /// External client calls.
@@ -321,7 +324,7 @@ impl World {
         // What a prepare would answer now, on a copy.
         let answer = self.upgrades[ui].pieces.get(&id).map(|piece| {
             let mut copy = r.host.role().clone();
-            let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
+            let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][self.key_at[gi][ri]] };
             let op = Operation::PrepareInstall(piece.clone());
             let step =
                 copy.handle_ordered_with(Instant(self.now), Peer::Installer(0), &op, &mut crypto, |_| Verdict::Accept);

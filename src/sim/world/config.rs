@@ -114,6 +114,11 @@ pub struct UpgradeSpec {
     /// Whether its pieces are built on its deployer's chain (false: a stale
     /// version code, so every group refuses it).
     pub chained: bool,
+    /// Groups (of `groups`) where it also rotates one replica's key: a
+    /// membership upgrade. Upgrades over such a group start only once the
+    /// ones before them there have finished (as a careful deployer does), so
+    /// no piece crosses the change.
+    pub rotates: Vec<usize>,
 }
 
 /// The simulator's configuration. Everything random follows from `seed`.
@@ -211,6 +216,7 @@ impl SimConfig {
                 start_ms: 0,
                 deployer: 0,
                 chained: true,
+                rotates: vec![],
             }],
             byzantine: vec![],
             network: NetworkFaults::NONE,

@@ -28,9 +28,13 @@ impl World {
         self.note_faults(&report.faults);
         let me = Peer::Replica { group: self.groups[gi].id, index: ri as u8 };
         let byz = self.groups[gi].replicas[ri].byz;
+        let mut reconfigured = false;
         for e in &report.effects {
             match e {
-                GroupEffect::Apply { upgrade, .. } => self.note_finished(gi, ri, *upgrade, Outcome::Committed),
+                GroupEffect::Apply { upgrade, reconfigured: r, .. } => {
+                    reconfigured |= *r;
+                    self.note_finished(gi, ri, *upgrade, Outcome::Committed);
+                }
                 GroupEffect::Discard { upgrade } => self.note_finished(gi, ri, *upgrade, Outcome::Aborted),
                 _ => {}
             }
@@ -74,6 +78,11 @@ impl World {
                 None => self.send(me, to, &message),
                 Some(b) => self.adversary(gi, ri, b, to, &message, op),
             }
+        }
+        if reconfigured && !self.groups[gi].replicas[ri].host.role().is_member() {
+            // Its key was rotated out: it leaves, and the new holder joins.
+            self.leave(gi, ri);
+            return;
         }
         let d = self.groups[gi].replicas[ri].host.deadline();
         self.schedule(Who::Replica(gi, ri), d);

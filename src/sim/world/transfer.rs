@@ -11,7 +11,60 @@ use super::*;
 /// How long a wiped replica stays away, ms (before its rejoin).
 const AWAY_MS: usize = 300;
 
+/// How often a gated upgrade looks again whether it may start, ms.
+pub(super) const GATE_RETRY_MS: u64 = 50;
+
+/// Per upgrade, what must finish before it starts: around each key rotation
+/// `(ur, gi)`, the upgrades over group `gi` before it (those the checkers
+/// owe liveness to) gate the rotation, and the rotation gates those after,
+/// whose pieces are built for the new membership. An upgrade after a
+/// rotation that may never finish is owed nothing either.
+pub(super) fn gates(
+    specs: &[UpgradeSpec],
+    rotations: &BTreeSet<(usize, usize)>,
+    upgrades: &mut [Built],
+) -> Vec<Vec<(usize, usize)>> {
+    let mut gates = vec![Vec::new(); specs.len()];
+    for &(ur, gi) in rotations {
+        for (ui, spec) in specs.iter().enumerate() {
+            if ui == ur || !spec.chained || !spec.groups.contains(&gi) {
+                continue;
+            }
+            if ui < ur && upgrades[ui].valid {
+                gates[ur].push((ui, gi));
+            }
+            if ui > ur {
+                gates[ui].push((ur, gi));
+                if !upgrades[ur].valid {
+                    upgrades[ui].valid = false;
+                }
+            }
+        }
+    }
+    gates
+}
+
 impl World {
+    /// Whether every upgrade gating `ui` has finished at every correct
+    /// replica (that is up) of the gating group.
+    pub(super) fn gate_open(&self, ui: usize) -> bool {
+        self.gates[ui].iter().all(|&(u, gi)| {
+            let id = self.upgrades[u].header.upgrade;
+            self.groups[gi].replicas.iter().filter(|r| r.byz.is_none() && !r.down).all(|r| r.finished.contains_key(&id))
+        })
+    }
+
+    /// Replica `ri` of group `gi` left with its rotated-out key; the holder
+    /// of the new key joins by state transfer a little later.
+    pub(super) fn leave(&mut self, gi: usize, ri: usize) {
+        let r = &mut self.groups[gi].replicas[ri];
+        r.down = true;
+        r.scheduled = None;
+        self.metrics.rotations += 1;
+        let at = self.now + 1 + below(&mut self.rng, AWAY_MS) as u64;
+        self.push(at, Event::Rejoin { group: gi, replica: ri });
+    }
+
     /// Wipes replica `ri` of group `gi` if that keeps the group within `f`
     /// faulty replicas (its Byzantine ones and those away), and schedules
     /// its rejoin.
@@ -50,7 +103,15 @@ impl World {
             pieces.extend(found);
         }
         let config = g.replicas[peers[0]].host.role().config().clone();
-        let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][ri] };
+        // The key the membership names at this index (a rotation brought
+        // in a new one while the replica was away or as it left).
+        let named = state.membership().replicas.get(ri).copied();
+        let Some(k) = self.material.keys[gi].iter().position(|k| Some(k.public_key()) == named) else {
+            self.flag(ViolationKind::StateTransfer, format!("replica {ri} of group {gi}: no key for its index"));
+            return;
+        };
+        self.key_at[gi][ri] = k;
+        let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][k] };
         let joined = ReplicaHost::rejoin(MemStore::default(), config, ri as u8, state, &pieces, &mut crypto);
         let (host, report) = match joined {
             Ok(j) => j,
