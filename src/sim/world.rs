@@ -26,9 +26,7 @@ use super::material::{Cached, Material};
 use crate::client::{Client, ClientEvent};
 use crate::crypto::ShareKind;
 use crate::crypto::{Code, Share};
-use crate::group::{
-    AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, ReplicatedState, TxnId, Verdict,
-};
+use crate::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
 use crate::group::{GuardianIds, PieceCrypto};
 use crate::guardian::{GuardedGroup, Guardian, GuardianConfig};
 use crate::host::{Batch, ReplicaReport};
@@ -391,6 +389,8 @@ pub struct World {
     /// group's correct replicas before its installers start (no piece
     /// crosses a change of membership).
     gates: Vec<Vec<(usize, usize)>>,
+    /// Per upgrade: whether its installers started (its bundle is out).
+    started: Vec<bool>,
 }
 
 struct GuardianSlot {
@@ -606,6 +606,7 @@ impl World {
             out_of_events: false,
             replaying: cfg.byzantine.iter().any(|(_, _, b)| *b == ByzantineReplica::Replayer),
             key_at,
+            started: vec![false; gates.len()],
             gates,
             cfg,
         };
@@ -896,6 +897,7 @@ impl World {
                     }
                     return;
                 }
+                self.started[upgrade] = true;
                 for ii in 0..self.installers.len() {
                     if self.installers[ii].upgrade == upgrade && !self.installers[ii].dead {
                         let now = Instant(self.now);
@@ -931,14 +933,21 @@ impl World {
             Event::AppRequest { caller, callee, txn, codes } => {
                 // ReceiveRequest at the callee, in its ordered execution.
                 let from = self.groups[caller].id;
+                let mut changed = false;
                 for ri in 0..self.groups[callee].replicas.len() {
                     if self.groups[callee].replicas[ri].down {
                         continue;
                     }
                     let report = self.groups[callee].replicas[ri].host.request(Instant(self.now), from, &codes);
+                    changed |= !report.effects.is_empty();
                     self.route_group(callee, ri, report, None);
                 }
-                self.check_replicated(callee);
+                // A piggyback changes a replica only by finishing, which is
+                // an effect (`GroupReplica::on_request`); the next check
+                // would see any other change.
+                if changed {
+                    self.check_replicated(callee);
+                }
                 let back = self.take_attachment(callee, caller);
                 let delay = self.cfg.latency_ms;
                 self.push(self.now + delay, Event::AppResponse { caller, callee, txn, codes: Box::new(back) });
@@ -946,6 +955,7 @@ impl World {
             Event::AppResponse { caller, callee, txn, codes } => {
                 let from = self.groups[callee].id;
                 let mut restarted = false;
+                let mut changed = false;
                 for ri in 0..self.groups[caller].replicas.len() {
                     if self.groups[caller].replicas[ri].down {
                         continue;
@@ -953,9 +963,12 @@ impl World {
                     let report =
                         self.groups[caller].replicas[ri].host.response(Instant(self.now), TxnId(txn), from, &codes);
                     restarted |= report.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
+                    changed |= !report.effects.is_empty();
                     self.route_group(caller, ri, report, None);
                 }
-                self.check_replicated(caller);
+                if changed {
+                    self.check_replicated(caller);
+                }
                 self.txns.remove(&txn);
                 if restarted {
                     self.metrics.txns_restarted += 1;
@@ -984,6 +997,7 @@ impl World {
         self.metrics.client_calls += 1;
         let call = self.clients[client].call(self.groups[gi].id);
         let mut chosen = None;
+        let mut changed = false;
         for ri in 0..self.groups[gi].replicas.len() {
             if self.groups[gi].replicas[ri].down {
                 continue;
@@ -992,9 +1006,12 @@ impl World {
             if chosen.is_none() && self.groups[gi].replicas[ri].byz.is_none() {
                 chosen = Some(reply);
             }
+            changed |= !report.effects.is_empty();
             self.route_group(gi, ri, report, None);
         }
-        self.check_replicated(gi);
+        if changed {
+            self.check_replicated(gi);
+        }
         let Some(reply) = chosen else { return };
         if self.groups[gi].correct && self.violation.is_none() {
             let g = &self.groups[gi];
@@ -1037,14 +1054,19 @@ impl World {
     fn take_attachment(&mut self, group: usize, to: usize) -> Attachment {
         let to_id = self.groups[to].id;
         let mut chosen = None;
+        let mut changed = false;
         for r in self.groups[group].replicas.iter_mut().filter(|r| !r.down) {
             let a = r.host.attachment(to_id);
             r.host.flush(Batch::new(), &mut Vec::new()).expect("memory store");
+            // Taking an empty attachment changes nothing.
+            changed |= !a.is_empty();
             if chosen.is_none() && r.byz.is_none() {
                 chosen = Some(a);
             }
         }
-        self.check_replicated(group);
+        if changed {
+            self.check_replicated(group);
+        }
         chosen.unwrap_or_default()
     }
 
@@ -1084,6 +1106,10 @@ impl World {
                 else {
                     return;
                 };
+                // Nobody runs an installer before its upgrade starts.
+                if !self.started[self.installers[ii].upgrade] {
+                    return;
+                }
                 let mut out = Vec::new();
                 let report = self.installers[ii].role.handle_answer(Instant(self.now), from, &answer, &mut out);
                 if let Ok(report) = report {
@@ -1194,8 +1220,9 @@ impl World {
                 }
                 slot.role.restore();
                 slot.scheduled = None;
-                // A restarted installer carries on at its saved deadline.
-                let d = slot.role.deadline();
+                // A restarted installer carries on at its saved deadline;
+                // one whose upgrade has not started waits for its start.
+                let d = if self.started[slot.upgrade] { slot.role.deadline() } else { None };
                 self.schedule(who, d);
             }
         }

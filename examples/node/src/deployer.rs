@@ -189,7 +189,8 @@ pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBu
         let path = payload_path(dir, upgrade, *g);
         write_private(&path, &ciphertext)?;
         let prev_version = prev.iter().find(|(x, _)| x == g).map_or(&genesis, |(_, c)| c);
-        let target = GroupTarget { next: None,
+        let target = GroupTarget {
+            next: None,
             membership: &membership,
             resources: &[ResourceId(1)],
             prev_version,

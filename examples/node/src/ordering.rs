@@ -53,20 +53,14 @@ impl Hasher for Sha {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct Sig(pub [u8; 64]);
 
-/// A replica's keychain for its group's AlephBFT session.
+/// A replica's keychain for its group's AlephBFT session: replica `index`
+/// signing with `key`; `members` are the group's transport keys in
+/// membership order.
 #[derive(Clone)]
 pub struct Keys {
-    index: NodeIndex,
-    key: Arc<DeployerKey>,
-    members: Arc<Vec<PublicKey>>,
-}
-
-impl Keys {
-    /// Replica `index` signing with `key`; `members` are the group's
-    /// transport keys in membership order.
-    pub fn new(index: usize, key: DeployerKey, members: Vec<PublicKey>) -> Self {
-        Self { index: NodeIndex(index), key: Arc::new(key), members: Arc::new(members) }
-    }
+    pub index: NodeIndex,
+    pub key: Arc<DeployerKey>,
+    pub members: Arc<Vec<PublicKey>>,
 }
 
 fn prehash(msg: &[u8]) -> Digest {
@@ -119,21 +113,15 @@ pub type Batch = Vec<u8>;
 /// AlephBFT's network data for this host.
 pub type Data = NetworkData<Sha, Batch, Sig, SignatureSet<Sig>>;
 
-/// AlephBFT's network: consensus frames to and from the group's replicas.
+/// AlephBFT's network: consensus frames to and from the group's replicas,
+/// for replica `me` of `group` (of `n`); `rx` receives the consensus frames
+/// the transport accepted from the group's replicas.
 pub struct GroupNetwork {
-    net: Arc<Net>,
-    group: GroupId,
-    me: u8,
-    n: u8,
-    rx: mpsc::Receiver<Vec<u8>>,
-}
-
-impl GroupNetwork {
-    /// Replica `me` of `group` (of `n`); `rx` receives the consensus frames
-    /// the transport accepted from the group's replicas.
-    pub fn new(net: Arc<Net>, group: GroupId, me: u8, n: u8, rx: mpsc::Receiver<Vec<u8>>) -> Self {
-        Self { net, group, me, n, rx }
-    }
+    pub net: Arc<Net>,
+    pub group: GroupId,
+    pub me: u8,
+    pub n: u8,
+    pub rx: mpsc::Receiver<Vec<u8>>,
 }
 
 #[async_trait::async_trait]

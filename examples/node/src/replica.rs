@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aleph_bft::NodeIndex;
 use anyhow::{anyhow, Context, Result};
 use bft_upgrade::crypto::{Binding, ReplicaSecretKey};
 use bft_upgrade::group::{
@@ -186,12 +187,16 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         }
     });
     let members = info.replicas.iter().map(|r| public_key(&r.sign_key)).collect::<Result<Vec<_>>>()?;
-    let keys = Keys::new(usize::from(index), secrets.sign_key.clone(), members);
+    let keys = Keys {
+        index: NodeIndex(usize::from(index)),
+        key: Arc::new(secrets.sign_key.clone()),
+        members: Arc::new(members),
+    };
     let queue = Queue::default();
     let (fin_tx, mut fin_rx) = mpsc::unbounded_channel();
     let (backup, saved) = Backup::open(&data.join("units.bin"))?;
     let io = aleph_bft::LocalIO::new(Provider(queue.clone()), Finalized(fin_tx), backup, saved);
-    let network = GroupNetwork::new(net.clone(), gid, index, n as u8, cons_rx);
+    let network = GroupNetwork { net: net.clone(), group: gid, me: index, n: n as u8, rx: cons_rx };
     let (_exit_tx, exit_rx) = futures::channel::oneshot::channel();
     let terminator = aleph_bft::Terminator::create_root(exit_rx, "AlephBFT-member");
     let config = ordering::config(n, usize::from(index), u64::from(group), cluster.unit_delay_ms)?;

@@ -170,6 +170,9 @@ impl World {
         let gi = below(&mut self.rng, self.groups.len());
         let ui = below(&mut self.rng, self.upgrades.len());
         let upgrade = self.upgrades[ui].header.upgrade;
+        // A gated upgrade's deployer holds its bundle back until it starts:
+        // nobody has its pieces before.
+        let published = self.gates[ui].is_empty() || self.started[ui];
         match self.rng.next_u32() % 5 {
             0 => {
                 let mut junk = [0u8; 32];
@@ -182,6 +185,7 @@ impl World {
                 };
                 self.submit(me, gi, op);
             }
+            1 | 2 if !published => {}
             1 => {
                 // Replay some piece of some upgrade to its group.
                 if let Some((g, p)) = self.upgrades[ui].pieces.iter().next() {

@@ -72,7 +72,7 @@ impl World {
         let g = &self.groups[gi];
         let faulty = g.replicas.iter().filter(|r| r.byz.is_some() || r.down).count();
         let r = &g.replicas[ri];
-        if !r.correct() || r.byz.is_some() || r.down || faulty >= usize::from(g.f) {
+        if r.byz.is_some() || r.down || faulty >= usize::from(g.f) {
             return;
         }
         self.groups[gi].replicas[ri].down = true;
@@ -91,12 +91,17 @@ impl World {
             self.flag(ViolationKind::StateTransfer, format!("group {gi} has no {need} correct peers for replica {ri}"));
             return;
         };
-        let states: Vec<ReplicatedState> = peers.iter().map(|&i| g.replicas[i].host.role().replicated()).collect();
-        if states.iter().any(|s| s.digest() != states[0].digest()) {
+        let digest = g.replicas[peers[0]].host.role().replicated_digest();
+        if peers.iter().any(|&i| g.replicas[i].host.role().replicated_digest() != digest) {
             self.flag(ViolationKind::Diverged, format!("group {gi}'s peers {peers:?} disagree for replica {ri}"));
             return;
         }
-        let state = &states[0];
+        // What one of them hands over must be what they all vouch for.
+        let state = &g.replicas[peers[0]].host.role().replicated();
+        if state.digest() != digest {
+            self.flag(ViolationKind::StateTransfer, format!("group {gi}'s state for replica {ri} is not its digest's"));
+            return;
+        }
         let mut pieces = Vec::new();
         for u in state.held_upgrades() {
             let found = peers.iter().find_map(|&i| g.replicas[i].host.piece(u).ok().flatten());
