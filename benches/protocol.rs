@@ -164,12 +164,12 @@ fn fixture(n: usize, guardians: Option<&GuardianSet>) -> Fixture {
     let ids = [group];
     let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &ids).expect("plan");
     let target = GroupTarget {
-        next: None,
         membership: &membership,
         resources: &[ResourceId(1)],
         prev_version: &Code::from_bytes(GENESIS),
         guardians,
         payload: small_payload(&plan, group),
+        next: None,
     };
     let piece = plan.piece(&deployer, &target).expect("piece");
     let trigger = plan.trigger_code().clone();
@@ -210,12 +210,12 @@ fn deployer(c: &mut Criterion) {
             b.iter(|| {
                 let plan = UpgradePlan::new(&mut r, f.deployer.id(), 1, &ids).expect("plan");
                 let target = GroupTarget {
-                    next: None,
                     membership: &f.membership,
                     resources: &[ResourceId(1)],
                     prev_version: &genesis,
                     guardians: None,
                     payload,
+                    next: None,
                 };
                 black_box(plan.piece(&f.deployer, &target).expect("piece"))
             })
@@ -254,7 +254,7 @@ fn replica(c: &mut Criterion) {
         let f = fixture(n, None);
         let fresh = GroupReplica::new(group_config(&f), 0).expect("replica");
         let prepare = Operation::PrepareInstall(f.piece.clone());
-        let commit = Operation::CommitInstall { upgrade: f.piece.header.upgrade, code: f.trigger.clone() };
+        let commit = Operation::commit_install(f.piece.header.upgrade, f.trigger.clone());
         let installer = Peer::Installer(1);
         // Sanity: the path does what it says.
         {

@@ -176,12 +176,12 @@ fn main() {
                 .expect("seal");
             host.sealed.push(sealed);
             let target = GroupTarget {
-                next: None,
                 membership: &memberships[gi],
                 resources: &[ResourceId(1)],
                 prev_version: chain.prev(*g),
                 guardians: None,
                 payload,
+                next: None,
             };
             pieces.push(plan.piece(&deployer, &target).expect("piece"));
         }

@@ -36,8 +36,7 @@ fn diffusion() -> InstallerOptions {
 use bft_upgrade::sim::{Report, SimConfig, World};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
-    self, Answer, DeployerId, GroupId, Membership, Message, Outcome, Piece, Reply, ResourceId, SmallOperation,
-    UpgradeId,
+    self, Answer, DeployerId, Finish, GroupId, Membership, Message, Outcome, Piece, Reply, ResourceId, UpgradeId,
 };
 use chacha20::ChaCha20Rng;
 use cpu_time::ThreadTime;
@@ -223,12 +222,12 @@ fn cpu(groups: usize) -> Cpu {
         .zip(&payloads)
         .map(|(m, payload)| {
             let target = GroupTarget {
-                next: None,
                 membership: m,
                 resources: &resources,
                 prev_version: &genesis,
                 guardians: None,
                 payload: *payload,
+                next: None,
             };
             plan.piece(&deployer, &target).expect("piece")
         })
@@ -450,7 +449,7 @@ fn sigcollect_bytes_per_group(groups: usize) -> usize {
 
 /// Our commit message on the wire: `Submit(CommitInstall { upgrade, τ })`.
 fn commit_message_bytes() -> usize {
-    let op = SmallOperation::CommitInstall { upgrade: UpgradeId([0xAB; 16]), code: Code::from_bytes([0xCD; 32]) };
+    let op = Finish::commit_install(UpgradeId([0xAB; 16]), Code::from_bytes([0xCD; 32]));
     wire::encoded_len(&Message::Submit(op))
 }
 

@@ -26,7 +26,7 @@ use heapless::{Deque, Vec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CapacityError, MisuseError};
-use crate::wire::{Attachment, ClientCall, ClientReply, ClientStatus, Diffused, GroupId, MAX_ATTACHED};
+use crate::wire::{Attachment, ClientCall, ClientReply, ClientStatus, Finish, GroupId, MAX_ATTACHED};
 
 /// What a reply means for the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct Client<const G: usize> {
     id: u32,
     seen: Vec<(GroupId, u64), G>,
     /// The most recent codes learned, oldest first.
-    codes: Deque<Diffused, MAX_ATTACHED>,
+    codes: Deque<Finish, MAX_ATTACHED>,
 }
 
 impl<const G: usize> Client<G> {

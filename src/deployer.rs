@@ -20,7 +20,7 @@
 //! use bft_upgrade::crypto::{Binding, Code, DeployerKey, PayloadSealer, ReplicaSecretKey, CHUNK_TAG_LEN};
 //! use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
 //! use bft_upgrade::rand_core::SeedableRng;
-//! use bft_upgrade::wire::{DeployerId, GroupId, Membership, ResourceId};
+//! use bft_upgrade::wire::{DeployerId, GroupId, Membership, Operation, ResourceId};
 //!
 //! let mut rng = chacha20::ChaCha20Rng::from_seed([1; 32]);
 //! let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
@@ -44,12 +44,13 @@
 //!
 //! // The signed piece Δ_g, built on the group's current version code.
 //! let genesis = Code::from_bytes([0; 32]);
-//! let target = GroupTarget { next: None,
+//! let target = GroupTarget {
 //!     membership: &membership,
 //!     resources: &[ResourceId(1)],
 //!     prev_version: &genesis,
 //!     guardians: None,
 //!     payload,
+//!     next: None,
 //! };
 //! let piece = plan.piece(&deployer, &target).unwrap();
 //! assert_eq!(piece.header.group, GroupId(1));
@@ -59,7 +60,7 @@
 //! let saved = plan.saved();
 //! let restored = UpgradePlan::restore(&saved, &groups).unwrap();
 //! assert_eq!(restored.piece(&deployer, &target).unwrap(), piece);
-//! assert!(matches!(restored.abort(), bft_upgrade::wire::Operation::AbortInstall { .. }));
+//! assert_eq!(restored.abort(), Operation::abort_install(plan.header().upgrade, plan.cancel_code().clone()));
 //! ```
 
 use chacha20::ChaCha20Rng;
@@ -272,7 +273,7 @@ impl<'g> UpgradePlan<'g> {
 
     /// `CommitInstall(τ)`, for any group of the plan.
     pub fn commit(&self) -> Operation {
-        Operation::CommitInstall { upgrade: self.header.upgrade, code: self.trigger.clone() }
+        Operation::commit_install(self.header.upgrade, self.trigger.clone())
     }
 
     /// `AbortInstall(c)`: how the deployer aborts its own upgrade.
@@ -288,7 +289,7 @@ impl<'g> UpgradePlan<'g> {
     /// held the piece cannot check `c` and ignores it, and its version code
     /// (the deployer's [`VersionChain`] entry for it) stays where it was.
     pub fn abort(&self) -> Operation {
-        Operation::AbortInstall { upgrade: self.header.upgrade, code: self.cancel_code.clone() }
+        Operation::abort_install(self.header.upgrade, self.cancel_code.clone())
     }
 
     /// The code the plan finishes with at every group for `outcome`.

@@ -56,19 +56,20 @@
 //! let mut replica = GroupReplica::new(config, 0).unwrap();
 //!
 //! let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &[GroupId(1)]).unwrap();
-//! let target = GroupTarget { next: None,
+//! let target = GroupTarget {
 //!     membership: &membership,
 //!     resources: &[ResourceId(1)],
 //!     prev_version: &genesis,
 //!     guardians: None,
 //!     payload: PayloadRef::default(),
+//!     next: None,
 //! };
 //! let piece = plan.piece(&deployer, &target).unwrap();
 //! let installer = Peer::Installer(1);
 //! let step = replica.handle_ordered(Instant(0), installer, &Operation::PrepareInstall(piece), &key, |_| Verdict::Accept);
 //! assert!(matches!(&step.messages[0].message, Message::Answer(a) if matches!(a.reply, Reply::Accepted(_))));
 //!
-//! let commit = Operation::CommitInstall { upgrade: plan.header().upgrade, code: plan.trigger_code().clone() };
+//! let commit = Operation::commit_install(plan.header().upgrade, plan.trigger_code().clone());
 //! let step = replica.handle_ordered(Instant(1), installer, &commit, &key, |_| Verdict::Accept);
 //! assert!(matches!(step.effects[0], GroupEffect::Apply { .. }));
 //! assert_eq!(replica.version(), 1);
@@ -89,9 +90,9 @@ use crate::crypto::{
 use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, DeployerId, Diffused, GroupId, GuardianSet,
-    Membership, Message, Operation, OrderKey, Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, SmallOperation,
-    Token, UpgradeId, GUARDIAN_INDEX_BASE, MAX_ATTACHED, MAX_GUARDIANS, MAX_RESOURCES,
+    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, DeployerId, Finish, GroupId, GuardianSet,
+    Membership, Message, Operation, OrderKey, Outcome, Piece, PieceHeader, Refusal, Reply, ResourceId, Token,
+    UpgradeId, GUARDIAN_INDEX_BASE, MAX_ATTACHED, MAX_GUARDIANS, MAX_RESOURCES,
 };
 
 pub use crate::capacity::{HISTORY, MAX_DIFFUSING, MAX_IN_FLIGHT, MAX_NEIGHBORS};
@@ -511,7 +512,7 @@ struct Diffusion {
 /// `i` of `pending` stands for the configuration's `i`-th guardian.
 #[derive(Clone, Serialize, Deserialize)]
 struct Tell {
-    diffused: Diffused,
+    diffused: Finish,
     pending: u64,
 }
 
@@ -833,11 +834,8 @@ impl GroupReplica {
                 }
                 (piece.header.upgrade, reply)
             }
-            Operation::CommitInstall { upgrade, code } => {
-                (*upgrade, self.finish_op(now, &mut step, origin, *upgrade, Outcome::Committed, code))
-            }
-            Operation::AbortInstall { upgrade, code } => {
-                (*upgrade, self.finish_op(now, &mut step, origin, *upgrade, Outcome::Aborted, code))
+            Operation::Finish(Finish { upgrade, outcome, code }) => {
+                (*upgrade, self.finish_op(now, &mut step, origin, *upgrade, *outcome, code))
             }
         };
         self.answer(&mut step, origin, upgrade, reply);
@@ -904,7 +902,7 @@ impl GroupReplica {
                 self.shared.finished.iter().filter(|f| f.outcome == Outcome::Committed && f.version > call.seen);
             let mut expected = call.seen.saturating_add(1);
             for f in since {
-                let item = Diffused { upgrade: f.upgrade, outcome: f.outcome, code: f.code.clone() };
+                let item = Finish { upgrade: f.upgrade, outcome: f.outcome, code: f.code.clone() };
                 if f.version != expected || reply.codes.push(item).is_err() {
                     reply.status = ClientStatus::TooOld;
                     break;
@@ -986,7 +984,7 @@ impl GroupReplica {
             let pending = neighbors.iter().zip(d.acks.iter()).filter(|(n, acks)| !acked(n, **acks));
             let mut sent_all = true;
             for (n, _) in pending {
-                let op = SmallOperation::finish(d.upgrade, d.outcome, d.code.clone());
+                let op = Finish::new(d.upgrade, d.outcome, d.code.clone());
                 if step.send(Peer::Group(n.group), Message::Submit(op)).is_err() {
                     sent_all = false;
                     break;
@@ -1467,7 +1465,7 @@ impl GroupReplica {
         if let Some(g) = &d.guarded {
             if self.on_duty() {
                 let all = u64::MAX.checked_shr(64u32.saturating_sub(g.guardians.len() as u32)).unwrap_or(0);
-                let tell = Tell { diffused: Diffused { upgrade, outcome, code: code.clone() }, pending: all };
+                let tell = Tell { diffused: Finish { upgrade, outcome, code: code.clone() }, pending: all };
                 if self.telling.is_full() {
                     // Only a host that lets TELLING outcomes go untold,
                     // never calling `handle_timeout` when due, gets here;
@@ -1531,7 +1529,7 @@ impl GroupReplica {
     /// afterwards) and, on the first `f + 1` replicas, starts proactive
     /// diffusion.
     fn diffuse(&mut self, now: Instant, upgrade: UpgradeId, outcome: Outcome, code: &Code) {
-        let item = Diffused { upgrade, outcome, code: code.clone() };
+        let item = Finish { upgrade, outcome, code: code.clone() };
         for out in self.shared.outbox.iter_mut() {
             if out.iter().any(|x| x.upgrade == upgrade) {
                 continue;
@@ -1635,7 +1633,7 @@ mod tests {
         let mut step = Step::new();
         for u in 0..n {
             let diffused =
-                Diffused { upgrade: UpgradeId([u as u8; 16]), outcome: Outcome::Committed, code: Code([7; 32]) };
+                Finish { upgrade: UpgradeId([u as u8; 16]), outcome: Outcome::Committed, code: Code([7; 32]) };
             // The first outcome's first guardian was told already: the
             // tells then split an outcome across the two steps.
             let pending = if u == 0 { 0xFFFE } else { 0xFFFF };

@@ -53,8 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Binding, Digest, PublicKey, ReplicaSecretKey, Share, ShareKind};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Custody, DeployerId, Diffused, GroupId, Message, Outcome, Piece, PieceCrypto, SmallOperation, Token, UpgradeId,
-    WithKey, MAX_REPLICAS,
+    Custody, DeployerId, Finish, GroupId, Message, Outcome, Piece, PieceCrypto, Token, UpgradeId, WithKey, MAX_REPLICAS,
 };
 
 pub use crate::capacity::MAX_GUARDED;
@@ -408,7 +407,7 @@ impl<const R: usize> Guardian<R> {
     /// groups this guardian guards for the same upgrade (section 5). A
     /// group is marked told only once its message is in the step, so
     /// groups beyond the step's capacity are told on the next report.
-    fn learned(&mut self, step: &mut Step<GuardianEffect>, from: Peer, group: GroupId, d: &Diffused) {
+    fn learned(&mut self, step: &mut Step<GuardianEffect>, from: Peer, group: GroupId, d: &Finish) {
         let Some(r) = self.records.iter().find(|r| r.upgrade == d.upgrade && r.group == group) else {
             return;
         };
@@ -430,7 +429,7 @@ impl<const R: usize> Guardian<R> {
         }
         for r in self.records.iter_mut().filter(|r| r.upgrade == d.upgrade && !r.learned) {
             if r.group != group {
-                let op = SmallOperation::finish(d.upgrade, d.outcome, d.code.clone());
+                let op = Finish::new(d.upgrade, d.outcome, d.code.clone());
                 if step.send(Peer::Group(r.group), Message::Submit(op)).is_err() {
                     continue;
                 }

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{reconstruct, Code, Share, ShareKind, MAX_SHARES};
 use crate::error::{CapacityError, MisuseError};
 use crate::step::{FaultKind, Instant, Peer, Step};
-use crate::wire::{Answer, Custody, GroupId, Message, Outcome, Piece, Refusal, Reply, SmallOperation, UpgradeHeader};
+use crate::wire::{Answer, Custody, Finish, GroupId, Message, Outcome, Piece, Refusal, Reply, UpgradeHeader};
 
 /// What an installer step asks the host to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -390,7 +390,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                                 || Some(self.cursor) == self.sweeps.checked_rem(n)
                         }
                     };
-                    let op = SmallOperation::finish(self.header.upgrade, Outcome::Committed, code.clone());
+                    let op = Finish::new(self.header.upgrade, Outcome::Committed, code.clone());
                     !direct || step.send(Peer::Group(group), Message::Submit(op)).is_ok()
                 }
                 (Some((Outcome::Aborted, code)), p) if p != GroupProgress::Finished => {
@@ -398,7 +398,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
                     // group that never held the piece ignores `c`, so it gets
                     // the piece first and then the abort. That advances its
                     // deployer's version chain, which the next piece needs.
-                    let op = SmallOperation::finish(self.header.upgrade, Outcome::Aborted, code.clone());
+                    let op = Finish::new(self.header.upgrade, Outcome::Aborted, code.clone());
                     step.messages.len() < crate::step::MAX_STEP_MESSAGES
                         && step.effect(InstallerEffect::SendPrepare { group }).is_ok()
                         && step.send(Peer::Group(group), Message::Submit(op)).is_ok()

@@ -571,20 +571,37 @@ pub struct UpgradeHeader {
 pub enum Operation {
     /// `PrepareInstall(Δ_g)`.
     PrepareInstall(Piece),
+    /// `CommitInstall(τ)` or `AbortInstall(c)`.
+    Finish(Finish),
+}
+
+impl Operation {
     /// `CommitInstall(τ)`.
-    CommitInstall {
-        /// The upgrade.
-        upgrade: UpgradeId,
-        /// The trigger code `τ`.
-        code: Code,
-    },
+    pub fn commit_install(upgrade: UpgradeId, trigger: Code) -> Self {
+        Self::Finish(Finish::commit_install(upgrade, trigger))
+    }
+
     /// `AbortInstall(c)`.
-    AbortInstall {
-        /// The upgrade.
-        upgrade: UpgradeId,
-        /// The cancellation code `c`.
-        code: Code,
-    },
+    pub fn abort_install(upgrade: UpgradeId, cancel: Code) -> Self {
+        Self::Finish(Finish::abort_install(upgrade, cancel))
+    }
+}
+
+/// An operation that is not a finish (`PrepareInstall`) has no such form.
+impl TryFrom<Operation> for Finish {
+    type Error = Operation;
+    fn try_from(op: Operation) -> Result<Self, Operation> {
+        match op {
+            Operation::Finish(f) => Ok(f),
+            other => Err(other),
+        }
+    }
+}
+
+impl From<Finish> for Operation {
+    fn from(f: Finish) -> Self {
+        Self::Finish(f)
+    }
 }
 
 /// Whether a code commits or aborts its upgrade.
@@ -620,21 +637,41 @@ impl Outcome {
     }
 }
 
-/// A code as it diffuses: piggybacked on application messages, forwarded by
-/// clients and guardians.
+/// An upgrade's outcome and its code: the one form of the paper's
+/// `CommitInstall(τ)` and `AbortInstall(c)`, whether ordered at a group
+/// ([`Operation::Finish`]), submitted in a message ([`Message::Submit`]),
+/// piggybacked on application messages or forwarded by clients and
+/// guardians. [`Outcome::check`] says whether the code is the right one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Diffused {
+pub struct Finish {
     /// The upgrade.
     pub upgrade: UpgradeId,
-    /// Trigger or cancellation code.
+    /// Committed (with `τ`) or aborted (with `c`).
     pub outcome: Outcome,
     /// The code itself.
     pub code: Code,
 }
 
+impl Finish {
+    /// `upgrade` finished with `outcome` and `code`.
+    pub fn new(upgrade: UpgradeId, outcome: Outcome, code: Code) -> Self {
+        Self { upgrade, outcome, code }
+    }
+
+    /// `CommitInstall(τ)`.
+    pub fn commit_install(upgrade: UpgradeId, trigger: Code) -> Self {
+        Self::new(upgrade, Outcome::Committed, trigger)
+    }
+
+    /// `AbortInstall(c)`.
+    pub fn abort_install(upgrade: UpgradeId, cancel: Code) -> Self {
+        Self::new(upgrade, Outcome::Aborted, cancel)
+    }
+}
+
 /// The codes a group attaches to one application request or response.
-pub type Attachment = Vec<Diffused, MAX_ATTACHED>;
+pub type Attachment = Vec<Finish, MAX_ATTACHED>;
 
 /// Why a group refused a piece without releasing any share.
 ///
@@ -723,7 +760,7 @@ pub enum Message {
     /// and installers' commits and aborts; `PrepareInstall` travels as an
     /// [`Operation`] too, but installers send it through the host since the
     /// host holds the pieces).
-    Submit(SmallOperation),
+    Submit(Finish),
     /// A replica's answer.
     Answer(Answer),
     /// Guardian custody: a replica asks a guardian for its `kind` share,
@@ -765,60 +802,8 @@ pub enum Message {
         /// The group that finished.
         group: GroupId,
         /// The outcome and its code.
-        diffused: Diffused,
+        diffused: Finish,
     },
-}
-
-/// The operations small enough to travel in a [`Message`]: all but
-/// `PrepareInstall`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum SmallOperation {
-    /// `CommitInstall(τ)`.
-    CommitInstall {
-        /// The upgrade.
-        upgrade: UpgradeId,
-        /// `τ`.
-        code: Code,
-    },
-    /// `AbortInstall(c)`.
-    AbortInstall {
-        /// The upgrade.
-        upgrade: UpgradeId,
-        /// `c`.
-        code: Code,
-    },
-}
-
-/// An operation that is not a finish (`PrepareInstall`) has no small form.
-impl TryFrom<Operation> for SmallOperation {
-    type Error = Operation;
-    fn try_from(op: Operation) -> Result<Self, Operation> {
-        match op {
-            Operation::CommitInstall { upgrade, code } => Ok(SmallOperation::CommitInstall { upgrade, code }),
-            Operation::AbortInstall { upgrade, code } => Ok(SmallOperation::AbortInstall { upgrade, code }),
-            other => Err(other),
-        }
-    }
-}
-
-impl From<SmallOperation> for Operation {
-    fn from(op: SmallOperation) -> Self {
-        match op {
-            SmallOperation::CommitInstall { upgrade, code } => Operation::CommitInstall { upgrade, code },
-            SmallOperation::AbortInstall { upgrade, code } => Operation::AbortInstall { upgrade, code },
-        }
-    }
-}
-
-impl SmallOperation {
-    /// The operation that finishes `upgrade` with `outcome` and `code`.
-    pub fn finish(upgrade: UpgradeId, outcome: Outcome, code: Code) -> Self {
-        match outcome {
-            Outcome::Committed => Self::CommitInstall { upgrade, code },
-            Outcome::Aborted => Self::AbortInstall { upgrade, code },
-        }
-    }
 }
 
 /// An external client's call to a group, as far as versions go (section

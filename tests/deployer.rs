@@ -48,12 +48,12 @@ impl Cluster {
 
     fn piece(&self, plan: &UpgradePlan<'_>, gi: usize, prev: &Code) -> Piece {
         let target = GroupTarget {
-            next: None,
             membership: &self.memberships[gi],
             resources: &[ResourceId(1)],
             prev_version: prev,
             guardians: None,
             payload: no_payload(),
+            next: None,
         };
         plan.piece(&self.deployer, &target).unwrap()
     }
@@ -124,12 +124,12 @@ fn deployer_restart_never_reuses_an_ephemeral_key_for_other_contents() {
         .piece(
             &c.deployer,
             &GroupTarget {
-                next: None,
                 membership: &c.memberships[0],
                 resources: &[ResourceId(1)],
                 prev_version: &GENESIS,
                 guardians: Some(&c.guardians),
                 payload: no_payload(),
+                next: None,
             },
         )
         .unwrap();
@@ -138,12 +138,12 @@ fn deployer_restart_never_reuses_an_ephemeral_key_for_other_contents() {
         .piece(
             &c.deployer,
             &GroupTarget {
-                next: None,
                 membership: &grown,
                 resources: &[ResourceId(1)],
                 prev_version: &GENESIS,
                 guardians: None,
                 payload: no_payload(),
+                next: None,
             },
         )
         .unwrap();

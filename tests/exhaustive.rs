@@ -293,12 +293,12 @@ impl Model {
                     sealer.finish().unwrap()
                 };
                 let target = GroupTarget {
-                    next: None,
                     membership: &memberships[g],
                     resources: &resources,
                     prev_version: &genesis[u],
                     guardians: None,
                     payload,
+                    next: None,
                 };
                 let piece = plan.piece(&deployers[u], &target).unwrap();
                 // The two costly checks, once per piece.
@@ -325,10 +325,10 @@ impl Model {
             calls.push((Call::Prepare(p), Operation::PrepareInstall(pm.piece.clone())));
         }
         for (u, um) in ups.iter().enumerate() {
-            calls.push((Call::Commit(u), Operation::CommitInstall { upgrade: um.id, code: um.trigger.clone() }));
+            calls.push((Call::Commit(u), Operation::commit_install(um.id, um.trigger.clone())));
         }
         for (u, um) in ups.iter().enumerate() {
-            calls.push((Call::Abort(u), Operation::AbortInstall { upgrade: um.id, code: um.cancel.clone() }));
+            calls.push((Call::Abort(u), Operation::abort_install(um.id, um.cancel.clone())));
         }
 
         let mut slots: Vec<usize> = (0..spec.groups).collect();

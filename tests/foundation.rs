@@ -51,12 +51,12 @@ fn build(sizes: &[usize]) -> Built {
         .map(|g| {
             let payload = seal_small_payload(&plan, g.membership.group, b"new code");
             let target = GroupTarget {
-                next: None,
                 membership: &g.membership,
                 resources: &[ResourceId(1)],
                 prev_version: &genesis,
                 guardians: None,
                 payload,
+                next: None,
             };
             plan.piece(&deployer, &target).unwrap()
         })
@@ -181,17 +181,17 @@ fn plan_misuse_is_an_error() {
     let g = group(&mut rng, 2, 4);
     let genesis = Code::default();
     let target = GroupTarget {
-        next: None,
         membership: &g.membership,
         resources: &[],
         prev_version: &genesis,
         guardians: None,
         payload: PayloadRef { ciphertext_len: 16, chunk_size: 64, digest: Default::default() },
+        next: None,
     };
     assert!(plan.piece(&deployer, &target).is_err());
     let too_many: Vec<ResourceId> = (0..17).map(ResourceId).collect();
     let g1 = group(&mut rng, 1, 4);
-    let target = GroupTarget { next: None, membership: &g1.membership, resources: &too_many, ..target };
+    let target = GroupTarget { membership: &g1.membership, resources: &too_many, ..target };
     assert!(plan.piece(&deployer, &target).is_err());
 }
 

@@ -17,7 +17,7 @@ use bft_upgrade::installer::{Finishing, Installer, InstallerOptions};
 use bft_upgrade::sim::{NetworkFaults, SimConfig, World};
 use bft_upgrade::step::{FaultKind, Instant, Peer};
 use bft_upgrade::wire::{
-    Answer, Attachment, DeployerId, Diffused, GroupId, GuardianSet, Membership, Message, Operation, Outcome, Reply,
+    Answer, Attachment, DeployerId, Finish, GroupId, GuardianSet, Membership, Message, Operation, Outcome, Reply,
     ResourceId, UpgradeId, WithKey,
 };
 use chacha20::ChaCha20Rng;
@@ -102,12 +102,12 @@ impl Host {
             let key = plan.group_key(*g).unwrap();
             let payload = seal_payload(&key, &Binding::group(upgrade, *g), 64, &mut &text[..], &mut out).unwrap();
             let target = GroupTarget {
-                next: None,
                 membership: &memberships[gi],
                 resources: &[ResourceId(1)],
                 prev_version: &genesis,
                 guardians: set.as_ref(),
                 payload,
+                next: None,
             };
             pieces.push(plan.piece(&deployer, &target).unwrap());
             sealed.push(out);
@@ -320,7 +320,7 @@ fn an_upgrade_commits_through_the_host_layer_with_and_without_guardians() {
             assert!(h.delivered.iter().any(|(_, o)| matches!(o, Outbound::Piece { .. })));
             let forwarded = h.delivered.iter().any(|(from, o)| {
                 matches!((from, o), (Peer::Guardian(_), Outbound::Submit { op, .. })
-                    if matches!(**op, Operation::CommitInstall { .. }))
+                    if matches!(**op, Operation::Finish(Finish { outcome: Outcome::Committed, .. })))
             });
             assert!(forwarded, "no guardian forwarded the outcome");
             for g in &h.guardians {
@@ -415,7 +415,7 @@ fn a_crash_reopens_the_last_flush_with_its_pieces() {
     // The application's writes go in the same batch.
     let mut app = Batch::new();
     app.put("app/x", vec![1, 2, 3]);
-    let commit = Operation::CommitInstall { upgrade, code: h.trigger.clone() };
+    let commit = Operation::Finish(Finish { outcome: Outcome::Committed, upgrade, code: h.trigger.clone() });
     let report = r.ordered(now, INSTALLER, &commit, &key, |_| Verdict::Accept);
     assert!(matches!(report.effects[..], [GroupEffect::Apply { .. }]), "{:?}", report.effects);
     // Not flushed yet: the piece is still stored.
@@ -491,7 +491,7 @@ fn a_piggyback_with_nothing_new_costs_no_write() {
     let _ = r.attachment(GROUPS[1]);
     // A stale code (not τ) changes nothing either.
     let mut wrong = Attachment::new();
-    let stale = Diffused { upgrade, outcome: Outcome::Committed, code: Code::from_bytes([9; 32]) };
+    let stale = Finish { upgrade, outcome: Outcome::Committed, code: Code::from_bytes([9; 32]) };
     wrong.push(stale).unwrap();
     let report = r.response(now, bft_upgrade::group::TxnId(1), GROUPS[1], &wrong);
     assert!(report.effects.is_empty());
@@ -502,7 +502,7 @@ fn a_piggyback_with_nothing_new_costs_no_write() {
     // The role really is unchanged: reopening gives the same bytes.
     // Now τ: a commit, written.
     let mut codes = Attachment::new();
-    codes.push(Diffused { upgrade, outcome: Outcome::Committed, code: h.trigger.clone() }).unwrap();
+    codes.push(Finish { upgrade, outcome: Outcome::Committed, code: h.trigger.clone() }).unwrap();
     let report = r.request(now, GROUPS[1], &codes);
     assert!(matches!(report.effects[..], [GroupEffect::Apply { .. }]));
     assert!(r.pending());
@@ -518,7 +518,7 @@ fn a_piggyback_with_nothing_new_costs_no_write() {
     let r = &mut h.replicas[0][3];
     let piece = h.installer.bundle().pieces[0].clone();
     let _ = r.ordered(now, INSTALLER, &Operation::PrepareInstall(piece), &key, |_| Verdict::Accept);
-    let commit = Operation::CommitInstall { upgrade, code: h.trigger.clone() };
+    let commit = Operation::Finish(Finish { outcome: Outcome::Committed, upgrade, code: h.trigger.clone() });
     let _ = r.ordered(now, INSTALLER, &commit, &key, |_| Verdict::Accept);
     r.flush(Batch::new(), &mut Vec::new()).unwrap();
     assert!(!r.pending());

@@ -202,7 +202,7 @@ fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {
     use bft_upgrade::group::{AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, Neighbor, TxnId, Verdict};
     use bft_upgrade::step::{Instant, Peer};
     use bft_upgrade::wire::{
-        Attachment, DeployerId, Diffused, GroupId, Membership, Operation, Outcome, Reply, ResourceId, MAX_ATTACHED,
+        Attachment, DeployerId, Finish, GroupId, Membership, Operation, Outcome, Reply, ResourceId, MAX_ATTACHED,
     };
     use rand_core::SeedableRng;
 
@@ -238,18 +238,18 @@ fn fuzz_role_group_response_committing_eight_pieces_keeps_every_effect() {
         let payload = sealer.finish().expect("sealed");
         let resources = [ResourceId(i)];
         let target = GroupTarget {
-            next: None,
             membership: &membership,
             resources: &resources,
             prev_version: &genesis,
             guardians: None,
             payload,
+            next: None,
         };
         let op = Operation::PrepareInstall(plan.piece(&deployer, &target).expect("piece"));
         let step = replica.handle_ordered(Instant(1), Peer::Installer(1), &op, &keys[0], |_| Verdict::Accept);
         assert!(step.messages.iter().any(|m| matches!(&m.message, bft_upgrade::wire::Message::Answer(a)
             if matches!(a.reply, Reply::Accepted(_)))));
-        codes.push(Diffused { upgrade, outcome: Outcome::Committed, code: plan.trigger_code().clone() }).expect("room");
+        codes.push(Finish { upgrade, outcome: Outcome::Committed, code: plan.trigger_code().clone() }).expect("room");
     }
 
     // The response to a transaction's call carries all their trigger codes.

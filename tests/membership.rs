@@ -14,8 +14,8 @@ use bft_upgrade::group::{GroupConfig, GroupEffect, GroupReplica, Verdict};
 use bft_upgrade::installer::{DefaultInstaller, InstallerEffect, InstallerOptions};
 use bft_upgrade::step::{FaultKind, Instant, Peer, Step};
 use bft_upgrade::wire::{
-    DeployerId, GroupId, Membership, Message, NextMembership, Operation, Outcome, Piece, Refusal, Reply, ResourceId,
-    UpgradeHeader, UpgradeId, WithKey,
+    DeployerId, Finish, GroupId, Membership, Message, NextMembership, Operation, Outcome, Piece, Refusal, Reply,
+    ResourceId, UpgradeHeader, UpgradeId, WithKey,
 };
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -128,7 +128,7 @@ impl Group {
             .map(|s| s.effects.iter().any(|e| matches!(e, GroupEffect::Apply { reconfigured: true, .. })))
             .collect();
         assert!(reconfigured.iter().all(|r| *r == reconfigured[0]), "the group switches as one");
-        if let Operation::CommitInstall { code, .. } = op {
+        if let Operation::Finish(Finish { outcome: Outcome::Committed, code, .. }) = op {
             self.chain = code.clone();
         }
         if !reconfigured[0] {
@@ -262,7 +262,7 @@ fn membership_a_piece_built_for_the_previous_membership_aborts_and_older_is_refu
     g.order(&abort);
     assert!(g.replicas.iter().all(|(r, _)| r.outcome(late.header.upgrade) == Some(Outcome::Aborted)));
     // The deployer's chain moves on to the abort's code.
-    let Operation::AbortInstall { code, .. } = &abort else { unreachable!() };
+    let Operation::Finish(Finish { outcome: Outcome::Aborted, code, .. }) = &abort else { unreachable!() };
     g.chain = code.clone();
     assert!(g.digests_agree());
     // Two changes on, the first membership is refused outright.
@@ -482,7 +482,7 @@ fn membership_an_installer_hears_replicas_that_joined_without_blaming_them() {
 #[test]
 fn membership_guardians_follow_the_change_of_a_group_in_their_custody() {
     use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig};
-    use bft_upgrade::wire::Diffused;
+    use bft_upgrade::wire::Finish;
     let mut rng = ChaCha20Rng::from_seed([10; 32]);
     let (_, membership) = support::fixture::group_keys(&mut rng, GROUP, 4);
     let (guardian_keys, set) = support::fixture::guardian_set(&mut rng, 1..=4);
@@ -516,7 +516,7 @@ fn membership_guardians_follow_the_change_of_a_group_in_their_custody() {
     assert_eq!(guardian.config().groups[0].members, membership.digest());
     let learned = Message::Learned {
         group: GROUP,
-        diffused: Diffused { upgrade: piece.header.upgrade, outcome: Outcome::Committed, code: trigger.clone() },
+        diffused: Finish { upgrade: piece.header.upgrade, outcome: Outcome::Committed, code: trigger.clone() },
     };
     let _ = guardian.handle_message(NOW, from, &learned);
     assert_eq!(guardian.config().groups[0].members, rotated.digest());

@@ -64,12 +64,12 @@ fn trigger_code_is_xor_of_group_secrets() {
     let mut expected = [0u8; 32];
     for (m, keys) in &groups {
         let target = GroupTarget {
-            next: None,
             membership: m,
             resources: &[],
             prev_version: &genesis,
             guardians: None,
             payload: payload(),
+            next: None,
         };
         let piece = plan.piece(&deployer, &target).unwrap();
         let k = m.threshold();

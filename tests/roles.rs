@@ -19,8 +19,8 @@ use bft_upgrade::group::{
 use bft_upgrade::installer::{DefaultInstaller, Finishing, GroupProgress, InstallerEffect, InstallerOptions};
 use bft_upgrade::step::{Fault, FaultKind, Instant, Peer, Step, MAX_STEP_EFFECTS};
 use bft_upgrade::wire::{
-    self, Answer, Attachment, DeployerId, Diffused, GroupId, Membership, Message, Operation, Outcome, Piece, Refusal,
-    Reply, ResourceId, SmallOperation, UpgradeHeader, UpgradeId,
+    self, Answer, Attachment, DeployerId, Finish, GroupId, Membership, Message, Operation, Outcome, Piece, Refusal,
+    Reply, ResourceId, UpgradeHeader, UpgradeId,
 };
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -182,12 +182,12 @@ fn build(
         let key = plan.group_key(m.group).unwrap();
         let (payload, sealed) = seal(&key, upgrade, m.group, &plain);
         let target = GroupTarget {
-            next: None,
             membership: m,
             resources: &resources,
             prev_version: prev,
             guardians: None,
             payload,
+            next: None,
         };
         pieces.push(plan.piece(signer, &target).unwrap());
         payloads.push(Payload { group: m.group, plain, sealed });
@@ -253,7 +253,7 @@ impl Upgrade {
     }
 
     fn commit_with(&self, code: &Code) -> Operation {
-        Operation::CommitInstall { upgrade: self.id(), code: code.clone() }
+        Operation::commit_install(self.id(), code.clone())
     }
 
     fn abort(&self) -> Operation {
@@ -261,15 +261,15 @@ impl Upgrade {
     }
 
     fn abort_with(&self, code: &Code) -> Operation {
-        Operation::AbortInstall { upgrade: self.id(), code: code.clone() }
+        Operation::abort_install(self.id(), code.clone())
     }
 
-    fn diffused(&self, outcome: Outcome) -> Diffused {
+    fn diffused(&self, outcome: Outcome) -> Finish {
         let code = match outcome {
             Outcome::Committed => self.trigger.clone(),
             Outcome::Aborted => self.cancel.clone(),
         };
-        Diffused { upgrade: self.id(), outcome, code }
+        Finish { upgrade: self.id(), outcome, code }
     }
 
     fn code(&self, outcome: Outcome) -> &Code {
@@ -1516,7 +1516,7 @@ mod figure2 {
         Triangle { w, up, a, b, c }
     }
 
-    fn attachment(items: &[Diffused]) -> Attachment {
+    fn attachment(items: &[Finish]) -> Attachment {
         let mut att = Attachment::new();
         for d in items {
             att.push(d.clone()).unwrap();
@@ -1660,7 +1660,7 @@ mod diffusion {
     }
 
     fn submit(p: &Pair, outcome: Outcome) -> Message {
-        Message::Submit(SmallOperation::finish(p.up.id(), outcome, p.up.code(outcome).clone()))
+        Message::Submit(Finish::new(p.up.id(), outcome, p.up.code(outcome).clone()))
     }
 
     /// B's replicas' answers to a diffusion submitted by A's replica `i`.
@@ -1966,7 +1966,7 @@ mod installer {
         let Peer::Group(target) = s.messages[0].to else { panic!("{:?}", s.messages[0].to) };
         assert_eq!(
             s.messages[0].message,
-            Message::Submit(SmallOperation::CommitInstall { upgrade: up.id(), code: up.trigger.clone() })
+            Message::Submit(Finish { outcome: Outcome::Committed, upgrade: up.id(), code: up.trigger.clone() })
         );
         let first = all.iter().position(|&g| w.gid(g) == target).expect("a group of the upgrade");
         // Done only once every group acknowledged (diffusion, or the
@@ -2140,7 +2140,7 @@ mod installer {
         assert_eq!(inst.decided(), Some((Outcome::Aborted, &up.cancel)));
         assert_eq!(inst.progress(w.gid(1)), Some(GroupProgress::Rejected));
         let s = inst.handle_timeout(T0);
-        let abort = Message::Submit(SmallOperation::AbortInstall { upgrade: up.id(), code: up.cancel.clone() });
+        let abort = Message::Submit(Finish { outcome: Outcome::Aborted, upgrade: up.id(), code: up.cancel.clone() });
         for g in 0..3 {
             assert!(s.effects.contains(&InstallerEffect::SendPrepare { group: w.gid(g) }), "{:?}", s.effects);
             assert!(s.messages.iter().any(|m| m.to == Peer::Group(w.gid(g)) && m.message == abort));
@@ -2897,12 +2897,12 @@ mod liveness {
         let plain = b"guarded payload".to_vec();
         let (payload, sealed) = seal(&plan.group_key(m.group).unwrap(), upgrade, m.group, &plain);
         let target = GroupTarget {
-            next: None,
             membership: &m,
             resources: &resources,
             prev_version: &prev,
             guardians: Some(set),
             payload,
+            next: None,
         };
         let piece = plan.piece(&w.deployers[d], &target).unwrap();
         Upgrade {
@@ -3033,12 +3033,12 @@ mod guardian_squatting {
             let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
             let prev = w.genesis[d].clone();
             let t = GroupTarget {
-                next: None,
                 membership: &m,
                 resources: &[],
                 prev_version: &prev,
                 guardians: Some(&set),
                 payload,
+                next: None,
             };
             plan.piece(&w.deployers[d], &t).unwrap()
         };

@@ -45,12 +45,12 @@ fn group(rng: &mut ChaCha20Rng, deployers: &[&Deployer], sequencer: Option<&Sequ
 impl Group {
     fn piece(&self, plan: &UpgradePlan<'_>, deployer: &Deployer, resource: u32) -> Piece {
         let target = GroupTarget {
-            next: None,
             membership: &self.membership,
             resources: &[ResourceId(resource)],
             prev_version: &GENESIS,
             guardians: None,
             payload: no_payload(),
+            next: None,
         };
         plan.piece(deployer, &target).unwrap()
     }

@@ -48,12 +48,12 @@ impl Group {
         let groups = [GroupId(1)];
         let plan = UpgradePlan::new(rng, self.deployer.id(), seq, &groups).unwrap();
         let target = GroupTarget {
-            next: None,
             membership: &self.membership,
             resources: &[ResourceId(r)],
             prev_version: prev,
             guardians: None,
             payload: no_payload(),
+            next: None,
         };
         let piece = plan.piece(&self.deployer, &target).unwrap();
         self.pieces.insert(piece.header.upgrade, piece.clone());

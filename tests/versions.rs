@@ -8,7 +8,8 @@ use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan, VersionChain};
 use bft_upgrade::group::{GroupReplica, Verdict};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
-    Attachment, ClientCall, ClientStatus, DeployerId, GroupId, Membership, Operation, Outcome, ResourceId, MAX_ATTACHED,
+    Attachment, ClientCall, ClientStatus, DeployerId, Finish, GroupId, Membership, Operation, Outcome, ResourceId,
+    MAX_ATTACHED,
 };
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -53,12 +54,12 @@ fn install(w: &mut One, seq: u64, commit: bool) -> Code {
     let mut buf = [0u8; 64 + CHUNK_TAG_LEN];
     sealer.seal_chunk(&mut buf, 3, true).unwrap();
     let target = GroupTarget {
-        next: None,
         membership: &w.membership,
         resources: &[ResourceId(1)],
         prev_version: w.chain.prev(G),
         guardians: None,
         payload: sealer.finish().unwrap(),
+        next: None,
     };
     let piece = plan.piece(&w.deployer, &target).unwrap();
     let upgrade = piece.header.upgrade;
@@ -66,9 +67,15 @@ fn install(w: &mut One, seq: u64, commit: bool) -> Code {
     let now = Instant(seq);
     let _ = w.replica.handle_ordered(now, Peer::Installer(1), &Operation::PrepareInstall(piece), &w.key, |_| verdict);
     let (op, outcome) = if commit {
-        (Operation::CommitInstall { upgrade, code: plan.trigger_code().clone() }, Outcome::Committed)
+        (
+            Operation::Finish(Finish { outcome: Outcome::Committed, upgrade, code: plan.trigger_code().clone() }),
+            Outcome::Committed,
+        )
     } else {
-        (Operation::AbortInstall { upgrade, code: plan.cancel_code().clone() }, Outcome::Aborted)
+        (
+            Operation::Finish(Finish { outcome: Outcome::Aborted, upgrade, code: plan.cancel_code().clone() }),
+            Outcome::Aborted,
+        )
     };
     let _ = w.replica.handle_ordered(now, Peer::Installer(1), &op, &w.key, |_| verdict);
     assert_eq!(w.replica.outcome(upgrade), Some(outcome));
@@ -152,12 +159,12 @@ fn client_codes_commit_before_the_call() {
     let mut buf = [0u8; 64 + CHUNK_TAG_LEN];
     sealer.seal_chunk(&mut buf, 0, true).unwrap();
     let target = GroupTarget {
-        next: None,
         membership: &w.membership,
         resources: &[],
         prev_version: w.chain.prev(G),
         guardians: None,
         payload: sealer.finish().unwrap(),
+        next: None,
     };
     let piece = plan.piece(&w.deployer, &target).unwrap();
     let upgrade = piece.header.upgrade;
@@ -166,7 +173,7 @@ fn client_codes_commit_before_the_call() {
         .handle_ordered(Instant(1), Peer::Installer(1), &Operation::PrepareInstall(piece), &w.key, |_| Verdict::Accept);
     let mut codes = Attachment::new();
     codes
-        .push(bft_upgrade::wire::Diffused { upgrade, outcome: Outcome::Committed, code: plan.trigger_code().clone() })
+        .push(bft_upgrade::wire::Finish { upgrade, outcome: Outcome::Committed, code: plan.trigger_code().clone() })
         .unwrap();
     let (step, reply) = w.replica.on_client_call(Instant(2), &ClientCall { client: 9, seen: 0, codes });
     assert!(step.effects.iter().any(|e| matches!(e, bft_upgrade::group::GroupEffect::Apply { .. })));

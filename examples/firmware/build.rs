@@ -26,8 +26,8 @@ use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
 use bft_upgrade::group::{AuthorizedDeployer, GroupConfig};
 use bft_upgrade::guardian::{GuardedGroup, GuardianConfig};
 use bft_upgrade::wire::{
-    self, Answer, Attachment, ClientReply, ClientStatus, DeployerId, Diffused, GroupId, GuardianSet, Membership,
-    Message, Outcome, Reply, ResourceId, SmallOperation,
+    self, Answer, Attachment, ClientReply, ClientStatus, DeployerId, Finish, GroupId, GuardianSet, Membership, Message,
+    Outcome, Reply, ResourceId,
 };
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -123,18 +123,19 @@ fn replica_bundle(out: &Path, n: usize, plain: &[u8]) {
     let groups = [group];
     let plan = UpgradePlan::new(&mut s.rng, s.deployer.id(), 1, &groups).expect("plan");
     let (payload, sealed) = seal(&plan, group, plain);
-    let target = GroupTarget { next: None,
+    let target = GroupTarget {
         membership: &s.membership,
         resources: &[ResourceId(1)],
         prev_version: &s.genesis,
         guardians: None,
         payload,
+        next: None,
     };
     let piece = plan.piece(&s.deployer, &target).expect("piece");
     let prefix = format!("group{n}");
     write(out, &format!("{prefix}_config.bin"), &encode(&config(&s)));
     write(out, &format!("{prefix}_key.bin"), s.keys[0].to_bytes().as_slice());
-    let commit = SmallOperation::CommitInstall { upgrade: plan.header().upgrade, code: plan.trigger_code().clone() };
+    let commit = Finish::commit_install(plan.header().upgrade, plan.trigger_code().clone());
     write(out, &format!("{prefix}_commit.bin"), &encode(&commit));
     write(out, &format!("{prefix}_payload.bin"), &sealed);
     if n == 4 {
@@ -161,12 +162,13 @@ fn guardian_bundle(out: &Path, plain: &[u8]) {
     let groups = [group];
     let plan = UpgradePlan::new(&mut s.rng, s.deployer.id(), 1, &groups).expect("plan");
     let (payload, _) = seal(&plan, group, plain);
-    let target = GroupTarget { next: None,
+    let target = GroupTarget {
         membership: &s.membership,
         resources: &[ResourceId(1)],
         prev_version: &s.genesis,
         guardians: Some(&set),
         payload,
+        next: None,
     };
     let piece = plan.piece(&s.deployer, &target).expect("piece");
     let mut deployers = heapless::Vec::new();
@@ -187,8 +189,7 @@ fn guardian_bundle(out: &Path, plain: &[u8]) {
 
 fn client_bundle(out: &Path) {
     let mut codes = Attachment::new();
-    let d =
-        Diffused { upgrade: wire::UpgradeId([5; 16]), outcome: Outcome::Committed, code: Code::from_bytes([6; 32]) };
+    let d = Finish { upgrade: wire::UpgradeId([5; 16]), outcome: Outcome::Committed, code: Code::from_bytes([6; 32]) };
     codes.push(d).expect("one code");
     let reply = ClientReply { group: GroupId(3), version: 1, status: ClientStatus::Current, codes };
     write(out, "client_reply.bin", &encode(&reply));

@@ -26,7 +26,7 @@ use bft_upgrade::error::CryptoError;
 use bft_upgrade::group::PieceCrypto;
 use bft_upgrade::step::Peer;
 use bft_upgrade::wire::{
-    self, Custody, DeployerId, Diffused, GroupId, GuardianSet, Membership, Opened, Outcome, Piece, ResourceId, Token,
+    self, Custody, DeployerId, Finish, GroupId, GuardianSet, Membership, Opened, Outcome, Piece, ResourceId, Token,
     UpgradeHeader, UpgradeId,
 };
 use chacha20::ChaCha20Rng;
@@ -199,12 +199,12 @@ fn build() -> Fixture {
             let payload = sealer.finish().expect("finish");
             for guarded in [false, true] {
                 let target = GroupTarget {
-                    next: None,
                     membership: m,
                     resources: &resources,
                     prev_version: &prev_code,
                     guardians: guarded.then_some(&guardian_sets[gi]),
                     payload,
+                    next: None,
                 };
                 let piece = plan.piece(&deployers[deployer], &target).expect("piece");
                 if guarded {
@@ -436,16 +436,16 @@ pub enum DiffusedPick {
 }
 
 impl DiffusedPick {
-    pub fn diffused(&self, fx: &Fixture) -> Diffused {
+    pub fn diffused(&self, fx: &Fixture) -> Finish {
         let outcome = |committed: bool| if committed { Outcome::Committed } else { Outcome::Aborted };
         match self {
             Self::Genuine { upgrade, committed } => {
                 let u = fx.upgrade(*upgrade);
                 let code = if *committed { u.trigger.clone() } else { u.cancel.clone() };
-                Diffused { upgrade: u.id(), outcome: outcome(*committed), code }
+                Finish { upgrade: u.id(), outcome: outcome(*committed), code }
             }
             Self::Any { upgrade, committed, code } => {
-                Diffused { upgrade: upgrade.id(fx), outcome: outcome(*committed), code: code.code(fx) }
+                Finish { upgrade: upgrade.id(fx), outcome: outcome(*committed), code: code.code(fx) }
             }
         }
     }

@@ -24,8 +24,8 @@ use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig};
 use bft_upgrade::installer::{DefaultInstaller, InstallerOptions};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
-    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, Diffused, GroupId, Message, Operation, Outcome,
-    Reply, SmallOperation,
+    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, Finish, GroupId, Message, Operation, Outcome,
+    Reply,
 };
 use common::{fixture, to_bytes, Fixture, FxCrypto, Holder, GROUPS, GUARDIANS};
 
@@ -55,7 +55,7 @@ fn replica(fx: &'static Fixture, guarded: bool) -> GroupReplica {
         let _ = r.handle_ordered_with(Instant(10), origin, &op, &mut crypto, |_| Verdict::Accept);
     }
     if !guarded {
-        let op = Operation::CommitInstall { upgrade: fx.upgrades[2].id(), code: fx.upgrades[2].trigger.clone() };
+        let op = Operation::commit_install(fx.upgrades[2].id(), fx.upgrades[2].trigger.clone());
         let _ = r.handle_ordered_with(Instant(20), origin, &op, &mut crypto, |_| Verdict::Accept);
     }
     r
@@ -67,10 +67,10 @@ fn main() {
     let piece = u.piece(0, false).clone();
     let guarded = u.piece(0, true).clone();
     let share = u.opened[0][1].secret_share.clone();
-    let diffused = Diffused { upgrade: u.id(), outcome: Outcome::Committed, code: u.trigger.clone() };
+    let diffused = Finish { upgrade: u.id(), outcome: Outcome::Committed, code: u.trigger.clone() };
     let mut codes = Attachment::new();
     let _ = codes.push(diffused.clone());
-    let _ = codes.push(Diffused {
+    let _ = codes.push(Finish {
         upgrade: fx.upgrades[2].id(),
         outcome: Outcome::Aborted,
         code: fx.upgrades[2].cancel.clone(),
@@ -111,15 +111,11 @@ fn main() {
         ("piece-guarded", tags::PIECE, to_bytes(&guarded)),
         ("piece-header", tags::PIECE_HEADER, to_bytes(&guarded.header)),
         ("operation-prepare", tags::OPERATION, to_bytes(&Operation::PrepareInstall(piece.clone()))),
-        (
-            "operation-commit",
-            tags::OPERATION,
-            to_bytes(&Operation::CommitInstall { upgrade: u.id(), code: u.trigger.clone() }),
-        ),
+        ("operation-commit", tags::OPERATION, to_bytes(&Operation::commit_install(u.id(), u.trigger.clone()))),
         (
             "message-submit",
             tags::MESSAGE,
-            to_bytes(&Message::Submit(SmallOperation::AbortInstall { upgrade: u.id(), code: u.cancel.clone() })),
+            to_bytes(&Message::Submit(Finish { outcome: Outcome::Aborted, upgrade: u.id(), code: u.cancel.clone() })),
         ),
         ("message-answer", tags::MESSAGE, to_bytes(&Message::Answer(answer.clone()))),
         (
@@ -159,7 +155,7 @@ fn main() {
         (
             "small-operation",
             tags::SMALL_OPERATION,
-            to_bytes(&SmallOperation::CommitInstall { upgrade: u.id(), code: u.trigger.clone() }),
+            to_bytes(&Finish { outcome: Outcome::Committed, upgrade: u.id(), code: u.trigger.clone() }),
         ),
         ("upgrade-header", tags::UPGRADE_HEADER, to_bytes(&u.header)),
         ("client-call", tags::CLIENT_CALL, to_bytes(&ClientCall { client: 4, seen: 2, codes: codes.clone() })),

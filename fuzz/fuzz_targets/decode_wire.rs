@@ -12,9 +12,9 @@ use bft_upgrade::group::GroupReplica;
 use bft_upgrade::guardian::Guardian;
 use bft_upgrade::installer::DefaultInstaller;
 use bft_upgrade::wire::{
-    decode, encode, encoded_len, Answer, Attachment, ClientCall, ClientReply, Custody, Diffused, GuardianEntry,
-    GuardianSet, Membership, Message, Operation, OrderKey, Piece, PieceHeader, ReplicaEntry, Reply, SmallOperation,
-    Token, UpgradeHeader,
+    decode, encode, encoded_len, Answer, Attachment, ClientCall, ClientReply, Custody, Finish, GuardianEntry,
+    GuardianSet, Membership, Message, Operation, OrderKey, Piece, PieceHeader, ReplicaEntry, Reply, Token,
+    UpgradeHeader,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = round_trip::<Reply>(bytes);
         }
         tags::SMALL_OPERATION => {
-            if let Some(op) = round_trip::<SmallOperation>(bytes) {
+            if let Some(op) = round_trip::<Finish>(bytes) {
                 let _ = Operation::from(op);
             }
         }
@@ -114,7 +114,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = round_trip::<Custody>(bytes);
         }
         tags::DIFFUSED => {
-            let _ = round_trip::<Diffused>(bytes);
+            let _ = round_trip::<Finish>(bytes);
         }
         tags::REPLICA_ENTRY => {
             let _ = round_trip::<ReplicaEntry>(bytes);

@@ -260,9 +260,9 @@ impl Run {
             Op::Finish { upgrade, commit, code, origin } => {
                 let (upgrade, code) = (upgrade.id(fx), code.code(fx));
                 let op = if *commit {
-                    Operation::CommitInstall { upgrade, code }
+                    Operation::commit_install(upgrade, code)
                 } else {
-                    Operation::AbortInstall { upgrade, code }
+                    Operation::abort_install(upgrade, code)
                 };
                 self.replica.handle_ordered_with(now, origin.peer(), &op, &mut crypto, |_| Verdict::Accept)
             }

@@ -23,7 +23,7 @@ use arbitrary::Arbitrary;
 use bft_upgrade::crypto::ShareKind;
 use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
 use bft_upgrade::step::{Instant, Peer, Step};
-use bft_upgrade::wire::{self, Diffused, GroupId, Message, Outcome, Token, UpgradeId};
+use bft_upgrade::wire::{self, Finish, GroupId, Message, Outcome, Token, UpgradeId};
 use common::{
     fixture, kind_bit, to_bytes, CodePick, Fixture, FxCrypto, GroupPick, Holder, PeerPick, PiecePick, UpgradePick,
     GROUPS, GUARDIANS, GUARDIAN_IDS,
@@ -167,7 +167,7 @@ impl Run {
             }
             Op::Learned { group, upgrade, committed, code, from } => {
                 let outcome = if *committed { Outcome::Committed } else { Outcome::Aborted };
-                let diffused = Diffused { upgrade: upgrade.id(fx), outcome, code: code.code(fx) };
+                let diffused = Finish { upgrade: upgrade.id(fx), outcome, code: code.code(fx) };
                 self.guardian.handle_message(now, from.peer(), &Message::Learned { group: group.id(), diffused })
             }
             Op::Raw { from, bytes } => {

@@ -36,7 +36,8 @@ use crate::planted::Planted;
 use crate::step::{Instant, Peer};
 use crate::wire::Custody;
 use crate::wire::{
-    self, Answer, Attachment, GroupId, Membership, Message, Operation, Outcome, Piece, Reply, UpgradeHeader, UpgradeId,
+    self, Answer, Attachment, Finish, GroupId, Membership, Message, Operation, Outcome, Piece, Reply, UpgradeHeader,
+    UpgradeId,
 };
 use std::sync::Arc;
 
@@ -402,6 +403,22 @@ struct GuardianSlot {
 
 /// The guardian type the simulator runs.
 pub type SimGuardian = Guardian<64>;
+
+/// Whether `bug` is planted in the group role (every replica runs it, one
+/// that joins by state transfer too).
+#[cfg(feature = "planted-bugs")]
+fn replica_bug(bug: Planted) -> bool {
+    matches!(
+        bug,
+        Planted::SkipTriggerCheck
+            | Planted::SkipVersionCheck
+            | Planted::NoPostponement
+            | Planted::SquattableIds
+            | Planted::DivergentVersion
+            | Planted::MembershipIgnored
+            | Planted::TransferShapeLost
+    )
+}
 
 /// Uniform float in [0, 1) from the world's rng.
 fn unit(rng: &mut ChaCha20Rng) -> f64 {
@@ -1248,9 +1265,9 @@ impl World {
                     out.hash.update(p.signature.to_bytes());
                     write!(out, "order g{group} prepare {:?} from {origin:?}", p.header.upgrade)
                 }
-                Operation::CommitInstall { upgrade, code } | Operation::AbortInstall { upgrade, code } => {
+                Operation::Finish(Finish { upgrade, outcome, code }) => {
                     out.hash.update(code.expose());
-                    let kind = if matches!(**op, Operation::CommitInstall { .. }) { "commit" } else { "abort" };
+                    let kind = if *outcome == Outcome::Committed { "commit" } else { "abort" };
                     write!(out, "order g{group} {kind} {upgrade:?} from {origin:?}")
                 }
             },

@@ -42,12 +42,12 @@ pub fn one_group_piece(
     let groups = [membership.group];
     let plan = UpgradePlan::new(rng, deployer.id(), seq, &groups).unwrap();
     let target = GroupTarget {
-        next: None,
         membership,
         resources: &[] as &[ResourceId],
         prev_version: prev,
         guardians,
         payload: no_payload(),
+        next: None,
     };
     plan.piece(deployer, &target).unwrap()
 }

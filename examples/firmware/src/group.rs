@@ -9,7 +9,7 @@ use bft_upgrade::crypto::{
 };
 use bft_upgrade::group::{GroupConfig, GroupEffect, GroupReplica, Verdict};
 use bft_upgrade::step::{Instant, Peer, Step};
-use bft_upgrade::wire::{self, Answer, Message, Operation, Piece, Reply, SmallOperation, UpgradeId, MAX_REPLICAS};
+use bft_upgrade::wire::{self, Answer, Finish, Message, Operation, Piece, Reply, UpgradeId, MAX_REPLICAS};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use static_cell::StaticCell;
 
@@ -149,10 +149,10 @@ fn decode_prepare<'a>(slot: &'a mut Option<Operation>, b: &Bundle) -> Result<&'a
     Ok(op)
 }
 
-/// Decodes the `CommitInstall` (a small operation) into the same slot.
+/// Decodes the `CommitInstall` (a `Finish`, as it travels) into the same slot.
 #[inline(never)]
 fn decode_commit(op: &mut Operation, b: &Bundle) -> Result<(), Failure> {
-    let commit: SmallOperation = wire::decode(b.commit).or_fail("decode commit")?;
+    let commit: Finish = wire::decode(b.commit).or_fail("decode commit")?;
     *op = Operation::from(commit);
     Ok(())
 }

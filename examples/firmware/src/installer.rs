@@ -3,7 +3,7 @@
 
 use bft_upgrade::installer::{Installer, InstallerEffect, InstallerOptions};
 use bft_upgrade::step::{Instant, Peer, Step};
-use bft_upgrade::wire::{self, GroupId, Message, Outcome, Piece, SmallOperation, UpgradeHeader};
+use bft_upgrade::wire::{self, Finish, GroupId, Message, Outcome, Piece, UpgradeHeader};
 use static_cell::StaticCell;
 
 use crate::meter::Meter;
@@ -66,7 +66,7 @@ pub fn run(meter: &Meter) -> Result<(), Failure> {
     // The commit goes out at the sweep, due at once.
     let step = installer.handle_timeout(Instant(1));
     let commits = step.messages.iter().any(|m| {
-        m.to == Peer::Group(group) && matches!(&m.message, Message::Submit(SmallOperation::CommitInstall { .. }))
+        m.to == Peer::Group(group) && matches!(&m.message, Message::Submit(Finish { outcome: Outcome::Committed, .. }))
     });
     ensure(commits, "no CommitInstall sent after the decision")?;
     let (outcome, code) = installer.decided().or_fail("decided")?;

@@ -190,12 +190,12 @@ pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBu
         write_private(&path, &ciphertext)?;
         let prev_version = prev.iter().find(|(x, _)| x == g).map_or(&genesis, |(_, c)| c);
         let target = GroupTarget {
-            next: None,
             membership: &membership,
             resources: &[ResourceId(1)],
             prev_version,
             guardians: guardians.as_ref(),
             payload,
+            next: None,
         };
         pieces.push(plan.piece(&deployer, &target).map_err(|e| anyhow!("piece: {e:?}"))?);
         groups.push((*g, membership.f));

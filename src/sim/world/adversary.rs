@@ -179,9 +179,9 @@ impl World {
                 self.rng.fill_bytes(&mut junk);
                 let code = Code::from_bytes(junk);
                 let op = if self.rng.next_u32().is_multiple_of(2) {
-                    Operation::CommitInstall { upgrade, code }
+                    Operation::commit_install(upgrade, code)
                 } else {
-                    Operation::AbortInstall { upgrade, code }
+                    Operation::abort_install(upgrade, code)
                 };
                 self.submit(me, gi, op);
             }

@@ -11,7 +11,7 @@ use rand_core::Rng;
 use super::{below, ByzantineReplica, World};
 use crate::crypto::{Code, Share, ShareKind};
 use crate::step::Peer;
-use crate::wire::{self, Answer, Message, Outcome, Reply, SmallOperation, Token, UpgradeId};
+use crate::wire::{self, Answer, Finish, Message, Outcome, Reply, Token, UpgradeId};
 
 /// Genuine messages kept for replay.
 const STORE: usize = 64;
@@ -165,8 +165,8 @@ impl World {
             (Message::Answer(a), Message::Submit(op)) => {
                 // A genuine code of some upgrade, as this replica's answer.
                 let (outcome, code) = match op {
-                    SmallOperation::CommitInstall { code, .. } => (Outcome::Committed, code.clone()),
-                    SmallOperation::AbortInstall { code, .. } => (Outcome::Aborted, code.clone()),
+                    Finish { outcome: Outcome::Committed, code, .. } => (Outcome::Committed, code.clone()),
+                    Finish { outcome: Outcome::Aborted, code, .. } => (Outcome::Aborted, code.clone()),
                 };
                 let reply = if self.rng.next_u32().is_multiple_of(2) {
                     Reply::Finished(outcome, code)
@@ -255,18 +255,18 @@ impl World {
             },
             Message::Submit(op) => {
                 let (upgrade, code, committed) = match op {
-                    SmallOperation::CommitInstall { upgrade, code } => (*upgrade, code.clone(), true),
-                    SmallOperation::AbortInstall { upgrade, code } => (*upgrade, code.clone(), false),
+                    Finish { outcome: Outcome::Committed, upgrade, code } => (*upgrade, code.clone(), true),
+                    Finish { outcome: Outcome::Aborted, upgrade, code } => (*upgrade, code.clone(), false),
                 };
                 let outcome = if committed { Outcome::Committed } else { Outcome::Aborted };
                 *op = match field {
-                    0 => SmallOperation::finish(upgrade, outcome, self.bogus_code()),
-                    1 => SmallOperation::finish(upgrade, other(outcome), code),
+                    0 => Finish::new(upgrade, outcome, self.bogus_code()),
+                    1 => Finish::new(upgrade, other(outcome), code),
                     2 => {
                         let target = self.groups[below(&mut self.rng, self.groups.len())].id;
                         return (Peer::Group(target), m);
                     }
-                    _ => SmallOperation::finish(self.other_upgrade(upgrade), outcome, code),
+                    _ => Finish::new(self.other_upgrade(upgrade), outcome, code),
                 };
             }
             Message::GuardianRequest { upgrade, replica, kind, token, .. } => match field {

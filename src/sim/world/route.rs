@@ -46,7 +46,7 @@ impl World {
                     continue;
                 }
                 Outbound::Submit { group, op } => {
-                    let Ok(small) = crate::wire::SmallOperation::try_from(*op) else { continue };
+                    let Ok(small) = crate::wire::Finish::try_from(*op) else { continue };
                     (Peer::Group(group), Message::Submit(small))
                 }
                 Outbound::Send { to, message } => (to, message),

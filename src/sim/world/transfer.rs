@@ -125,6 +125,15 @@ impl World {
                 return;
             }
         };
+        // The bug is in the code every replica runs, this one too.
+        #[cfg(feature = "planted-bugs")]
+        let host = {
+            let mut host = host;
+            if super::replica_bug(self.cfg.planted) {
+                host.plant(self.cfg.planted);
+            }
+            host
+        };
         let finished: Vec<(UpgradeId, Outcome)> = host.role().finished_upgrades().map(|(u, o, _)| (u, o)).collect();
         let r = &mut self.groups[gi].replicas[ri];
         r.host = host;
