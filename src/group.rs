@@ -593,6 +593,12 @@ impl GroupReplica {
         self.planted = bug;
     }
 
+    /// The bug planted here, if any (tests of the checkers only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted_bug(&self) -> crate::planted::Planted {
+        self.planted
+    }
+
     /// Whether `bug` is planted (never, without the feature).
     #[allow(clippy::unused_self)]
     #[inline(always)]

@@ -97,8 +97,13 @@ impl Group {
     /// `next`, the membership; its piece, its plan's commit and abort.
     fn upgrade(&mut self, r: u32, next: Option<&NextMembership>) -> (Piece, Operation, Operation) {
         self.seq += 1;
+        self.upgrade_at(self.seq, r, next)
+    }
+
+    /// [`upgrade`](Self::upgrade) with order sequence `seq`.
+    fn upgrade_at(&mut self, seq: u64, r: u32, next: Option<&NextMembership>) -> (Piece, Operation, Operation) {
         let groups = [GROUP];
-        let plan = UpgradePlan::new(&mut self.rng, self.deployer.id(), self.seq, &groups).unwrap();
+        let plan = UpgradePlan::new(&mut self.rng, self.deployer.id(), seq, &groups).unwrap();
         let target = GroupTarget {
             membership: &self.membership,
             resources: &[ResourceId(r)],
@@ -326,22 +331,7 @@ fn membership_two_changes_conflict_and_only_the_committed_one_applies() {
     // Both built on the same chain head, on unrelated ordinary resources.
     let (first, commit_first, _) = g.upgrade(1, Some(&next(&grow)));
     g.seq += 1;
-    let (second, _, _) = {
-        let groups = [GROUP];
-        let plan = UpgradePlan::new(&mut g.rng, g.deployer.id(), 0, &groups).unwrap();
-        let change = next(&rotate);
-        let target = GroupTarget {
-            membership: &g.membership,
-            resources: &[ResourceId(2)],
-            prev_version: &g.chain,
-            guardians: None,
-            payload: no_payload(),
-            next: Some(&change),
-        };
-        let piece = plan.piece(&g.deployer, &target).unwrap();
-        g.pieces.insert(piece.header.upgrade, piece.clone());
-        (piece, plan.commit(), plan.abort())
-    };
+    let (second, _, _) = g.upgrade_at(0, 2, Some(&next(&rotate)));
     assert_eq!(accepted(&g.order(&Operation::PrepareInstall(first.clone()))), 4);
     // The second change conflicts on the membership: held, nothing released.
     let replies = answers(&g.order(&Operation::PrepareInstall(second.clone())));
@@ -401,23 +391,7 @@ fn membership_a_forged_repeat_cannot_swap_the_staged_change() {
     // change, which is ordered before it (order sequence 0).
     let (blocker, _, abort_blocker) = g.upgrade(9, None);
     g.seq += 1;
-    let chain = g.chain.clone();
-    let (piece, commit, _) = {
-        let groups = [GROUP];
-        let plan = UpgradePlan::new(&mut g.rng, g.deployer.id(), 0, &groups).unwrap();
-        let change = next(&grow);
-        let target = GroupTarget {
-            membership: &g.membership,
-            resources: &[ResourceId(9)],
-            prev_version: &chain,
-            guardians: None,
-            payload: no_payload(),
-            next: Some(&change),
-        };
-        let piece = plan.piece(&g.deployer, &target).unwrap();
-        g.pieces.insert(piece.header.upgrade, piece.clone());
-        (piece, plan.commit(), plan.abort())
-    };
+    let (piece, commit, _) = g.upgrade_at(0, 9, Some(&next(&grow)));
     assert_eq!(accepted(&g.order(&Operation::PrepareInstall(blocker))), 4);
     assert!(answers(&g.order(&Operation::PrepareInstall(piece.clone()))).iter().all(|r| *r == Reply::Conflict));
     g.order(&abort_blocker);

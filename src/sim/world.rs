@@ -404,22 +404,6 @@ struct GuardianSlot {
 /// The guardian type the simulator runs.
 pub type SimGuardian = Guardian<64>;
 
-/// Whether `bug` is planted in the group role (every replica runs it, one
-/// that joins by state transfer too).
-#[cfg(feature = "planted-bugs")]
-fn replica_bug(bug: Planted) -> bool {
-    matches!(
-        bug,
-        Planted::SkipTriggerCheck
-            | Planted::SkipVersionCheck
-            | Planted::NoPostponement
-            | Planted::SquattableIds
-            | Planted::DivergentVersion
-            | Planted::MembershipIgnored
-            | Planted::TransferShapeLost
-    )
-}
-
 /// Uniform float in [0, 1) from the world's rng.
 fn unit(rng: &mut ChaCha20Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64

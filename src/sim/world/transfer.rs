@@ -125,13 +125,11 @@ impl World {
                 return;
             }
         };
-        // The bug is in the code every replica runs, this one too.
+        // A planted bug is in the code every replica runs, this one too.
         #[cfg(feature = "planted-bugs")]
         let host = {
             let mut host = host;
-            if super::replica_bug(self.cfg.planted) {
-                host.plant(self.cfg.planted);
-            }
+            host.plant(self.groups[gi].replicas[peers[0]].host.role().planted_bug());
             host
         };
         let finished: Vec<(UpgradeId, Outcome)> = host.role().finished_upgrades().map(|(u, o, _)| (u, o)).collect();
