@@ -24,8 +24,8 @@ use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig};
 use bft_upgrade::installer::{DefaultInstaller, InstallerOptions};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
-    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, Finish, GroupId, Message, Operation, Outcome,
-    Reply,
+    Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, Finish, GroupId, Message, NextMembership,
+    Operation, Outcome, Reply,
 };
 use common::{fixture, to_bytes, Fixture, FxCrypto, Holder, GROUPS, GUARDIANS};
 
@@ -153,8 +153,8 @@ fn main() {
         ("reply-code", tags::REPLY, to_bytes(&Reply::Code(ShareKind::Secret, u.s_g[0].clone()))),
         ("reply-finished", tags::REPLY, to_bytes(&Reply::Finished(Outcome::Aborted, u.cancel.clone()))),
         (
-            "small-operation",
-            tags::SMALL_OPERATION,
+            "finish",
+            tags::FINISH,
             to_bytes(&Finish { outcome: Outcome::Committed, upgrade: u.id(), code: u.trigger.clone() }),
         ),
         ("upgrade-header", tags::UPGRADE_HEADER, to_bytes(&u.header)),
@@ -166,7 +166,11 @@ fn main() {
         ("payload-ref", tags::PAYLOAD_REF, to_bytes(&piece.header.payload)),
         ("order-key", tags::ORDER_KEY, to_bytes(&u.header.order)),
         ("custody", tags::CUSTODY, to_bytes(&guarded.header.custody)),
-        ("diffused", tags::DIFFUSED, to_bytes(&diffused)),
+        (
+            "next-membership",
+            tags::NEXT_MEMBERSHIP,
+            to_bytes(&NextMembership { membership: fx.memberships[1].clone(), guardians: None }),
+        ),
         ("replica-entry", tags::REPLICA_ENTRY, to_bytes(&piece.header.replicas[0])),
         ("guardian-entry", tags::GUARDIAN_ENTRY, to_bytes(&guardians[0])),
         ("share", tags::SHARE, to_bytes(&share)),

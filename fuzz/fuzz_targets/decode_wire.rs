@@ -13,8 +13,8 @@ use bft_upgrade::guardian::Guardian;
 use bft_upgrade::installer::DefaultInstaller;
 use bft_upgrade::wire::{
     decode, encode, encoded_len, Answer, Attachment, ClientCall, ClientReply, Custody, Finish, GuardianEntry,
-    GuardianSet, Membership, Message, Operation, OrderKey, Piece, PieceHeader, ReplicaEntry, Reply, Token,
-    UpgradeHeader,
+    GuardianSet, Membership, Message, NextMembership, Operation, OrderKey, Piece, PieceHeader, ReplicaEntry, Reply,
+    Token, UpgradeHeader,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -75,9 +75,9 @@ fuzz_target!(|data: &[u8]| {
         tags::REPLY => {
             let _ = round_trip::<Reply>(bytes);
         }
-        tags::SMALL_OPERATION => {
-            if let Some(op) = round_trip::<Finish>(bytes) {
-                let _ = Operation::from(op);
+        tags::FINISH => {
+            if let Some(f) = round_trip::<Finish>(bytes) {
+                let _ = Finish::try_from(Operation::from(f));
             }
         }
         tags::UPGRADE_HEADER => {
@@ -113,8 +113,10 @@ fuzz_target!(|data: &[u8]| {
         tags::CUSTODY => {
             let _ = round_trip::<Custody>(bytes);
         }
-        tags::DIFFUSED => {
-            let _ = round_trip::<Finish>(bytes);
+        tags::NEXT_MEMBERSHIP => {
+            if let Some(next) = round_trip::<NextMembership>(bytes) {
+                let _ = (next.digest(), next.follows(&next.membership), next.membership.is_well_formed());
+            }
         }
         tags::REPLICA_ENTRY => {
             let _ = round_trip::<ReplicaEntry>(bytes);
