@@ -518,13 +518,15 @@ fn membership_guardians_follow_the_change_of_a_group_in_their_custody() {
 #[test]
 fn membership_the_simulator_rotates_keys_under_faults() {
     use bft_upgrade::sim::{Swarm, World};
-    let swarm = Swarm { guardians: 0, ..Swarm::default() };
-    let mut rotated = 0;
-    for seed in 0..20 {
-        let r = World::new(swarm.config(seed)).run();
-        assert!(r.violation.is_none() && r.liveness.is_none(), "seed {seed}: {:?} {:?}", r.violation, r.liveness);
-        rotated += r.metrics.rotations;
+    // Replica custody, and guardian custody (the default run).
+    for swarm in [Swarm { guardians: 0, ..Swarm::default() }, Swarm::default()] {
+        let mut rotated = 0;
+        for seed in 0..20 {
+            let r = World::new(swarm.config(seed)).run();
+            assert!(r.violation.is_none() && r.liveness.is_none(), "seed {seed}: {:?} {:?}", r.violation, r.liveness);
+            rotated += r.metrics.rotations;
+        }
+        // One key at each of the 12 groups a run, where the rotation commits.
+        assert!(rotated >= 12 * 10, "only {rotated} keys rotated in 20 runs of {swarm:?}");
     }
-    // One key at each of the 12 groups a run, where the rotation commits.
-    assert!(rotated >= 12 * 10, "only {rotated} keys rotated in 20 runs");
 }

@@ -146,6 +146,19 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         self.carry(now, step, false, transport)
     }
 
+    /// Takes `group`'s new membership digest ([`Guardian::follow`]) and
+    /// writes the role; returns whether it guards `group`.
+    ///
+    /// # Errors
+    /// [`HostError::Store`] when the write fails.
+    pub fn follow(&mut self, group: GroupId, members: crate::crypto::Digest) -> Result<bool, HostError<S::Error>> {
+        let guards = self.role.follow(group, members);
+        let mut batch = Batch::new();
+        batch.put(ROLE, to_bytes(&self.role));
+        self.write(batch)?;
+        Ok(guards)
+    }
+
     /// Forgets `upgrade` ([`Guardian::retire`]) and its release-log rows.
     ///
     /// # Errors

@@ -170,8 +170,12 @@ impl Material {
                 // A rotation of one key, where the group is in replica
                 // custody and big enough to keep f + 1 + f' replicas.
                 let nth = rotations.iter().filter(|(_, g)| g == gi).count();
-                let next = (spec.rotates.contains(gi) && per_group == 0 && spec.chained)
-                    .then(|| rotate(&mut rng, &mut keys[*gi], m, nth))
+                let custody = guardian_sets[*gi].as_ref().map(|set| crate::wire::GuardianIds {
+                    f: set.f,
+                    ids: set.members.iter().map(|(id, _)| *id).collect(),
+                });
+                let next = (spec.rotates.contains(gi) && spec.chained)
+                    .then(|| rotate(&mut rng, &mut keys[*gi], m, nth, custody))
                     .flatten();
                 let target = GroupTarget {
                     membership: m,
@@ -287,17 +291,19 @@ impl Cached<'_> {
 }
 
 /// The membership `m` with the key of replica `nth % n` replaced by a fresh
-/// one (appended to the group's `keys`), if `m` can take it.
+/// one (appended to the group's `keys`), if `m` can take it; the group's
+/// custody stays as it is.
 fn rotate(
     rng: &mut ChaCha20Rng,
     keys: &mut Vec<ReplicaSecretKey>,
     m: &Membership,
     nth: usize,
+    guardians: Option<crate::wire::GuardianIds>,
 ) -> Option<crate::wire::NextMembership> {
     let key = ReplicaSecretKey::random(rng);
     let mut pks = m.replicas.clone();
     *pks.get_mut(nth % m.n())? = key.public_key();
-    let next = crate::wire::NextMembership { membership: Membership { replicas: pks, ..m.clone() }, guardians: None };
+    let next = crate::wire::NextMembership { membership: Membership { replicas: pks, ..m.clone() }, guardians };
     if !next.follows(m) {
         return None;
     }

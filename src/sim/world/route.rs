@@ -79,6 +79,9 @@ impl World {
                 Some(b) => self.adversary(gi, ri, b, to, &message, op),
             }
         }
+        if reconfigured {
+            self.tell_guardians_membership(gi, ri);
+        }
         if reconfigured && !self.groups[gi].replicas[ri].host.role().is_member() {
             // Its key was rotated out: it leaves, and the new holder joins.
             self.leave(gi, ri);

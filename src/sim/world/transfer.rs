@@ -54,13 +54,33 @@ impl World {
         })
     }
 
+    /// A membership upgrade committed at replica `ri` of group `gi`: the
+    /// deployer tells the group's correct guardians the new membership
+    /// ([`Guardian::follow`](crate::guardian::Guardian::follow)), for those
+    /// that never held the change's piece (the others follow by themselves).
+    pub(super) fn tell_guardians_membership(&mut self, gi: usize, ri: usize) {
+        let id = self.groups[gi].id;
+        let members = self.groups[gi].replicas[ri].host.role().config().membership.digest();
+        for slot in self.guardians.iter_mut().filter(|s| s.byz.is_none()) {
+            if slot.config.groups.iter().any(|g| g.group == id) {
+                slot.host.follow(id, members).expect("memory store");
+            }
+        }
+    }
+
     /// Replica `ri` of group `gi` left with its rotated-out key; the holder
     /// of the new key joins by state transfer a little later.
     pub(super) fn leave(&mut self, gi: usize, ri: usize) {
+        let correct = self.groups[gi].correct;
         let r = &mut self.groups[gi].replicas[ri];
         r.down = true;
         r.scheduled = None;
         self.metrics.rotations += 1;
+        // A compromised group has no correct peers to join from; its
+        // replicas are the adversary's anyway.
+        if !correct {
+            return;
+        }
         let at = self.now + 1 + below(&mut self.rng, AWAY_MS) as u64;
         self.push(at, Event::Rejoin { group: gi, replica: ri });
     }
