@@ -466,6 +466,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             if let Reply::Finished(outcome, code) = &answer.reply {
                 if self.check(*outcome, code).is_ok() {
                     self.decide(&mut step, now, *outcome, code.clone());
+                    step.deadline = self.deadline();
                 }
             }
             return Ok(step);

@@ -451,6 +451,22 @@ fn membership_an_installer_hears_replicas_that_joined_without_blaming_them() {
     }
     assert_eq!(decided.len(), 1, "the four old replicas' shares decide it");
     assert_eq!(inst.decided().map(|(o, _)| o), Some(Outcome::Committed));
+    // A code from a replica that joined decides a fresh installer, and the
+    // step carries the installer's new deadline (found by fuzz/role_installer).
+    let header = g.headers[&old.header.upgrade].clone();
+    let mut fresh = DefaultInstaller::new(2, header.clone(), &[(GROUP, 1)], InstallerOptions::default()).unwrap();
+    let _ = fresh.start(NOW);
+    let trigger = inst.decided().map(|(_, c)| c.clone()).expect("decided");
+    let answer = bft_upgrade::wire::Answer {
+        upgrade: old.header.upgrade,
+        group: GROUP,
+        replica: 6,
+        reply: Reply::Finished(Outcome::Committed, trigger),
+    };
+    let step = fresh.handle_answer(NOW, Peer::Replica { group: GROUP, index: 6 }, &answer, &old).unwrap();
+    assert!(step.faults.is_empty());
+    assert_eq!(fresh.decided().map(|(o, _)| o), Some(Outcome::Committed));
+    assert_eq!(step.deadline, fresh.deadline());
 }
 
 #[test]
