@@ -29,11 +29,22 @@ pub enum DecodeError {
     /// The value decoded but does not re-encode to the same bytes, so the
     /// input was not the canonical encoding.
     NonCanonical,
+    /// The leading format version is not one this build reads (a newer
+    /// release wrote it, or the bytes are not this crate's):
+    /// [`FORMAT_VERSION`](crate::wire::FORMAT_VERSION).
+    UnknownVersion {
+        /// The version byte found.
+        version: u8,
+    },
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Self::UnknownVersion { version } = self {
+            return write!(f, "unknown format version {version}");
+        }
         f.write_str(match self {
+            Self::UnknownVersion { .. } => "unknown format version",
             Self::Truncated => "input truncated",
             Self::TrailingBytes => "trailing bytes after value",
             Self::OverCapacity => "length or count over capacity",

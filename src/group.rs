@@ -502,8 +502,10 @@ struct Diffusion {
     upgrade: UpgradeId,
     outcome: Outcome,
     code: Code,
-    /// Per neighbor (config order), the replicas that acknowledged.
-    acks: [u64; MAX_NEIGHBORS],
+    /// Per neighbor (config order), the replicas that acknowledged. A
+    /// sequence, not an array of [`MAX_NEIGHBORS`]: the stored encoding
+    /// must not depend on the build's capacities.
+    acks: Vec<u64, MAX_NEIGHBORS>,
     deadline: Instant,
     interval: u64,
 }
@@ -1555,11 +1557,15 @@ impl GroupReplica {
             // The oldest diffusion has had its tries; piggybacking goes on.
             self.diffusing.remove(0);
         }
+        let mut acks = Vec::new();
+        // One slot per neighbor: the configuration holds at most
+        // MAX_NEIGHBORS, so this cannot fail.
+        let _ = acks.resize(self.config.neighbors.len(), 0);
         let _ = self.diffusing.push(Diffusion {
             upgrade,
             outcome,
             code: code.clone(),
-            acks: [0; MAX_NEIGHBORS],
+            acks,
             deadline: now,
             interval: self.config.retry_ms,
         });

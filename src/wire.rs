@@ -846,29 +846,59 @@ pub struct ClientReply {
     pub codes: Attachment,
 }
 
-/// Encodes `value` into `buf` and returns the bytes written.
+/// The format version [`encode`] writes first and [`decode`] checks: the
+/// version of every encoding this crate defines, on the wire and in
+/// stored role state alike.
+///
+/// Format 1 is frozen: `tests/fixtures/format-1/` holds values encoded by
+/// it, which every later release must decode (the policy is in the
+/// README). A change to any encoding (a field added, removed, retyped or
+/// moved, a variant reordered) is a new format version.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Encodes `value` into `buf` and returns the bytes written: the
+/// [`FORMAT_VERSION`] byte, then the value's postcard encoding.
 ///
 /// # Errors
 /// [`EncodeError::BufferTooSmall`] when `buf` is too small (see
 /// [`encoded_len`]).
 pub fn encode<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], EncodeError> {
-    postcard::to_slice(value, buf).map_err(|e| match e {
-        postcard::Error::SerializeBufferFull => EncodeError::BufferTooSmall,
-        _ => EncodeError::Unencodable,
-    })
+    let Some((version, body)) = buf.split_first_mut() else {
+        return Err(EncodeError::BufferTooSmall);
+    };
+    *version = FORMAT_VERSION;
+    let len = postcard::to_slice(value, body)
+        .map_err(|e| match e {
+            postcard::Error::SerializeBufferFull => EncodeError::BufferTooSmall,
+            _ => EncodeError::Unencodable,
+        })?
+        .len();
+    buf.get_mut(..len.saturating_add(1)).ok_or(EncodeError::BufferTooSmall)
 }
 
-/// The encoded length of `value`.
+/// The encoded length of `value`, its version byte included.
 pub fn encoded_len<T: Serialize>(value: &T) -> usize {
-    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_or(usize::MAX, |n: usize| n.saturating_add(1))
+}
+
+/// The body after the version byte, if the version is one this build reads.
+fn body(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+    match bytes.split_first() {
+        None => Err(DecodeError::Truncated),
+        Some((&FORMAT_VERSION, body)) => Ok(body),
+        Some((&version, _)) => Err(DecodeError::UnknownVersion { version }),
+    }
 }
 
 /// Decodes exactly one canonical `T` from `bytes`.
 ///
 /// # Errors
-/// A [`DecodeError`] for truncated, over-capacity, malformed, trailing or
-/// non-canonical input.
+/// [`DecodeError::UnknownVersion`] unless the bytes start with a format
+/// version this build reads; a [`DecodeError`] for truncated,
+/// over-capacity, malformed, trailing or non-canonical input.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let bytes = body(bytes)?;
     let (value, rest): (T, &[u8]) = postcard::take_from_bytes(bytes).map_err(DecodeError::from)?;
     whole_and_canonical(&value, bytes, rest)?;
     Ok(value)
@@ -885,6 +915,7 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, Decode
 /// # Errors
 /// As [`decode`].
 pub fn decode_into<T: Serialize + DeserializeOwned>(bytes: &[u8], place: &mut T) -> Result<(), DecodeError> {
+    let bytes = body(bytes)?;
     let mut de = postcard::Deserializer::from_bytes(bytes);
     T::deserialize_in_place(&mut de, place).map_err(DecodeError::from)?;
     let rest = de.finalize().map_err(DecodeError::from)?;
@@ -1005,9 +1036,32 @@ mod tests {
         assert_eq!(decode::<OrderKey>(&trailing), Err(DecodeError::TrailingBytes));
         assert_eq!(decode::<OrderKey>(&bytes[..3]), Err(DecodeError::Truncated));
         // An overlong varint for seq = 300 (0xac 0x02) as 0xac 0x82 0x00.
-        let mut overlong = std::vec![0xac, 0x82, 0x00];
+        let mut overlong = std::vec![FORMAT_VERSION, 0xac, 0x82, 0x00];
         overlong.extend_from_slice(&[9; 16]);
-        assert!(decode::<OrderKey>(&overlong).is_err());
+        assert_eq!(decode::<OrderKey>(&overlong), Err(DecodeError::NonCanonical));
+    }
+
+    /// Every encoding starts with the format version; any other leading
+    /// byte is refused as an unknown version before a byte of the value is
+    /// read, by value and in place, and nothing is an empty encoding.
+    #[test]
+    fn the_format_version_leads_and_is_checked() {
+        let k = OrderKey { seq: 300, upgrade: UpgradeId([9; 16]) };
+        let mut buf = [0u8; 64];
+        let bytes = encode(&k, &mut buf).unwrap().to_vec();
+        assert_eq!(bytes[0], 1);
+        assert_eq!(&bytes[1..3], &[0xac, 0x02], "then the value, postcard-encoded");
+        assert_eq!(encoded_len(&k), bytes.len());
+        for version in [0u8, 2, 0xff] {
+            let mut other = bytes.clone();
+            other[0] = version;
+            assert_eq!(decode::<OrderKey>(&other), Err(DecodeError::UnknownVersion { version }));
+            let mut place = k;
+            assert_eq!(decode_into(&other, &mut place), Err(DecodeError::UnknownVersion { version }));
+        }
+        assert_eq!(decode::<OrderKey>(&[]), Err(DecodeError::Truncated));
+        assert_eq!(encode(&k, &mut []), Err(EncodeError::BufferTooSmall));
+        assert_eq!(encode(&k, &mut buf[..bytes.len() - 1]), Err(EncodeError::BufferTooSmall));
     }
 
     /// Two quorums of `t` among `n` guardians share more than `f` of them
@@ -1030,10 +1084,10 @@ mod tests {
     #[test]
     fn over_capacity_is_refused() {
         // A resource list claiming 17 entries.
-        let mut bytes = std::vec![17u8];
+        let mut bytes = std::vec![FORMAT_VERSION, 17u8];
         bytes.extend(core::iter::repeat_n(1u8, 17));
         assert_eq!(decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes), Err(DecodeError::OverCapacity));
-        bytes[0] = 16;
+        bytes[1] = 16;
         bytes.pop();
         assert_eq!(decode::<Vec<ResourceId, MAX_RESOURCES>>(&bytes).unwrap().len(), 16);
     }

@@ -160,7 +160,11 @@ fn arb_upgrade_header() -> impl Strategy<Value = UpgradeHeader> {
 }
 
 fn arb_sealed_box() -> impl Strategy<Value = SealedBox> {
-    vec(any::<u8>(), 112).prop_map(|b| decode(&b).expect("any 112 bytes are a box"))
+    vec(any::<u8>(), 112).prop_map(|b| {
+        let mut bytes = vec![bft_upgrade::wire::FORMAT_VERSION];
+        bytes.extend(b);
+        decode(&bytes).expect("any 112 bytes are a box")
+    })
 }
 
 fn arb_public_key() -> impl Strategy<Value = PublicKey> {

@@ -112,12 +112,12 @@ fn a_byte_after_a_piece_is_trailing() {
 #[test]
 fn overlong_varint_is_non_canonical() {
     // The sample's order_seq is 300, canonically 0xac 0x02, right after the
-    // 16-byte upgrade id, the group (3) and the deployer (9).
+    // version byte, the 16-byte upgrade id, the group (3) and the deployer (9).
     let bytes = to_bytes(&samples::piece());
-    assert_eq!(&bytes[16..20], &[3, 9, 0xac, 0x02]);
-    let mut overlong = bytes[..18].to_vec();
+    assert_eq!(&bytes[17..21], &[3, 9, 0xac, 0x02]);
+    let mut overlong = bytes[..19].to_vec();
     overlong.extend_from_slice(&[0xac, 0x82, 0x00]);
-    overlong.extend_from_slice(&bytes[20..]);
+    overlong.extend_from_slice(&bytes[21..]);
     assert_eq!(decode::<Piece>(&overlong), Err(DecodeError::NonCanonical));
 }
 

@@ -226,8 +226,8 @@ fn signature_bytes_round_trip() {
     let (s1, s2) = (key.sign(&d1).unwrap(), key.sign(&d2).unwrap());
     for (sig, d) in [(s1, d1), (s2, d2)] {
         let bytes = sig.to_bytes();
-        let mut buf = [0u8; 64];
-        assert_eq!(&bytes[..], wire::encode(&sig, &mut buf).unwrap(), "r || s, as encoded");
+        let mut buf = [0u8; 65];
+        assert_eq!(&bytes[..], &wire::encode(&sig, &mut buf).unwrap()[1..], "r || s, as encoded");
         let back = Signature::from_bytes(&bytes);
         assert_eq!(back, sig);
         back.verify(&key.public_key(), &d).unwrap();

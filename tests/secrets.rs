@@ -44,6 +44,8 @@ fn encoded<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut buf = vec![0u8; wire::encoded_len(value)];
     let len = wire::encode(value, &mut buf).expect("sized").len();
     buf.truncate(len);
+    // The value's own bytes, after the format version.
+    assert_eq!(buf.remove(0), wire::FORMAT_VERSION);
     buf
 }
 

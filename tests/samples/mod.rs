@@ -62,7 +62,8 @@ pub fn sealed_payload() -> (PayloadRef, Vec<Vec<u8>>) {
 
 /// A box whose 112 bytes are a fixed pattern (boxes are opaque to decoding).
 pub fn sealed_box(seed: u8) -> SealedBox {
-    let bytes: Vec<u8> = (0..112u8).map(|i| i.wrapping_mul(31).wrapping_add(seed)).collect();
+    let mut bytes = vec![bft_upgrade::wire::FORMAT_VERSION];
+    bytes.extend((0..112u8).map(|i| i.wrapping_mul(31).wrapping_add(seed)));
     decode(&bytes).expect("any 112 bytes are a box")
 }
 
