@@ -131,11 +131,17 @@ pub struct GroupConfig {
     pub deployers: Vec<AuthorizedDeployer, MAX_DEPLOYERS>,
     /// Groups it diffuses codes to.
     pub neighbors: Vec<Neighbor, MAX_NEIGHBORS>,
+    /// Whether replicas call `CommitInstall`/`AbortInstall` on neighbors
+    /// proactively (section 4.3), besides piggybacking codes. (Before
+    /// `retry_ms` only in the planted format change.)
+    #[cfg(feature = "planted-format-change")]
+    pub proactive: bool,
     /// First retry interval of proactive diffusion, in ms (doubles up to
     /// 16 times this).
     pub retry_ms: u64,
     /// Whether replicas call `CommitInstall`/`AbortInstall` on neighbors
     /// proactively (section 4.3), besides piggybacking codes.
+    #[cfg(not(feature = "planted-format-change"))]
     pub proactive: bool,
     /// The group's guardians (section 7), if its pieces are in guardian
     /// custody; pieces must then list exactly these, in this order.

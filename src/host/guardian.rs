@@ -203,7 +203,7 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
                     ShareKind::Cancel => 1,
                 };
                 let key = format!("{RELEASE}{}/{}/{kind_code}", hex(&upgrade.0), group.0);
-                batch.put(key, now.0.to_le_bytes().to_vec());
+                batch.put(key, to_bytes(&now.0));
             }
             self.write(batch)?;
         }
@@ -269,7 +269,7 @@ pub fn releases<S: Store>(store: &S) -> Result<Vec<Release>, HostError<S::Error>
             _ => return Err(corrupt()),
         };
         let bytes = store.get(&key).map_err(HostError::Store)?.unwrap_or_default();
-        let at = <[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_le_bytes).map_err(|_| corrupt())?;
+        let at = crate::wire::decode(&bytes).map_err(|error| HostError::Corrupt { key: key.clone(), error })?;
         out.push(Release { upgrade, group, kind, at });
     }
     Ok(out)

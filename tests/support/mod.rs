@@ -5,6 +5,7 @@
 
 use bft_upgrade::sim::{Report, SimConfig, World};
 
+pub mod cluster;
 pub mod fixture;
 
 /// Runs a deployment and fails the test, naming the seed, on a safety
