@@ -421,9 +421,11 @@ impl<const R: usize> Guardian<R> {
         // A membership upgrade committed: the group's later pieces are built
         // for its new membership.
         if d.outcome == Outcome::Committed {
-            for r in self.records.iter().filter(|r| r.upgrade == d.upgrade) {
-                if let (Some(next), Some(g)) = (r.next, self.config.groups.iter_mut().find(|g| g.group == r.group)) {
-                    g.members = next;
+            for i in 0..self.records.len() {
+                if let Some(&Record { upgrade, group, next: Some(next), .. }) = self.records.get(i) {
+                    if upgrade == d.upgrade {
+                        self.follow(group, next);
+                    }
                 }
             }
         }

@@ -340,6 +340,27 @@ fn format_1_fixtures_decode_reencode_and_carry_on() {
     }
 }
 
+/// A fixture whose version byte names another format is refused as such,
+/// whatever follows it: never read as format 1.
+#[test]
+fn another_format_version_is_a_typed_error() {
+    let dir = root().join(SCENARIOS[1].0);
+    for file in ["bundle", "stores/replica-0-0/replica/role", "stores/guardian-1/guardian/role", "messages/answer"] {
+        let mut bytes = std::fs::read(dir.join(file)).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION, "{file}");
+        for version in [0, FORMAT_VERSION + 1, 0xff] {
+            bytes[0] = version;
+            let expected = Err(DecodeError::UnknownVersion { version });
+            match file {
+                "bundle" => assert_eq!(decode::<Bundle>(&bytes).map(|_| ()), expected),
+                "messages/answer" => assert_eq!(decode::<Message>(&bytes).map(|_| ()), expected),
+                f if f.ends_with("replica/role") => assert_eq!(decode::<GroupReplica>(&bytes).map(|_| ()), expected),
+                _ => assert_eq!(decode::<Guardian<8>>(&bytes).map(|_| ()), expected),
+            }
+        }
+    }
+}
+
 /// The fixture test catches a format change: with the feature
 /// `planted-format-change`, two fields of the stored `GroupConfig` swap
 /// places, and every stored group replica stops decoding.

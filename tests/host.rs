@@ -289,3 +289,21 @@ fn the_simulator_restarts_roles_from_their_stores() {
     assert!(r.metrics.store_writes > 0);
     assert_eq!(r.outcomes, vec![Some(Outcome::Committed)]);
 }
+
+/// A guardian told a group's new membership writes its role once, however
+/// many of the group's replicas tell it the same change; a guardian that
+/// does not guard the group writes nothing.
+#[test]
+fn a_guardian_writes_a_membership_change_once() {
+    let mut h = Host::new(7, 4);
+    let g = &mut h.guardians[0];
+    let before = g.store().inner.commits();
+    let members = bft_upgrade::crypto::Digest([5; 32]);
+    for _ in 0..4 {
+        assert!(g.follow(GROUPS[0], members).unwrap());
+    }
+    assert_eq!(g.store().inner.commits(), before + 1);
+    assert_eq!(g.role().config().groups[0].members, members);
+    assert!(!g.follow(GroupId(77), members).unwrap());
+    assert_eq!(g.store().inner.commits(), before + 1);
+}

@@ -147,15 +147,19 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
     }
 
     /// Takes `group`'s new membership digest ([`Guardian::follow`]) and
-    /// writes the role; returns whether it guards `group`.
+    /// writes the role if that changed it (each replica of the group may
+    /// tell the same change); returns whether it guards `group`.
     ///
     /// # Errors
     /// [`HostError::Store`] when the write fails.
     pub fn follow(&mut self, group: GroupId, members: crate::crypto::Digest) -> Result<bool, HostError<S::Error>> {
+        let known = self.role.config().groups.iter().any(|g| g.group == group && g.members == members);
         let guards = self.role.follow(group, members);
-        let mut batch = Batch::new();
-        batch.put(ROLE, to_bytes(&self.role));
-        self.write(batch)?;
+        if guards && !known {
+            let mut batch = Batch::new();
+            batch.put(ROLE, to_bytes(&self.role));
+            self.write(batch)?;
+        }
         Ok(guards)
     }
 
