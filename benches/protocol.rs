@@ -330,6 +330,16 @@ fn diag(c: &mut Criterion) {
     c.bench_function("diag/sec1_decompress", |b| {
         b.iter(|| black_box(p256::PublicKey::from_sec1_bytes(black_box(&compressed)).expect("point")))
     });
+    // A fixed-base multiplication (ephemeral keys, ECDSA signing): with
+    // `std` the crate turns on p256's precomputed generator table.
+    let scalar = p256::NonZeroScalar::generate_from_rng(&mut r);
+    c.bench_function("diag/mul_by_generator", |b| {
+        b.iter(|| {
+            black_box(<p256::ProjectivePoint as p256::elliptic_curve::group::Group>::mul_by_generator(black_box(
+                &*scalar,
+            )))
+        })
+    });
     c.bench_function("diag/verifying_key_from_sec1", |b| {
         b.iter(|| black_box(p256::ecdsa::VerifyingKey::from_sec1_bytes(black_box(&compressed)).expect("point")))
     });
