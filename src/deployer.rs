@@ -78,7 +78,7 @@ use crate::crypto::{
 use crate::error::{CapacityError, MisuseError};
 use crate::wire::{
     Custody, DeployerId, GroupId, GuardianEntry, GuardianSet, Membership, NextMembership, Operation, OrderKey, Outcome,
-    Piece, PieceHeader, ReplicaEntry, ResourceId, Token, UpgradeHeader, UpgradeId, MAX_RESOURCES,
+    Piece, PieceHeader, ReplicaEntry, ResourceId, Retirement, Token, UpgradeHeader, UpgradeId, MAX_RESOURCES,
 };
 
 /// The master seed's stream for `c`: above every group's stream (group ids
@@ -105,6 +105,23 @@ impl Deployer {
     /// The public key groups must authorize for [`id`](Self::id).
     pub fn public_key(&self) -> PublicKey {
         self.key.public_key()
+    }
+
+    /// Its word that its `upgrade` finished at every group it covers, for
+    /// the guardians to forget it ([`Retirement`]). Give it only once the
+    /// upgrade's installer is `Done` (or every group's outcome is known
+    /// otherwise): a guardian that forgets an upgrade some group has not
+    /// finished could later release the other kind for it.
+    ///
+    /// # Errors
+    /// [`MisuseError::BadArgument`] for another deployer's upgrade;
+    /// [`MisuseError::Crypto`] if signing fails.
+    pub fn retirement(&self, upgrade: UpgradeId) -> Result<Retirement, MisuseError> {
+        if upgrade.deployer() != self.id {
+            return Err(MisuseError::BadArgument);
+        }
+        let signature = self.key.sign(&crypto::retirement_digest(upgrade))?;
+        Ok(Retirement { upgrade, signature })
     }
 }
 

@@ -53,7 +53,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Binding, Digest, PublicKey, ReplicaSecretKey, Share, ShareKind};
 use crate::step::{FaultKind, Instant, Peer, Step};
 use crate::wire::{
-    Custody, DeployerId, Finish, GroupId, Message, Outcome, Piece, PieceCrypto, Token, UpgradeId, WithKey, MAX_REPLICAS,
+    Custody, DeployerId, Finish, GroupId, Message, Outcome, Piece, PieceCrypto, Retirement, Token, UpgradeId, WithKey,
+    MAX_REPLICAS,
 };
 
 pub use crate::capacity::MAX_GUARDED;
@@ -105,6 +106,13 @@ pub enum GuardianEffect {
         upgrade: UpgradeId,
         /// The group.
         group: GroupId,
+    },
+    /// A deployer's retirement made this guardian forget its records of
+    /// `upgrade`: write the state (the host may also drop the upgrade's
+    /// release rows).
+    Retired {
+        /// The upgrade.
+        upgrade: UpgradeId,
     },
 }
 
@@ -310,10 +318,36 @@ impl<const R: usize> Guardian<R> {
     }
 
     /// Forgets every record of `upgrade`. Call only once the upgrade has
-    /// finished at every group it covers (e.g. the deployer says so): then
-    /// no share of either kind can change any group's outcome.
+    /// finished at every group it covers: then no share of either kind can
+    /// change any group's outcome. A host that learns this from its
+    /// deployer over the network uses
+    /// [`handle_retirement`](Self::handle_retirement), which checks the
+    /// deployer's signature.
     pub fn retire(&mut self, upgrade: UpgradeId) {
         self.records.retain(|r| r.upgrade != upgrade);
+    }
+
+    /// A deployer's [`Retirement`]: if the deployer its upgrade id names is
+    /// one this guardian accepts and signed it, forget every record of the
+    /// upgrade ([`retire`](Self::retire)), which is how a guardian's slots
+    /// come free without the host's own knowledge of every group. Anything
+    /// else is `from`'s fault ([`FaultKind::ForgedRetirement`]) and changes
+    /// nothing. Returns whether records were forgotten in the step's effects
+    /// ([`GuardianEffect::Retired`]).
+    pub fn handle_retirement(&mut self, from: Peer, retirement: &Retirement) -> Step<GuardianEffect> {
+        let mut step = Step::new();
+        let upgrade = retirement.upgrade;
+        let signer = self.config.deployers.iter().find(|(id, _)| *id == upgrade.deployer()).map(|(_, k)| k);
+        if signer.is_none_or(|k| retirement.verify(k).is_err()) {
+            step.fault(from, Some(upgrade), FaultKind::ForgedRetirement);
+            return step;
+        }
+        let held = self.records.len();
+        self.retire(upgrade);
+        if self.records.len() != held {
+            step.emit_effect(GuardianEffect::Retired { upgrade });
+        }
+        step
     }
 
     /// A message from a replica: a share request or a learned outcome.

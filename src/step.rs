@@ -92,6 +92,9 @@ pub enum FaultKind {
     Equivocation,
     /// An answer for something never asked, or from outside the group.
     Unsolicited,
+    /// A [`Retirement`](crate::wire::Retirement) not signed by the
+    /// deployer its upgrade id names.
+    ForgedRetirement,
 }
 
 /// Upper bound on the messages one step may carry: 32, or more where one

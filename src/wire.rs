@@ -831,6 +831,36 @@ pub enum ClientStatus {
     TooOld,
 }
 
+/// A deployer's signed word that `upgrade` has finished at every group it
+/// covers (its installer reported
+/// [`Done`](crate::installer::InstallerEffect::Done), which needs `f + 1`
+/// acknowledgements from each group). Guardians forget their records of
+/// the upgrade on this word alone
+/// ([`Guardian::handle_retirement`](crate::guardian::Guardian::handle_retirement)):
+/// once every group finished, a share of either kind changes no group's
+/// outcome, and a replayed piece is refused by every group (its previous
+/// version code is no longer current). Build it with
+/// [`Deployer::retirement`](crate::deployer::Deployer::retirement).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Retirement {
+    /// The upgrade, which names its deployer.
+    pub upgrade: UpgradeId,
+    /// That deployer's signature of
+    /// [`retirement_digest`](crate::crypto::retirement_digest).
+    pub signature: Signature,
+}
+
+impl Retirement {
+    /// Whether `key` signed it.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadSignature`] otherwise.
+    pub fn verify(&self, key: &PublicKey) -> Result<(), CryptoError> {
+        self.signature.verify(key, &crate::crypto::retirement_digest(self.upgrade))
+    }
+}
+
 /// A group's reply to a client call: its version and the trigger codes
 /// committed since the version the client carried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

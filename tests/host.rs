@@ -307,3 +307,38 @@ fn a_guardian_writes_a_membership_change_once() {
     assert!(!g.follow(GroupId(77), members).unwrap());
     assert_eq!(g.store().inner.commits(), before + 1);
 }
+
+/// Issue 16, wedge 2, through the host layer: once the upgrade is done,
+/// the deployer's signed retirement makes every guardian forget it and its
+/// release rows in one write; a forged one is a reported fault.
+#[test]
+fn a_deployer_retirement_frees_every_guardian_in_one_write() {
+    let mut h = Host::new(8, 4);
+    h.start();
+    for _ in 0..40 {
+        if h.installer.role().is_done() {
+            break;
+        }
+        h.tick(50);
+    }
+    assert!(h.installer.role().is_done());
+    let deployer = h.deployer.take().unwrap();
+    let retirement = deployer.retirement(h.upgrade).unwrap();
+    let mut forged = retirement;
+    forged.upgrade = bft_upgrade::wire::UpgradeId::new(deployer.id(), [9; 12]);
+    let now = h.t();
+    for g in &mut h.guardians {
+        assert_eq!(releases(g.store()).unwrap().len(), GROUPS.len());
+        let before = g.store().inner.commits();
+        let report = g.retirement(now, Peer::Deployer(deployer.id()), &forged).unwrap();
+        assert_eq!(report.faults.faults.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![FaultKind::ForgedRetirement]);
+        assert_eq!(g.store().inner.commits(), before, "a forged retirement was written");
+        let report = g.retirement(now, Peer::Deployer(deployer.id()), &retirement).unwrap();
+        assert!(report.faults.faults.is_empty());
+        assert_eq!(g.store().inner.commits(), before + 1);
+        assert!(releases(g.store()).unwrap().is_empty());
+        assert!(GROUPS.iter().all(|gr| g.role().released(h.upgrade, *gr).is_none()));
+        g.reopen(|| panic!("stored")).unwrap();
+        assert!(GROUPS.iter().all(|gr| g.role().released(h.upgrade, *gr).is_none()));
+    }
+}

@@ -3077,3 +3077,101 @@ mod guardian_squatting {
         );
     }
 }
+
+/// Issue 16, wedge 2: a guardian's slots hold records that released a
+/// kind until their upgrade is retired; the deployer's signed retirement
+/// frees them, and nothing else does.
+mod guardian_retirement {
+    use super::*;
+    use bft_upgrade::crypto::PublicKey;
+    use bft_upgrade::error::MisuseError;
+    use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
+    use bft_upgrade::wire::{GuardianSet, Piece, Retirement};
+
+    /// A guardian with two slots fills up with two released records and
+    /// answers the third upgrade's piece `Busy` (what wedged the real node
+    /// at its 34th upgrade); a forged retirement changes nothing, the
+    /// deployer's own frees a slot and the third piece is kept.
+    #[test]
+    fn a_full_guardian_keeps_the_next_piece_once_its_deployer_retires_one() {
+        let mut w = Deployment::with_deployers(78, &[4], 2);
+        let g = w.gid(0);
+        let guardian_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut w.rng)).collect();
+        let members: Vec<(u32, PublicKey)> =
+            guardian_keys.iter().enumerate().map(|(i, k)| (700 + i as u32, k.public_key())).collect();
+        let set = GuardianSet::new(&members).unwrap();
+        let m = w.groups[0].membership.clone();
+        let build = |w: &mut Deployment, seq: u64| {
+            let ids = [g];
+            let plan = UpgradePlan::new(&mut w.rng, w.deployers[0].id(), seq, &ids).unwrap();
+            let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
+            let prev = w.genesis[0].clone();
+            let t = GroupTarget {
+                membership: &m,
+                resources: &[],
+                prev_version: &prev,
+                guardians: Some(&set),
+                payload,
+                next: None,
+            };
+            plan.piece(&w.deployers[0], &t).unwrap()
+        };
+        let pieces: Vec<Piece> = (1..=3).map(|seq| build(&mut w, seq)).collect();
+        let config = GuardianConfig {
+            id: 700,
+            deployers: w.deployers.iter().map(|d| (d.id(), d.public_key())).collect(),
+            groups: heapless::Vec::from_slice(&[GuardedGroup { group: g, members: m.digest() }]).unwrap(),
+        };
+        let mut guardian: Guardian<2> = Guardian::new(config);
+        let host = Peer::Replica { group: g, index: 0 };
+        let keys = w.keys(0).to_vec();
+        let release = |guardian: &mut Guardian<2>, piece: &Piece| {
+            let u = piece.header.upgrade;
+            for r in 0..2u8 {
+                let (_, token) = piece.open_token(usize::from(r), &keys[usize::from(r)]).unwrap();
+                let request =
+                    Message::GuardianRequest { upgrade: u, group: g, replica: r, kind: ShareKind::Secret, token };
+                let step = guardian.handle_message(T0, Peer::Replica { group: g, index: r }, &request);
+                assert!(step.faults.is_empty(), "{:?}", step.faults);
+            }
+            let _ = guardian.persisted(T0, u, g);
+            assert_eq!(guardian.released(u, g), Some(ShareKind::Secret));
+        };
+        for piece in &pieces[..2] {
+            let step = guardian.handle_piece(T0, host, piece, &guardian_keys[0]);
+            assert!(step.effects.is_empty() && step.faults.is_empty());
+            release(&mut guardian, piece);
+        }
+        let busy = |guardian: &mut Guardian<2>| {
+            let step = guardian.handle_piece(T0, host, &pieces[2], &guardian_keys[0]);
+            step.effects.iter().any(|e| matches!(e, GuardianEffect::Busy { .. }))
+        };
+        assert!(busy(&mut guardian), "the wedge: every slot holds a released record");
+
+        let (u1, u2) = (pieces[0].header.upgrade, pieces[1].header.upgrade);
+        let deployer = Peer::Deployer(w.deployers[0].id());
+        // Signed by the other deployer, or by the right one for a forged id.
+        let mut forged = w.deployers[1].retirement(UpgradeId::new(w.deployers[1].id(), [0; 12])).unwrap();
+        forged.upgrade = u1;
+        let other = Retirement { upgrade: u2, signature: w.deployers[0].retirement(u1).unwrap().signature };
+        for bad in [forged, other] {
+            let step = guardian.handle_retirement(deployer, &bad);
+            assert_eq!(step.faults.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![FaultKind::ForgedRetirement]);
+            assert!(step.effects.is_empty());
+        }
+        assert!(busy(&mut guardian), "a forged retirement freed a slot");
+        assert_eq!(guardian.released(u1, g), Some(ShareKind::Secret));
+        // A deployer signs only its own upgrades.
+        assert_eq!(w.deployers[1].retirement(u1).map(|_| ()), Err(MisuseError::BadArgument));
+
+        let step = guardian.handle_retirement(deployer, &w.deployers[0].retirement(u1).unwrap());
+        assert!(step.faults.is_empty());
+        assert_eq!(step.effects.to_vec(), vec![GuardianEffect::Retired { upgrade: u1 }]);
+        assert_eq!(guardian.released(u1, g), None);
+        assert!(!busy(&mut guardian), "the third upgrade's piece is kept once the first is retired");
+        release(&mut guardian, &pieces[2]);
+        // Retiring again is harmless and says nothing.
+        let step = guardian.handle_retirement(deployer, &w.deployers[0].retirement(u1).unwrap());
+        assert!(step.effects.is_empty() && step.faults.is_empty());
+    }
+}

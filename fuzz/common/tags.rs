@@ -31,5 +31,6 @@ pub const INSTALLER: u8 = 24;
 /// `Guardian<8>` (with byte 0's high bit clear).
 pub const GUARDIAN: u8 = 25;
 /// `Client<8>`: the same residue as [`GUARDIAN`] with the high bit set.
-pub const CLIENT: u8 = 25 + 26 * 4;
-pub const COUNT: u8 = 26;
+pub const CLIENT: u8 = 25 + 27 * 4;
+pub const RETIREMENT: u8 = 26;
+pub const COUNT: u8 = 27;

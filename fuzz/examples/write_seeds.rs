@@ -25,7 +25,7 @@ use bft_upgrade::installer::{DefaultInstaller, InstallerOptions};
 use bft_upgrade::step::{Instant, Peer};
 use bft_upgrade::wire::{
     Answer, Attachment, ClientCall, ClientReply, ClientStatus, Custody, Finish, GroupId, Message, NextMembership,
-    Operation, Outcome, Reply,
+    Operation, Outcome, Reply, Retirement,
 };
 use common::{fixture, to_bytes, Fixture, FxCrypto, Holder, GROUPS, GUARDIANS};
 
@@ -176,6 +176,11 @@ fn main() {
         ("share", tags::SHARE, to_bytes(&share)),
         ("public-key", tags::PUBLIC_KEY, to_bytes(&fx.deployer_pubs[0])),
         ("signature", tags::SIGNATURE, to_bytes(&Signature::from_bytes(&piece.signature.to_bytes()))),
+        (
+            "retirement",
+            tags::RETIREMENT,
+            to_bytes(&Retirement { upgrade: piece.header.upgrade, signature: piece.signature }),
+        ),
         (
             "sealed-box-and-token",
             tags::SEALED_BOX_AND_TOKEN,

@@ -14,7 +14,7 @@ use bft_upgrade::installer::DefaultInstaller;
 use bft_upgrade::wire::{
     decode, encode, encoded_len, Answer, Attachment, ClientCall, ClientReply, Custody, Finish, GuardianEntry,
     GuardianSet, Membership, Message, NextMembership, Operation, OrderKey, Piece, PieceHeader, ReplicaEntry, Reply,
-    Token, UpgradeHeader,
+    Retirement, Token, UpgradeHeader,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -135,6 +135,11 @@ fuzz_target!(|data: &[u8]| {
         tags::SIGNATURE => {
             if let Some(s) = round_trip::<Signature>(bytes) {
                 let _ = s.verify(&PublicKey::from_compressed(BASE_POINT), &Default::default());
+            }
+        }
+        tags::RETIREMENT => {
+            if let Some(r) = round_trip::<Retirement>(bytes) {
+                let _ = r.verify(&PublicKey::from_compressed(BASE_POINT));
             }
         }
         tags::SEALED_BOX_AND_TOKEN => {

@@ -62,6 +62,8 @@ pub enum Domain {
     Ephemeral,
     /// The digest a group keeps of a piece's next membership.
     NextMembership,
+    /// A deployer's signed word that an upgrade finished everywhere.
+    Retirement,
 }
 
 impl Domain {
@@ -81,6 +83,7 @@ impl Domain {
             Self::Sequence => b"bft-upgrade/v1/sequence",
             Self::Replicated => b"bft-upgrade/v1/replicated",
             Self::NextMembership => b"bft-upgrade/v1/next-membership",
+            Self::Retirement => b"bft-upgrade/v1/retirement",
         }
     }
 }
@@ -172,6 +175,15 @@ pub(crate) fn derive_seed(domain: Domain, ikm: &[u8; 32], context: &Digest) -> z
 pub fn sequence_digest(upgrade: UpgradeId, seq: u64) -> Digest {
     let mut h = Hasher::new(Domain::Sequence, &Binding::upgrade(upgrade));
     h.update(&seq.to_le_bytes());
+    h.update(&upgrade.deployer().0.to_le_bytes());
+    h.finish()
+}
+
+/// What a deployer signs to retire `upgrade`
+/// ([`Retirement`](crate::wire::Retirement)): the upgrade and the deployer
+/// its id names.
+pub fn retirement_digest(upgrade: UpgradeId) -> Digest {
+    let mut h = Hasher::new(Domain::Retirement, &Binding::upgrade(upgrade));
     h.update(&upgrade.deployer().0.to_le_bytes());
     h.finish()
 }

@@ -171,10 +171,34 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         self.role.retire(upgrade);
         let mut batch = Batch::new();
         batch.put(ROLE, to_bytes(&self.role));
+        self.drop_rows(&mut batch, upgrade)?;
+        self.write(batch)
+    }
+
+    /// A deployer's [`Retirement`](crate::wire::Retirement) from `from`
+    /// ([`Guardian::handle_retirement`]): a genuine one forgets the upgrade
+    /// and its release-log rows in one write; a forged one is a fault in
+    /// the report and changes nothing.
+    ///
+    /// # Errors
+    /// [`HostError::Store`] when the write fails (the role is then back to
+    /// what is stored).
+    pub fn retirement(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        retirement: &crate::wire::Retirement,
+    ) -> Result<GuardianReport, HostError<S::Error>> {
+        let step = self.role.handle_retirement(from, retirement);
+        self.carry(now, step, false, &mut Vec::new())
+    }
+
+    /// Deletes `upgrade`'s release-log rows in `batch`.
+    fn drop_rows(&self, batch: &mut Batch, upgrade: UpgradeId) -> Result<(), HostError<S::Error>> {
         for key in self.store.list(&format!("{RELEASE}{}/", hex(&upgrade.0))).map_err(HostError::Store)? {
             batch.delete(key);
         }
-        self.write(batch)
+        Ok(())
     }
 
     fn carry(
@@ -187,10 +211,12 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         let faults = Faults { faults: step.faults.iter().cloned().collect(), dropped: step.faults_dropped };
         let mut released = Vec::new();
         let mut busy = Vec::new();
+        let mut retired = Vec::new();
         for effect in step.effects.iter().cloned() {
             match effect {
                 GuardianEffect::Persist { upgrade, group, kind } => released.push((upgrade, group, kind)),
                 GuardianEffect::Busy { upgrade, group } => busy.push((upgrade, group)),
+                GuardianEffect::Retired { upgrade } => retired.push(upgrade),
             }
         }
         #[cfg(feature = "planted-bugs")]
@@ -198,9 +224,12 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
             *f |= !released.is_empty();
         }
         // Every release is written; `write` asks for a write without one.
-        if write || !released.is_empty() {
+        if write || !released.is_empty() || !retired.is_empty() {
             let mut batch = Batch::new();
             batch.put(ROLE, to_bytes(&self.role));
+            for upgrade in &retired {
+                self.drop_rows(&mut batch, *upgrade)?;
+            }
             for (upgrade, group, kind) in &released {
                 let kind_code = match kind {
                     ShareKind::Secret => 0,

@@ -60,6 +60,8 @@ pub struct Host {
     pub n: usize,
     /// The plan as its deployer saved it.
     pub saved: SavedPlan,
+    /// The deployer (not in a snapshot: restored hosts have none).
+    pub deployer: Option<Deployer>,
     pub now: u64,
     pub replicas: Vec<Vec<ReplicaHost<Flaky>>>,
     pub keys: Vec<Vec<ReplicaSecretKey>>,
@@ -200,6 +202,7 @@ impl Host {
         Host {
             n,
             saved: plan.saved(),
+            deployer: Some(deployer),
             now: 1_000,
             replicas,
             keys,
@@ -272,6 +275,7 @@ impl Host {
         Host {
             n: snapshot.n,
             saved,
+            deployer: None,
             now: snapshot.now,
             replicas,
             keys: snapshot.replica_keys.iter().map(|ks| ks.iter().map(key).collect()).collect(),

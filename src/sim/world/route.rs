@@ -4,6 +4,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::deployer::Deployer;
 
 impl World {
     /// Carries out a replica's step, through the adversary if Byzantine.
@@ -176,13 +177,21 @@ impl World {
         self.schedule(Who::Installer(ii), d);
     }
 
-    /// The host's duty once `u` finished at every replica of every group it
-    /// covers: guardians forget its records (they hold at most 64, and a
-    /// record that released a kind stays until retired). The durable copy
-    /// is rewritten by the host layer.
+    /// The deployer's duty once `u` finished at every replica of every
+    /// group it covers: it signs a retirement, and every guardian checks
+    /// it and forgets its records (they hold at most 64, and a record that
+    /// released a kind stays until retired), through the host layer as a
+    /// real guardian host does.
     pub(super) fn retire(&mut self, u: UpgradeId) {
+        let d = u.deployer();
+        let Some(key) = d.0.checked_sub(1).and_then(|i| self.material.deployer_keys.get(i as usize)) else {
+            return;
+        };
+        let retirement = Deployer::new(d, key.clone()).retirement(u).expect("the deployer's own upgrade");
+        let now = Instant(self.now);
         for slot in &mut self.guardians {
-            slot.host.retire(u).expect("memory store");
+            let report = slot.host.retirement(now, Peer::Deployer(d), &retirement).expect("memory store");
+            assert!(report.faults.faults.is_empty(), "a guardian refused its deployer's retirement");
         }
     }
 }
