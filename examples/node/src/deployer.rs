@@ -156,6 +156,21 @@ fn seal(plan: &UpgradePlan<'_>, group: GroupId, text: &[u8]) -> Result<(bft_upgr
     Ok((payload, out))
 }
 
+/// The cluster's deployer, from its key file (only the deployer's host has
+/// it).
+///
+/// # Errors
+/// When the key file is missing or not a key.
+pub fn load_deployer(dir: &Path, cluster: &Cluster) -> Result<Deployer> {
+    let path = dir.join("keys").join("deployer.key");
+    let key_hex = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let key_bytes: [u8; 32] = unhex(key_hex.trim())?.try_into().map_err(|_| anyhow!("deployer key is 32 bytes"))?;
+    Ok(Deployer::new(
+        DeployerId(cluster.deployer_id),
+        DeployerKey::from_bytes(&key_bytes).map_err(|e| anyhow!("{e:?}"))?,
+    ))
+}
+
 /// Builds an upgrade over every group of the cluster in `dir`: writes the
 /// payload files and the bundle, and returns the bundle's path.
 /// `prev` gives each group's current version code (the deployer's chain);
@@ -165,12 +180,7 @@ fn seal(plan: &UpgradePlan<'_>, group: GroupId, text: &[u8]) -> Result<(bft_upgr
 /// On I/O or crypto errors.
 pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBuf> {
     let cluster = Cluster::load(dir)?;
-    let key_hex = std::fs::read_to_string(dir.join("keys").join("deployer.key"))?;
-    let key_bytes: [u8; 32] = unhex(key_hex.trim())?.try_into().map_err(|_| anyhow!("deployer key is 32 bytes"))?;
-    let deployer = Deployer::new(
-        DeployerId(cluster.deployer_id),
-        DeployerKey::from_bytes(&key_bytes).map_err(|e| anyhow!("{e:?}"))?,
-    );
+    let deployer = load_deployer(dir, &cluster)?;
     let seq_path = dir.join("deployer").join("seq");
     let seq: u64 = std::fs::read_to_string(&seq_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0) + 1;
     write_private(&seq_path, seq.to_string().as_bytes())?;

@@ -5,7 +5,7 @@
 
 use bft_upgrade::crypto::Code;
 use bft_upgrade::step::Peer;
-use bft_upgrade::wire::{self, Attachment, GroupId, Message, Operation, Outcome, Piece, UpgradeId};
+use bft_upgrade::wire::{self, Attachment, GroupId, Message, Operation, Outcome, Piece, Retirement, UpgradeId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -32,6 +32,9 @@ pub enum Frame {
     },
     /// A piece a replica forwards to a guardian (`GroupEffect::ForwardPiece`).
     Piece(Piece),
+    /// The deployer's signed word that an upgrade finished everywhere, for
+    /// a guardian to forget it (sent by `node install` once it is done).
+    Retire(Retirement),
     /// An operator asks a replica for its status.
     StatusRequest,
     /// A replica's status.

@@ -12,7 +12,7 @@ use bft_upgrade::step::Peer;
 use bft_upgrade::wire::{DeployerId, GroupId};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{key_path, public_key, Cluster, Secrets};
 use crate::frame::Frame;
@@ -56,6 +56,8 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
     tracing::info!(id, "guardian starting from its database");
     let policy: Policy = Arc::new(|peer, frame| match (peer, frame) {
         (Peer::Replica { .. }, Frame::Msg(_) | Frame::Piece(_)) => Ok(()),
+        // Its signature is checked by the role, whoever relays it.
+        (Peer::Installer(_), Frame::Retire(_)) => Ok(()),
         _ => Err(format!("a guardian takes only messages and pieces from replicas, not this from {peer:?}")),
     });
     let (in_tx, mut in_rx) = mpsc::channel(8192);
@@ -67,6 +69,13 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
         let report = match frame {
             Frame::Piece(piece) => host.piece(now, peer, &piece, &secrets.box_key, &mut out),
             Frame::Msg(message) => host.message(now, peer, &message, &mut out),
+            Frame::Retire(retirement) => {
+                let report = host.retirement(now, peer, &retirement);
+                if report.as_ref().is_ok_and(|r| r.faults.faults.is_empty()) {
+                    info!(upgrade = ?retirement.upgrade, "retired by the deployer");
+                }
+                report
+            }
             _ => continue,
         }
         .map_err(|e| anyhow!("guardian store: {e}"))?;

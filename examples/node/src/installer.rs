@@ -78,6 +78,20 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration) -> Result<
     }
     let outcome = host.role().decided().map(|(o, _)| o).ok_or_else(|| anyhow!("done without an outcome"))?;
     info!(upgrade = ?upgrade, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "installer done");
+    // Done: every group acknowledged, so the guardians may forget the
+    // upgrade (their slots would otherwise fill after a few dozen
+    // upgrades). Only the deployer can say so; its key is here when the
+    // deployer runs the install.
+    match crate::deployer::load_deployer(dir, &cluster)
+        .and_then(|d| d.retirement(upgrade).map_err(|e| anyhow!("{e:?}")))
+    {
+        Ok(retirement) => {
+            for g in &cluster.guardians {
+                net.send(Peer::Guardian(g.id), &Frame::Retire(retirement));
+            }
+        }
+        Err(e) => warn!("guardians not told to retire the upgrade: {e}"),
+    }
     // Let the last frames leave before the process ends.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(outcome)

@@ -247,6 +247,7 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::Msg(_) => "message",
         Frame::Submit { .. } => "submit",
         Frame::Piece(_) => "piece",
+        Frame::Retire(_) => "retirement",
         Frame::StatusRequest => "status request",
         Frame::Status(_) => "status",
     }
