@@ -3013,7 +3013,53 @@ mod guardian_squatting {
     use super::*;
     use bft_upgrade::crypto::PublicKey;
     use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
-    use bft_upgrade::wire::GuardianSet;
+    use bft_upgrade::wire::{GuardianSet, Piece};
+
+    /// Four guardians (ids from `first`) guarding group 0 of a deployment:
+    /// their keys and set, and the first one's configuration.
+    pub(super) struct Guarded {
+        pub keys: Vec<ReplicaSecretKey>,
+        pub set: GuardianSet,
+        pub config: GuardianConfig,
+    }
+
+    impl Guarded {
+        pub fn new(w: &mut Deployment, first: u32) -> Self {
+            let keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut w.rng)).collect();
+            let members: Vec<(u32, PublicKey)> =
+                keys.iter().enumerate().map(|(i, k)| (first + i as u32, k.public_key())).collect();
+            let set = GuardianSet::new(&members).unwrap();
+            let config = GuardianConfig {
+                id: first,
+                deployers: w.deployers.iter().map(|d| (d.id(), d.public_key())).collect(),
+                groups: heapless::Vec::from_slice(&[GuardedGroup {
+                    group: w.gid(0),
+                    members: w.groups[0].membership.digest(),
+                }])
+                .unwrap(),
+            };
+            Self { keys, set, config }
+        }
+
+        /// A one-group piece by deployer `d` (order `seq`) in their custody.
+        pub fn piece(&self, w: &mut Deployment, d: usize, seq: u64) -> Piece {
+            let g = w.gid(0);
+            let ids = [g];
+            let plan = UpgradePlan::new(&mut w.rng, w.deployers[d].id(), seq, &ids).unwrap();
+            let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
+            let prev = w.genesis[d].clone();
+            let m = w.groups[0].membership.clone();
+            let t = GroupTarget {
+                membership: &m,
+                resources: &[],
+                prev_version: &prev,
+                guardians: Some(&self.set),
+                payload,
+                next: None,
+            };
+            plan.piece(&w.deployers[d], &t).unwrap()
+        }
+    }
 
     /// Class 3 at a guardian: a piece carrying another deployer's upgrade
     /// id is dropped as forged, so the genuine piece that comes after it is
@@ -3022,36 +3068,13 @@ mod guardian_squatting {
     fn a_guardian_keeps_the_genuine_piece_after_a_squatter() {
         let mut w = Deployment::with_deployers(77, &[4], 2);
         let g = w.gid(0);
-        let guardian_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut w.rng)).collect();
-        let members: Vec<(u32, PublicKey)> =
-            guardian_keys.iter().enumerate().map(|(i, k)| (600 + i as u32, k.public_key())).collect();
-        let set = GuardianSet::new(&members).unwrap();
-        let m = w.groups[0].membership.clone();
-        let build = |w: &mut Deployment, d: usize| {
-            let ids = [g];
-            let plan = UpgradePlan::new(&mut w.rng, w.deployers[d].id(), 1, &ids).unwrap();
-            let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
-            let prev = w.genesis[d].clone();
-            let t = GroupTarget {
-                membership: &m,
-                resources: &[],
-                prev_version: &prev,
-                guardians: Some(&set),
-                payload,
-                next: None,
-            };
-            plan.piece(&w.deployers[d], &t).unwrap()
-        };
-        let genuine = build(&mut w, 0);
-        let mut squat = build(&mut w, 1);
+        let guarded = Guarded::new(&mut w, 600);
+        let genuine = guarded.piece(&mut w, 0, 1);
+        let mut squat = guarded.piece(&mut w, 1, 1);
         squat.header.upgrade = genuine.header.upgrade;
         squat.signature = w.signing[1].sign(&squat.header.digest()).unwrap();
-        let config = GuardianConfig {
-            id: 600,
-            deployers: w.deployers.iter().map(|d| (d.id(), d.public_key())).collect(),
-            groups: heapless::Vec::from_slice(&[GuardedGroup { group: g, members: m.digest() }]).unwrap(),
-        };
-        let mut guardian: Guardian<8> = Guardian::new(config);
+        let guardian_keys = &guarded.keys;
+        let mut guardian: Guardian<8> = Guardian::new(guarded.config.clone());
         let host = Peer::Replica { group: g, index: 0 };
         let step = guardian.handle_piece(T0, host, &squat, &guardian_keys[0]);
         assert_eq!(step.faults.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![FaultKind::ForgedPiece]);
@@ -3082,11 +3105,11 @@ mod guardian_squatting {
 /// kind until their upgrade is retired; the deployer's signed retirement
 /// frees them, and nothing else does.
 mod guardian_retirement {
+    use super::guardian_squatting::Guarded;
     use super::*;
-    use bft_upgrade::crypto::PublicKey;
     use bft_upgrade::error::MisuseError;
-    use bft_upgrade::guardian::{GuardedGroup, Guardian, GuardianConfig, GuardianEffect};
-    use bft_upgrade::wire::{GuardianSet, Piece, Retirement};
+    use bft_upgrade::guardian::{Guardian, GuardianEffect};
+    use bft_upgrade::wire::{Piece, Retirement};
 
     /// A guardian with two slots fills up with two released records and
     /// answers the third upgrade's piece `Busy` (what wedged the real node
@@ -3096,32 +3119,10 @@ mod guardian_retirement {
     fn a_full_guardian_keeps_the_next_piece_once_its_deployer_retires_one() {
         let mut w = Deployment::with_deployers(78, &[4], 2);
         let g = w.gid(0);
-        let guardian_keys: Vec<ReplicaSecretKey> = (0..4).map(|_| ReplicaSecretKey::random(&mut w.rng)).collect();
-        let members: Vec<(u32, PublicKey)> =
-            guardian_keys.iter().enumerate().map(|(i, k)| (700 + i as u32, k.public_key())).collect();
-        let set = GuardianSet::new(&members).unwrap();
-        let m = w.groups[0].membership.clone();
-        let build = |w: &mut Deployment, seq: u64| {
-            let ids = [g];
-            let plan = UpgradePlan::new(&mut w.rng, w.deployers[0].id(), seq, &ids).unwrap();
-            let (payload, _) = seal(&plan.group_key(g).unwrap(), plan.header().upgrade, g, b"p");
-            let prev = w.genesis[0].clone();
-            let t = GroupTarget {
-                membership: &m,
-                resources: &[],
-                prev_version: &prev,
-                guardians: Some(&set),
-                payload,
-                next: None,
-            };
-            plan.piece(&w.deployers[0], &t).unwrap()
-        };
-        let pieces: Vec<Piece> = (1..=3).map(|seq| build(&mut w, seq)).collect();
-        let config = GuardianConfig {
-            id: 700,
-            deployers: w.deployers.iter().map(|d| (d.id(), d.public_key())).collect(),
-            groups: heapless::Vec::from_slice(&[GuardedGroup { group: g, members: m.digest() }]).unwrap(),
-        };
+        let guarded = Guarded::new(&mut w, 700);
+        let pieces: Vec<Piece> = (1..=3).map(|seq| guarded.piece(&mut w, 0, seq)).collect();
+        let guardian_keys = &guarded.keys;
+        let config = guarded.config.clone();
         let mut guardian: Guardian<2> = Guardian::new(config);
         let host = Peer::Replica { group: g, index: 0 };
         let keys = w.keys(0).to_vec();
