@@ -339,7 +339,22 @@ impl World {
             .filter(|i| i.upgrade == ui && !i.byzantine && !i.dead)
             .map(|i| format!("{:?}", i.role.progress(id)))
             .collect();
-        format!("g{}: {held:?}, a prepare now: {answer:?}, installers {}", id.0, views.join("/"))
+        // Everything else it holds: a stuck upgrade is most often withheld
+        // behind one of these.
+        let others: Vec<String> = r
+            .host
+            .role()
+            .replicated()
+            .held_upgrades()
+            .filter(|h| *h != u)
+            .map(|h| format!("#{} {:?}", self.upgrade_index(h).map_or(-1, |i| i as i64), r.host.role().status(h)))
+            .collect();
+        format!(
+            "g{}: {held:?}, a prepare now: {answer:?}, installers {}, also held: [{}]",
+            id.0,
+            views.join("/"),
+            others.join(", ")
+        )
     }
 
     pub(super) fn report(self) -> Report {
