@@ -339,6 +339,21 @@ impl World {
             .filter(|i| i.upgrade == ui && !i.byzantine && !i.dead)
             .map(|i| format!("{:?}", i.role.progress(id)))
             .collect();
+        // Which upgrade's outcome the piece was chained on, and what that
+        // upgrade's outcome is here (a refused piece's chain broke there).
+        let chained_on = self.upgrades[ui].pieces.get(&id).and_then(|piece| {
+            let prev = &piece.header.prev_version;
+            self.upgrades.iter().enumerate().find_map(|(pi, b)| {
+                let kind = if b.trigger == *prev {
+                    "commit"
+                } else if b.cancel == *prev {
+                    "abort"
+                } else {
+                    return None;
+                };
+                Some(format!("#{pi}'s {kind} (here: {:?})", r.finished.get(&b.header.upgrade)))
+            })
+        });
         // Everything else it holds: a stuck upgrade is most often withheld
         // behind one of these.
         let others: Vec<String> = r
@@ -350,10 +365,11 @@ impl World {
             .map(|h| format!("#{} {:?}", self.upgrade_index(h).map_or(-1, |i| i as i64), r.host.role().status(h)))
             .collect();
         format!(
-            "g{}: {held:?}, a prepare now: {answer:?}, installers {}, also held: [{}]",
+            "g{}: {held:?}, a prepare now: {answer:?}, installers {}, also held: [{}], chained on {}",
             id.0,
             views.join("/"),
-            others.join(", ")
+            others.join(", "),
+            chained_on.as_deref().unwrap_or("genesis")
         )
     }
 
