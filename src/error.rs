@@ -40,11 +40,8 @@ pub enum DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Self::UnknownVersion { version } = self {
-            return write!(f, "unknown format version {version}");
-        }
         f.write_str(match self {
-            Self::UnknownVersion { .. } => "unknown format version",
+            Self::UnknownVersion { version } => return write!(f, "unknown format version {version}"),
             Self::Truncated => "input truncated",
             Self::TrailingBytes => "trailing bytes after value",
             Self::OverCapacity => "length or count over capacity",

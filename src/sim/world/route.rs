@@ -178,18 +178,22 @@ impl World {
     }
 
     /// The deployer's duty once `u` finished at every replica of every
-    /// group it covers: it signs a retirement, and every guardian checks
-    /// it and forgets its records (they hold at most 64, and a record that
-    /// released a kind stays until retired), through the host layer as a
-    /// real guardian host does.
+    /// group it covers: it signs a retirement, and every guardian of those
+    /// groups checks it and forgets its records (they hold at most 64, and
+    /// a record that released a kind stays until retired), through the
+    /// host layer as a real guardian host does. Other guardians hold
+    /// nothing of `u`.
     pub(super) fn retire(&mut self, u: UpgradeId) {
         let d = u.deployer();
         let Some(key) = d.0.checked_sub(1).and_then(|i| self.material.deployer_keys.get(i as usize)) else {
             return;
         };
+        let Some(ui) = self.upgrade_index(u) else { return };
+        let covered: Vec<GroupId> = self.upgrades[ui].groups.iter().map(|gi| self.groups[*gi].id).collect();
         let retirement = Deployer::new(d, key.clone()).retirement(u).expect("the deployer's own upgrade");
         let now = Instant(self.now);
-        for slot in &mut self.guardians {
+        let guards = |slot: &GuardianSlot| slot.config.groups.iter().any(|g| covered.contains(&g.group));
+        for slot in self.guardians.iter_mut().filter(|s| guards(s)) {
             let report = slot.host.retirement(now, Peer::Deployer(d), &retirement).expect("memory store");
             assert!(report.faults.faults.is_empty(), "a guardian refused its deployer's retirement");
         }
