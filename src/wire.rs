@@ -711,6 +711,20 @@ pub enum Refusal {
     BadMembership,
 }
 
+impl Refusal {
+    /// Whether the group refuses this piece in every state it can still
+    /// reach. A group's version code, chain and membership only move
+    /// forward, so a piece built on another code, chain, membership or
+    /// signer stays refused; only [`Busy`](Self::Busy) (slots free up) and
+    /// [`OutOfOrder`](Self::OutOfOrder) (the predecessor may still finish)
+    /// can change. A permanent refusal by more than `f` replicas means the
+    /// group never releases its `s_g` for the upgrade, which is what makes
+    /// a deployer's own abort sound.
+    pub const fn is_permanent(self) -> bool {
+        !matches!(self, Self::Busy | Self::OutOfOrder)
+    }
+}
+
 /// A replica's reply to an operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -276,3 +276,181 @@ fn replicated_digest_agrees_across_replicas_and_tracks_ordered_state() {
     assert_ne!(split[2], split[0]);
     assert_eq!(split[0], prepared[0]);
 }
+
+// ---- the host layer's deployer: chain, sequence and plan in one record ----
+
+mod deployer_host {
+    use super::*;
+    use bft_upgrade::host::{DeployerHost, HostError, MemStore};
+    use bft_upgrade::wire::{Message, Refusal, Reply, UpgradeId};
+
+    type Host = DeployerHost<MemStore, 8>;
+
+    impl Cluster {
+        /// Orders `op` at every replica of group `gi`; the replies they
+        /// sent back to the origin.
+        fn replies(&mut self, gi: usize, op: &Operation) -> Vec<Reply> {
+            let mut out = Vec::new();
+            for (r, k) in self.replicas[gi].iter_mut().zip(&self.keys[gi]) {
+                let step = r.handle_ordered(Instant(1_000), ORIGIN, op, k, |_| Verdict::Accept);
+                for m in &step.messages {
+                    if let Message::Answer(a) = &m.message {
+                        out.push(a.reply.clone());
+                    }
+                }
+            }
+            out
+        }
+
+        /// Every group's piece of the host's upgrade in flight, on the
+        /// host's chain.
+        fn pieces(&self, host: &Host) -> Vec<Piece> {
+            let plan = host.plan().unwrap().unwrap();
+            self.groups().iter().enumerate().map(|(gi, g)| self.piece(&plan, gi, host.prev(*g))).collect()
+        }
+
+        /// Prepares and commits the host's upgrade at every group and
+        /// reports it finished.
+        fn install(&mut self, host: &mut Host) -> UpgradeId {
+            let upgrade = host.pending().unwrap();
+            let (commit, tau) = {
+                let plan = host.plan().unwrap().unwrap();
+                (plan.commit(), plan.trigger_code().clone())
+            };
+            for (gi, piece) in self.pieces(host).into_iter().enumerate() {
+                self.order(gi, &Operation::PrepareInstall(piece));
+                self.order(gi, &commit);
+            }
+            assert!(self.outcomes(upgrade).iter().all(|o| *o == Some(Outcome::Committed)));
+            host.finished(upgrade, Outcome::Committed, &tau).unwrap();
+            upgrade
+        }
+    }
+
+    fn misuse(e: HostError<core::convert::Infallible>) -> MisuseError {
+        match e {
+            HostError::Misuse(m) => m,
+            other => panic!("not misuse: {other}"),
+        }
+    }
+
+    #[test]
+    fn deployer_restart_through_the_host_rebuilds_its_pieces_and_chains_five_upgrades() {
+        let mut rng = ChaCha20Rng::from_seed([11; 32]);
+        let mut c = Cluster::new(&mut rng);
+        let groups = c.groups();
+        let mut host = Host::open(MemStore::default(), "deployer", GENESIS).unwrap();
+        for round in 1..=5u8 {
+            let upgrade = host.begin(&mut rng, c.deployer.id(), &groups).unwrap();
+            let before = c.pieces(&host);
+            // The process dies after handing out the bundle; it comes back
+            // from its store with the same plan and the same pieces.
+            let store = host.into_store();
+            host = Host::open(store, "deployer", GENESIS).unwrap();
+            assert_eq!(host.pending(), Some(upgrade));
+            assert_eq!(c.pieces(&host), before, "round {round}: a restart changed a piece");
+            assert_eq!(c.install(&mut host), upgrade);
+            let store = host.into_store();
+            host = Host::open(store, "deployer", GENESIS).unwrap();
+            assert_eq!(host.last(), Some((upgrade, Outcome::Committed)));
+            assert!(host.pending().is_none());
+            for (gi, g) in groups.iter().enumerate() {
+                let at = c.replicas[gi][0].version_code(c.deployer.id()).unwrap();
+                assert_eq!(host.prev(*g), at, "round {round}: the chain is where group {gi} is");
+            }
+        }
+        // Five upgrades, five order sequence numbers.
+        assert_eq!(host.store().commits(), 10);
+    }
+
+    #[test]
+    fn deployer_host_takes_one_upgrade_at_a_time_and_only_its_own_codes() {
+        let mut rng = ChaCha20Rng::from_seed([12; 32]);
+        let c = Cluster::new(&mut rng);
+        let groups = c.groups();
+        let mut host = Host::open(MemStore::default(), "deployer", GENESIS).unwrap();
+        let upgrade = host.begin(&mut rng, c.deployer.id(), &groups).unwrap();
+        let commits = host.store().commits();
+        assert_eq!(misuse(host.begin(&mut rng, c.deployer.id(), &groups).unwrap_err()), MisuseError::WrongState);
+        let (tau, cancel) = {
+            let plan = host.plan().unwrap().unwrap();
+            (plan.trigger_code().clone(), plan.cancel_code().clone())
+        };
+        // An outcome with the other outcome's code, or any other code, is
+        // refused and changes nothing.
+        for (o, code) in [(Outcome::Committed, &cancel), (Outcome::Aborted, &tau), (Outcome::Committed, &GENESIS)] {
+            assert_eq!(misuse(host.finished(upgrade, o, code).unwrap_err()), MisuseError::BadArgument);
+        }
+        let other = UpgradeId([9; 16]);
+        assert_eq!(misuse(host.finished(other, Outcome::Committed, &tau).unwrap_err()), MisuseError::WrongState);
+        assert_eq!(host.store().commits(), commits, "a refused call wrote nothing");
+        assert_eq!(host.pending(), Some(upgrade));
+        for g in &groups {
+            assert_eq!(host.prev(*g), &GENESIS);
+        }
+        host.finished(upgrade, Outcome::Aborted, &cancel).unwrap();
+        // Told twice (an installer restarted after reporting): no-op.
+        host.finished(upgrade, Outcome::Aborted, &cancel).unwrap();
+        assert_eq!(host.store().commits(), commits + 1);
+        for g in &groups {
+            assert_eq!(host.prev(*g), &cancel);
+        }
+        // The other outcome for a finished upgrade is not taken.
+        assert_eq!(misuse(host.finished(upgrade, Outcome::Committed, &tau).unwrap_err()), MisuseError::WrongState);
+        assert!(host.begin(&mut rng, c.deployer.id(), &groups).is_ok());
+    }
+
+    #[test]
+    fn deployer_host_aborts_its_upgrade_only_after_a_refusal_for_good() {
+        let mut rng = ChaCha20Rng::from_seed([13; 32]);
+        let mut c = Cluster::new(&mut rng);
+        let groups = c.groups();
+        let mut host = Host::open(MemStore::default(), "deployer", GENESIS).unwrap();
+        host.begin(&mut rng, c.deployer.id(), &groups).unwrap();
+        let first = c.install(&mut host);
+        let tau1 = c.replicas[0][0].version_code(c.deployer.id()).unwrap().clone();
+
+        // The second upgrade's piece for group 3 is built on genesis (a
+        // deployer restored from an old backup would do that): group 3
+        // refuses it as a replay, for good; groups 1 and 2 prepare.
+        let upgrade = host.begin(&mut rng, c.deployer.id(), &groups).unwrap();
+        let mut pieces = c.pieces(&host);
+        pieces[2] = {
+            let plan = host.plan().unwrap().unwrap();
+            c.piece(&plan, 2, &GENESIS)
+        };
+        for (gi, piece) in pieces.iter().enumerate() {
+            let replies = c.replies(gi, &Operation::PrepareInstall(piece.clone()));
+            if gi == 2 {
+                assert!(replies.iter().all(|r| *r == Reply::Refused(Refusal::Replayed)), "{replies:?}");
+            } else {
+                assert!(replies.iter().all(|r| matches!(r, Reply::Accepted(_))), "{replies:?}");
+            }
+        }
+        // A refusal that may still change does not make the abort sound.
+        for transient in [Refusal::Busy, Refusal::OutOfOrder] {
+            assert_eq!(misuse(host.abort(upgrade, transient).unwrap_err()), MisuseError::WrongState);
+        }
+        assert_eq!(misuse(host.abort(first, Refusal::Replayed).unwrap_err()), MisuseError::WrongState);
+        let abort = host.abort(upgrade, Refusal::Replayed).unwrap();
+        for (gi, piece) in pieces.iter().enumerate() {
+            c.order(gi, &Operation::PrepareInstall(piece.clone()));
+            c.order(gi, &abort);
+        }
+        let outcomes = c.outcomes(upgrade);
+        assert!(outcomes[..8].iter().all(|o| *o == Some(Outcome::Aborted)), "{outcomes:?}");
+        assert!(outcomes[8..].iter().all(Option::is_none), "group 3 never held it");
+        assert_eq!(misuse(host.aborted(upgrade, &[GroupId(77)]).unwrap_err()), MisuseError::BadArgument);
+        host.aborted(upgrade, &groups[..2]).unwrap();
+        assert_eq!(host.last(), Some((upgrade, Outcome::Aborted)));
+        for (gi, g) in groups.iter().enumerate() {
+            let at = c.replicas[gi][0].version_code(c.deployer.id()).unwrap();
+            assert_eq!(host.prev(*g), at);
+        }
+        assert_eq!(host.prev(groups[2]), &tau1);
+
+        // The next upgrade, on the chain as it now is, commits everywhere.
+        host.begin(&mut rng, c.deployer.id(), &groups).unwrap();
+        c.install(&mut host);
+    }
+}

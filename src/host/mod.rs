@@ -17,7 +17,7 @@
 //!
 //! Time is a value passed in, as to the roles; there are no threads and no
 //! sockets here. Each wrapper ([`ReplicaHost`], [`GuardianHost`],
-//! [`InstallerHost`]) owns its role and its store, so the order "write,
+//! [`InstallerHost`], [`DeployerHost`]) owns its role and its store, so the order "write,
 //! then send" is enforced by the type, not left to prose: outbound items
 //! reach the transport only from a call that has committed the state they
 //! depend on.
@@ -62,6 +62,7 @@ macro_rules! store_accessors {
     };
 }
 
+mod deployer;
 mod guardian;
 mod installer;
 mod payload;
@@ -76,6 +77,7 @@ use crate::error::{DecodeError, MisuseError};
 use crate::step::{Fault, Outgoing, Peer};
 use crate::wire::{self, GroupId, Message, Operation, Piece, UpgradeHeader};
 
+pub use deployer::DeployerHost;
 pub use guardian::{releases, GuardianHost, GuardianReport, Release};
 pub use installer::{InstallerHost, InstallerReport};
 pub use payload::{check_payload, open_payload, payload_key, seal_payload, PayloadError, DEFAULT_CHUNK};
