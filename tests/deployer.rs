@@ -391,13 +391,19 @@ mod deployer_host {
         host.finished(upgrade, Outcome::Aborted, &cancel).unwrap();
         // Told twice (an installer restarted after reporting): no-op.
         host.finished(upgrade, Outcome::Aborted, &cancel).unwrap();
-        assert_eq!(host.store().commits(), commits + 1);
+        assert_eq!(host.store().commits(), commits + 1, "the repeat wrote nothing");
         for g in &groups {
             assert_eq!(host.prev(*g), &cancel);
         }
+        // A group's code learned from the group itself (a deployer behind
+        // its groups), only with nothing in flight.
+        host.learned(groups[0], &tau).unwrap();
+        assert_eq!(host.prev(groups[0]), &tau);
+        host.learned(groups[0], &cancel).unwrap();
         // The other outcome for a finished upgrade is not taken.
         assert_eq!(misuse(host.finished(upgrade, Outcome::Committed, &tau).unwrap_err()), MisuseError::WrongState);
         assert!(host.begin(&mut rng, c.deployer.id(), &groups).is_ok());
+        assert_eq!(misuse(host.learned(groups[0], &tau).unwrap_err()), MisuseError::WrongState);
     }
 
     #[test]

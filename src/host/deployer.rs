@@ -219,6 +219,27 @@ impl<S: Store, const G: usize> DeployerHost<S, G> {
         self.write(record)
     }
 
+    /// Records `group`'s version code as the group itself reports it, for
+    /// a deployer whose record fell behind (restored from an old backup:
+    /// groups refuse its pieces as [`Refusal::Replayed`]). Take a code only
+    /// from enough of the group's replicas that a correct one is among
+    /// them, and only while no upgrade of this deployer is in flight there.
+    ///
+    /// # Errors
+    /// [`MisuseError::WrongState`] while an upgrade is in flight;
+    /// [`MisuseError::Capacity`] past `G` groups.
+    pub fn learned(&mut self, group: GroupId, code: &Code) -> Result<(), HostError<S::Error>> {
+        if self.record.pending.is_some() {
+            return Err(MisuseError::WrongState.into());
+        }
+        if self.prev(group) == code {
+            return Ok(());
+        }
+        let mut record = self.record.clone();
+        record.chain.record(group, code).map_err(MisuseError::Capacity)?;
+        self.write(record)
+    }
+
     fn in_flight(&self, upgrade: UpgradeId) -> Result<UpgradePlan<'_>, MisuseError> {
         match self.plan() {
             Some(plan) if self.pending() == Some(upgrade) => plan,

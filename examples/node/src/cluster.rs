@@ -175,18 +175,40 @@ pub async fn query(dir: &Path, wait: Duration) -> Result<Vec<Status>> {
     Ok(out.into_values().collect())
 }
 
-/// Each group's current version code, where `f + 1` replicas agree.
+/// Each group's current version code, where more than `2f` replicas
+/// agree: at least `f + 1` correct ones, and no other code can have as
+/// many (a group caught between two codes, mid-commit, has none).
 pub fn version_codes(cluster: &Cluster, statuses: &[Status]) -> Vec<(GroupId, Code)> {
     let mut out = Vec::new();
     for g in &cluster.groups {
         let f = (g.replicas.len() - 1) / 3;
         let codes: Vec<&Code> =
             statuses.iter().filter(|s| s.group.0 == g.id).filter_map(|s| s.version_code.as_ref()).collect();
-        if let Some(c) = codes.iter().find(|c| codes.iter().filter(|d| d.expose() == c.expose()).count() > f) {
+        if let Some(c) = codes.iter().find(|c| codes.iter().filter(|d| d.expose() == c.expose()).count() > 2 * f) {
             out.push((GroupId(g.id), (*c).clone()));
         }
     }
     out
+}
+
+/// Each group's outcome of `upgrade`, where more than `f` replicas report
+/// it (so a correct one has: outcomes never differ between correct
+/// replicas).
+pub fn outcomes(cluster: &Cluster, statuses: &[Status], upgrade: UpgradeId) -> Vec<(GroupId, Option<Outcome>)> {
+    cluster
+        .groups
+        .iter()
+        .map(|g| {
+            let f = (g.replicas.len() - 1) / 3;
+            let mine = statuses.iter().filter(|s| s.group.0 == g.id);
+            let reported: Vec<Outcome> =
+                mine.filter_map(|s| s.upgrades.iter().find(|u| u.upgrade == upgrade).and_then(|u| u.outcome)).collect();
+            let agreed = [Outcome::Committed, Outcome::Aborted]
+                .into_iter()
+                .find(|o| reported.iter().filter(|r| *r == o).count() > f);
+            (GroupId(g.id), agreed)
+        })
+        .collect()
 }
 
 /// One line per group: replicas answering, version, the latest upgrade's
@@ -217,9 +239,10 @@ pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
     }
 }
 
-/// An upgrade id, short.
+/// An upgrade id, short: its first four random bytes (the four before
+/// them name the deployer, the same in every upgrade of a cluster).
 pub fn short(u: UpgradeId) -> String {
-    hex(&u.0[..4])
+    hex(&u.0[4..8])
 }
 
 /// When each group committed `upgrade` (wall-clock ms): the time its
@@ -404,9 +427,7 @@ pub struct Scenario {
 /// When a step fails or the run exceeds its bound.
 pub async fn scenario(dir: &Path, s: &Scenario) -> Result<(UpgradeId, Duration)> {
     let cluster = Cluster::load(dir)?;
-    let statuses = query(dir, Duration::from_secs(2)).await?;
-    let prev = version_codes(&cluster, &statuses);
-    let bundle_path = crate::deployer::deploy(dir, "application v2", &prev)?;
+    let bundle_path = crate::deployer::deploy(dir, "application v2")?;
     let bundle = crate::deployer::load_bundle(&bundle_path)?;
     let upgrade = bundle.header.upgrade;
     println!("deployed upgrade {} over {} groups: {}", short(upgrade), bundle.groups.len(), bundle_path.display());

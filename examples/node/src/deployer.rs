@@ -1,13 +1,15 @@
 //! The deployer's side: `node init` writes a cluster (topology, keys) and
 //! `node deploy` builds an upgrade: a bundle file (the public header and
-//! every group's signed piece) and one sealed payload file per group.
+//! every group's signed piece) and one sealed payload file per group, each
+//! piece chained on the version code the deployer's own record holds.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bft_upgrade::crypto::{Binding, Code, DeployerKey};
+use bft_upgrade::crypto::{Binding, DeployerKey};
 use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+use bft_upgrade::host::DeployerHost;
 use bft_upgrade::host::{seal_payload, Bundle};
 use bft_upgrade::wire::{DeployerId, GroupId, ResourceId, UpgradeId};
 use chacha20::ChaCha20Rng;
@@ -17,6 +19,8 @@ use crate::config::{
     hex, key_path, unhex, write_private, Cluster, DialerInfo, GroupInfo, GuardianInfo, ReplicaInfo, Secrets,
 };
 use bft_upgrade::step::Peer;
+
+use crate::store::Store;
 
 /// A CSPRNG seeded from the operating system.
 pub fn os_rng() -> ChaCha20Rng {
@@ -171,24 +175,52 @@ pub fn load_deployer(dir: &Path, cluster: &Cluster) -> Result<Deployer> {
     ))
 }
 
-/// Builds an upgrade over every group of the cluster in `dir`: writes the
-/// payload files and the bundle, and returns the bundle's path.
-/// `prev` gives each group's current version code (the deployer's chain);
-/// a group missing from it is at genesis.
+/// The deployer's record (the host layer's [`DeployerHost`] over redb):
+/// its order sequence, every group's version code, and the upgrade in
+/// flight. Only the deployer's host has it.
+pub type NodeDeployer = DeployerHost<Store, 64>;
+
+/// Opens the deployer's record in `dir` (a fresh one chains from the
+/// cluster's genesis code).
 ///
 /// # Errors
-/// On I/O or crypto errors.
-pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBuf> {
+/// When the database cannot be opened (another `node deploy`, `install`
+/// or `abort` holds it) or read.
+pub fn open_deployer(dir: &Path, cluster: &Cluster) -> Result<NodeDeployer> {
+    let store = Store::open(&dir.join("deployer").join("state.redb"))?;
+    DeployerHost::open(store, "deployer", cluster.genesis_code()?).map_err(|e| anyhow!("deployer record: {e}"))
+}
+
+/// Whether `dir` holds the deployer's record (this is the deployer's host).
+pub fn has_deployer(dir: &Path) -> bool {
+    dir.join("deployer").join("state.redb").exists()
+}
+
+/// Builds an upgrade over every group of the cluster in `dir`, each piece
+/// on the version code the deployer's record holds for its group: writes
+/// the payload files and the bundle, and returns the bundle's path. Needs
+/// no running cluster.
+///
+/// # Errors
+/// While the last upgrade is still in flight (install it, or abort it);
+/// on I/O or crypto errors.
+pub fn deploy(dir: &Path, text: &str) -> Result<PathBuf> {
     let cluster = Cluster::load(dir)?;
     let deployer = load_deployer(dir, &cluster)?;
-    let seq_path = dir.join("deployer").join("seq");
-    let seq: u64 = std::fs::read_to_string(&seq_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0) + 1;
-    write_private(&seq_path, seq.to_string().as_bytes())?;
+    let mut host = open_deployer(dir, &cluster)?;
+    if let Some(u) = host.pending() {
+        let bundle = bundle_path(dir, u);
+        bail!(
+            "upgrade {} is still in flight: install it (node install {}) or abort it (node abort {})",
+            hex(&u.0),
+            bundle.display(),
+            bundle.display()
+        );
+    }
     let ids: Vec<GroupId> = cluster.groups.iter().map(|g| GroupId(g.id)).collect();
-    let mut rng = os_rng();
-    let plan = UpgradePlan::new(&mut rng, deployer.id(), seq, &ids).map_err(|e| anyhow!("plan: {e:?}"))?;
-    let upgrade = plan.header().upgrade;
-    let genesis = cluster.genesis_code()?;
+    let upgrade = host.begin(&mut os_rng(), deployer.id(), &ids).map_err(|e| anyhow!("plan: {e}"))?;
+    let plan = host.plan().ok_or_else(|| anyhow!("no plan"))?.map_err(|e| anyhow!("plan: {e}"))?;
+    let seq = plan.header().order.seq;
     let mut pieces = Vec::new();
     let mut groups = Vec::new();
     for g in &ids {
@@ -196,13 +228,11 @@ pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBu
         let guardians = cluster.guardian_set(g.0)?;
         let body = format!("{text} (upgrade {seq}, group {})", g.0);
         let (payload, ciphertext) = seal(&plan, *g, body.as_bytes())?;
-        let path = payload_path(dir, upgrade, *g);
-        write_private(&path, &ciphertext)?;
-        let prev_version = prev.iter().find(|(x, _)| x == g).map_or(&genesis, |(_, c)| c);
+        write_private(&payload_path(dir, upgrade, *g), &ciphertext)?;
         let target = GroupTarget {
             membership: &membership,
             resources: &[ResourceId(1)],
-            prev_version,
+            prev_version: host.prev(*g),
             guardians: guardians.as_ref(),
             payload,
             next: None,
@@ -211,12 +241,12 @@ pub fn deploy(dir: &Path, text: &str, prev: &[(GroupId, Code)]) -> Result<PathBu
         groups.push((*g, membership.f));
     }
     let bundle = Bundle { header: plan.header().clone(), groups, pieces };
-    let path = dir.join("bundles").join(format!("{}.bundle", hex(&upgrade.0)));
+    let path = bundle_path(dir, upgrade);
     write_private(&path, &crate::frame::encode(&bundle))?;
-    // The deployer keeps both codes: `c` lets it abort an upgrade that a
-    // compromised group stalls.
-    let mut codes = plan.trigger_code().expose().to_vec();
-    codes.extend_from_slice(plan.cancel_code().expose());
-    write_private(&dir.join("deployer").join(format!("{}.codes", hex(&upgrade.0))), hex(&codes).as_bytes())?;
     Ok(path)
+}
+
+/// Where the bundle of `upgrade` lives.
+pub fn bundle_path(dir: &Path, upgrade: UpgradeId) -> PathBuf {
+    dir.join("bundles").join(format!("{}.bundle", hex(&upgrade.0)))
 }

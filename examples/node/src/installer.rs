@@ -7,16 +7,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
-use bft_upgrade::host::{InstallerHost, InstallerReport};
-use bft_upgrade::installer::{Finishing, Installer, InstallerEffect, InstallerOptions};
+use anyhow::{anyhow, bail, Result};
+use bft_upgrade::host::{InstallerHost, InstallerReport, Outbound, Transport};
+use bft_upgrade::installer::{Finishing, GroupProgress, Installer, InstallerEffect, InstallerOptions};
 use bft_upgrade::step::Peer;
-use bft_upgrade::wire::{Message, Outcome};
+use bft_upgrade::wire::{GroupId, Message, Operation, Outcome, Piece, Refusal, UpgradeId};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::{hex, key_path, Cluster, Secrets};
-use crate::deployer::load_bundle;
+use crate::deployer::{has_deployer, load_bundle, open_deployer};
 use crate::frame::Frame;
 use crate::outbound::NetOut;
 use crate::store::Store;
@@ -25,21 +25,60 @@ use crate::transport::{Net, Policy};
 /// The installer role for up to 64 groups.
 pub type NodeInstaller = Installer<64, 1024>;
 
+/// What `run` is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `node install`: drive the upgrade to its outcome.
+    Install,
+    /// `node abort`: the deployer aborts its upgrade in flight, which is
+    /// sound only once some group refused the piece for good (then that
+    /// group never releases `s_g` and `τ` can never be assembled). The
+    /// installer runs until that refusal shows, or the upgrade decides
+    /// anyway (every group accepted it: nothing to abort).
+    Abort,
+}
+
 /// Runs installer `id` on the bundle at `path` until every group it
-/// finishes through acknowledged, or `timeout` passes.
+/// finishes through acknowledged and more than `f` replicas of every group
+/// report the outcome, or `timeout` passes. On the deployer's host (`dir`
+/// holds the deployer's record) the outcome is recorded there, so the next
+/// `node deploy` chains on it.
 ///
 /// # Errors
-/// On configuration or storage errors, or on timeout.
-pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration) -> Result<Outcome> {
+/// On configuration or storage errors, on timeout, and when a group
+/// refuses the piece for good (a stale bundle: only `node abort` finishes
+/// it then).
+pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let cluster = Arc::new(Cluster::load(dir)?);
     let me = Peer::Installer(id);
     let secrets = Secrets::load(&key_path(dir, me))?;
     let bundle = load_bundle(path)?;
     let upgrade = bundle.header.upgrade;
+    let name = hex(&upgrade.0);
+    // A bundle of a finished upgrade installs again at no harm: the groups
+    // answer with its outcome at once. Only the upgrade in flight can be
+    // aborted.
+    if mode == Mode::Abort {
+        if !has_deployer(dir) {
+            bail!("only the deployer's host can abort (no deployer record in {})", dir.display());
+        }
+        let host = open_deployer(dir, &cluster)?;
+        match host.last() {
+            _ if host.pending() == Some(upgrade) => {}
+            Some((u, o)) if u == upgrade => bail!("upgrade {name} already finished: {o:?}"),
+            _ => bail!("upgrade {name} is not the deployer's upgrade in flight"),
+        }
+    }
+    let pieces = bundle.pieces.clone();
     let store = Store::open(&dir.join("data").join(format!("installer-{id}")).join("state.redb"))?;
     let options = InstallerOptions::default().retry_ms(cluster.retry_ms).finishing(Finishing::Diffusion { grace: 3 });
-    let key = format!("installer/{}", hex(&upgrade.0));
+    // An abort runs its own installer record: it must see the refusals
+    // again, which an install's record has already reported.
+    let key = match mode {
+        Mode::Install => format!("installer/{name}"),
+        Mode::Abort => format!("abort/{name}"),
+    };
     let mut host: InstallerHost<Store, 64, 1024> = InstallerHost::open(store, &key, bundle, |b| {
         NodeInstaller::new(id, b.header.clone(), &b.groups, options).map(Box::new)
     })
@@ -51,14 +90,43 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration) -> Result<
     let (in_tx, mut in_rx) = mpsc::channel(8192);
     let net = Net::new(me, secrets.sign_key.clone(), cluster.clone(), in_tx, policy);
     let mut out = NetOut { net: &net, cluster: &cluster };
-    let report = host.start(crate::now(), &mut out).map_err(|e| anyhow!("{e}"))?;
-    log(&report);
-    while !host.role().is_done() {
+    let mut report = host.start(crate::now(), &mut out).map_err(|e| anyhow!("{e}"))?;
+    let mut refused: Vec<(GroupId, Refusal)> = Vec::new();
+    loop {
+        log(&report);
+        for e in &report.effects {
+            if let InstallerEffect::Refused { group, reason } = e {
+                if reason.is_permanent() && host.role().decided().is_none() {
+                    refused.push((*group, *reason));
+                }
+            }
+        }
+        if let Some((group, reason)) = refused.first() {
+            if mode == Mode::Install {
+                bail!(
+                    "group {} refused the piece for good ({reason:?}): the bundle is stale; the deployer drops it with `node abort {}`",
+                    group.0,
+                    path.display()
+                );
+            }
+            // Abort once every group has either refused or accepted (then
+            // it holds the piece and takes `c`).
+            let settled = pieces.iter().map(|p| p.header.group).all(|g| {
+                refused.iter().any(|(r, _)| *r == g)
+                    || matches!(host.role().progress(g), Some(GroupProgress::Accepted | GroupProgress::Rejected))
+            });
+            if settled {
+                break;
+            }
+        }
+        if host.role().is_done() {
+            break;
+        }
         if started.elapsed() > timeout {
-            return Err(anyhow!("installer timed out after {timeout:?}"));
+            bail!("installer timed out after {timeout:?}");
         }
         let wait = host.deadline().map_or(200, |d| d.0.saturating_sub(crate::now_ms())).min(200);
-        let report = tokio::select! {
+        report = tokio::select! {
             Some((peer, frame)) = in_rx.recv() => {
                 let Frame::Msg(Message::Answer(answer)) = frame else { continue };
                 match host.answer(crate::now(), peer, &answer, &mut out) {
@@ -74,14 +142,40 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration) -> Result<
                 host.timeout(crate::now(), &mut out).map_err(|e| anyhow!("{e}"))?
             }
         };
-        log(&report);
     }
-    let outcome = host.role().decided().map(|(o, _)| o).ok_or_else(|| anyhow!("done without an outcome"))?;
+    let outcome = if let Some((_, reason)) = refused.first() {
+        let refusing: Vec<GroupId> = refused.iter().map(|(g, _)| *g).collect();
+        deployer_abort(
+            dir,
+            &cluster,
+            &net,
+            upgrade,
+            *reason,
+            &pieces,
+            &refusing,
+            timeout.saturating_sub(started.elapsed()),
+        )
+        .await?;
+        Outcome::Aborted
+    } else {
+        let (outcome, code) = host.role().decided().ok_or_else(|| anyhow!("done without an outcome"))?;
+        if has_deployer(dir) {
+            let mut d = open_deployer(dir, &cluster)?;
+            if d.pending() == Some(upgrade) {
+                d.finished(upgrade, outcome, code).map_err(|e| anyhow!("deployer record: {e}"))?;
+            }
+        }
+        if mode == Mode::Abort {
+            bail!("upgrade {name} was not refused by any group: it {outcome:?}, which the deployer cannot undo");
+        }
+        settle(dir, &cluster, upgrade, timeout.saturating_sub(started.elapsed())).await?;
+        outcome
+    };
     info!(upgrade = ?upgrade, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "installer done");
-    // Done: every group acknowledged, so the guardians may forget the
-    // upgrade (their slots would otherwise fill after a few dozen
-    // upgrades). Only the deployer can say so; its key is here when the
-    // deployer runs the install.
+    // Every group finished, so the guardians may forget the upgrade (their
+    // slots would otherwise fill after a few dozen upgrades). Only the
+    // deployer can say so; its key is here when the deployer runs the
+    // install.
     match crate::deployer::load_deployer(dir, &cluster)
         .and_then(|d| d.retirement(upgrade).map_err(|e| anyhow!("{e:?}")))
     {
@@ -95,6 +189,78 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration) -> Result<
     // Let the last frames leave before the process ends.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(outcome)
+}
+
+/// Waits until more than `f` replicas of every group report `upgrade`'s
+/// outcome (so a correct one has it, and the group's next piece chains on
+/// it).
+async fn settle(dir: &Path, cluster: &Cluster, upgrade: UpgradeId, within: Duration) -> Result<()> {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let statuses = crate::cluster::query(dir, Duration::from_secs(2)).await?;
+        let behind: Vec<u32> = crate::cluster::outcomes(cluster, &statuses, upgrade)
+            .into_iter()
+            .filter(|(_, o)| o.is_none())
+            .map(|(g, _)| g.0)
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > until {
+            bail!("decided, but groups {behind:?} have not reported the outcome in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The deployer's own abort, once group(s) `refusing` refused the piece
+/// for good: every group gets its piece and then `AbortInstall(c)`, again
+/// each retry (the two submissions may be ordered either way round), until
+/// every other group reports the abort; the record then moves those groups
+/// to `c` and learns where the refusing groups are.
+#[allow(clippy::too_many_arguments)]
+async fn deployer_abort(
+    dir: &Path,
+    cluster: &Arc<Cluster>,
+    net: &Arc<Net>,
+    upgrade: UpgradeId,
+    reason: Refusal,
+    pieces: &[Piece],
+    refusing: &[GroupId],
+    within: Duration,
+) -> Result<()> {
+    let until = std::time::Instant::now() + within;
+    let mut d = open_deployer(dir, cluster)?;
+    let abort = d.abort(upgrade, reason).map_err(|e| anyhow!("abort: {e}"))?;
+    let mut out = NetOut { net, cluster };
+    let held: Vec<GroupId> = pieces.iter().map(|p| p.header.group).filter(|g| !refusing.contains(g)).collect();
+    loop {
+        for piece in pieces.iter().filter(|p| held.contains(&p.header.group)) {
+            let group = piece.header.group;
+            out.deliver(Outbound::Submit { group, op: Box::new(Operation::PrepareInstall(piece.clone())) });
+            out.deliver(Outbound::Submit { group, op: Box::new(abort.clone()) });
+        }
+        let statuses = crate::cluster::query(dir, Duration::from_secs(2)).await?;
+        let outcomes = crate::cluster::outcomes(cluster, &statuses, upgrade);
+        let behind: Vec<u32> = outcomes
+            .iter()
+            .filter(|(g, o)| held.contains(g) && *o != Some(Outcome::Aborted))
+            .map(|(g, _)| g.0)
+            .collect();
+        if behind.is_empty() {
+            d.aborted(upgrade, &held).map_err(|e| anyhow!("deployer record: {e}"))?;
+            for (g, code) in crate::cluster::version_codes(cluster, &statuses) {
+                if refusing.contains(&g) {
+                    d.learned(g, &code).map_err(|e| anyhow!("deployer record: {e}"))?;
+                }
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > until {
+            bail!("groups {behind:?} have not reported the abort in time");
+        }
+        tokio::time::sleep(Duration::from_millis(cluster.retry_ms.max(200))).await;
+    }
 }
 
 fn log(report: &InstallerReport) {

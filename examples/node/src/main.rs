@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use bft_upgrade_node::cluster::{self, Scenario};
 use bft_upgrade_node::config::Cluster;
 use bft_upgrade_node::deployer::{self, Shape};
+use bft_upgrade_node::installer::Mode;
 use bft_upgrade_node::{guardian, installer, replica};
 use clap::{Args, Parser, Subcommand};
 
@@ -75,7 +76,8 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Build an upgrade over every group: prints the bundle's path.
+    /// Build an upgrade over every group, chained on the deployer's record
+    /// (no running cluster needed): prints the bundle's path.
     Deploy {
         /// The cluster directory.
         #[arg(long)]
@@ -84,8 +86,8 @@ enum Cmd {
         #[arg(long, default_value = "application v2")]
         text: String,
     },
-    /// Install an upgrade from its bundle; exits once decided and
-    /// acknowledged.
+    /// Install an upgrade from its bundle; exits once decided, acknowledged
+    /// and reported by every group.
     Install {
         /// The bundle file (from `node deploy`).
         bundle: PathBuf,
@@ -97,6 +99,23 @@ enum Cmd {
         id: u32,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300)]
+        timeout_s: u64,
+    },
+    /// Abort the deployer's upgrade in flight (on the deployer's host). Sound
+    /// only once some group refused its piece for good (a stale bundle):
+    /// until then an installer may assemble the trigger code, so the
+    /// command drives the upgrade and refuses if it decides instead.
+    Abort {
+        /// The bundle file (from `node deploy`).
+        bundle: PathBuf,
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The installer id it answers as (1..=3).
+        #[arg(long, default_value_t = 1)]
+        id: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
         timeout_s: u64,
     },
     /// Run a local cluster.
@@ -177,8 +196,19 @@ fn ensure_cluster(dir: &std::path::Path, shape: &ShapeArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Every error ends the process with one line (its causes joined by `: `)
+/// and exit status 1, backtraces or not.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Init { dir, shape } => {
             deployer::init(&dir, &shape.shape())?;
@@ -197,18 +227,20 @@ fn main() -> Result<()> {
         }
         Cmd::Deploy { dir, text } => {
             bft_upgrade_node::init_logging("warn");
-            let cluster = Cluster::load(&dir)?;
-            let statuses = runtime()?.block_on(cluster::query(&dir, Duration::from_secs(2)))?;
-            let prev = cluster::version_codes(&cluster, &statuses);
-            if statuses.is_empty() {
-                eprintln!("no replica answered: pieces chain from genesis");
-            }
-            println!("{}", deployer::deploy(&dir, &text, &prev)?.display());
+            println!("{}", deployer::deploy(&dir, &text)?.display());
         }
         Cmd::Install { bundle, dir, id, timeout_s } => {
             bft_upgrade_node::init_logging("info");
             let started = std::time::Instant::now();
-            let outcome = runtime()?.block_on(installer::run(&dir, id, &bundle, Duration::from_secs(timeout_s)))?;
+            let timeout = Duration::from_secs(timeout_s);
+            let outcome = runtime()?.block_on(installer::run(&dir, id, &bundle, timeout, Mode::Install))?;
+            println!("{outcome:?} in {} ms", started.elapsed().as_millis());
+        }
+        Cmd::Abort { bundle, dir, id, timeout_s } => {
+            bft_upgrade_node::init_logging("info");
+            let started = std::time::Instant::now();
+            let timeout = Duration::from_secs(timeout_s);
+            let outcome = runtime()?.block_on(installer::run(&dir, id, &bundle, timeout, Mode::Abort))?;
             println!("{outcome:?} in {} ms", started.elapsed().as_millis());
         }
         Cmd::Cluster { command } => cluster_cmd(command)?,
