@@ -268,21 +268,46 @@ pub fn commit_times(cluster: &Cluster, statuses: &[Status], upgrade: UpgradeId) 
 }
 
 /// Starts every replica and guardian, and waits until every replica
-/// answers.
+/// answers and every process is still running a moment later.
 ///
 /// # Errors
-/// When a process cannot be started or the cluster is not up in time.
+/// When a process cannot be started, exits (named, with the last line of
+/// its log), or the replicas do not answer in time.
 pub async fn up(dir: &Path, wait: Duration) -> Result<()> {
     let cluster = Cluster::load(dir)?;
+    let mut children = Vec::new();
     for p in processes(&cluster) {
-        start(dir, p, &[])?;
+        children.push((p, start(dir, p, &[])?));
     }
     let total: usize = cluster.groups.iter().map(|g| g.replicas.len()).sum();
     let started = Instant::now();
+    let mut answered_at = None;
     loop {
+        for (p, child) in &mut children {
+            if let Some(status) = child.try_wait()? {
+                let log =
+                    std::fs::read_to_string(dir.join("logs").join(format!("{}.log", p.name()))).unwrap_or_default();
+                let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(empty log)").trim();
+                let name = p.name();
+                // No half cluster: the others stop too.
+                down(dir);
+                bail!("{name} exited ({status}) while the cluster came up: {last}");
+            }
+        }
+        // Guardians answer nobody: a moment after the replicas answer,
+        // every process must still be alive (one that cannot bind its port
+        // exits at once).
+        if let Some(at) = answered_at {
+            if Instant::now() >= at {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let s = query(dir, Duration::from_millis(800)).await?;
         if s.len() == total {
-            return Ok(());
+            answered_at = Some(Instant::now() + Duration::from_millis(700));
+            continue;
         }
         if started.elapsed() > wait {
             bail!("only {} of {total} replicas answer after {wait:?}", s.len());

@@ -47,9 +47,22 @@ pub fn payload_path(dir: &Path, upgrade: UpgradeId, group: GroupId) -> PathBuf {
     dir.join("payloads").join(hex(&upgrade.0)).join(format!("g{}.bin", group.0))
 }
 
-fn free_port() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
+/// Loopback ports for one cluster, each distinct: every port stays bound
+/// until the whole cluster is allocated, so the system cannot hand the
+/// same one out twice (binding port 0 and closing it at once did, in 2 of
+/// 30 fresh clusters).
+#[derive(Default)]
+struct Ports {
+    held: Vec<TcpListener>,
+}
+
+impl Ports {
+    fn next(&mut self) -> Result<SocketAddr> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let addr = l.local_addr()?;
+        self.held.push(l);
+        Ok(addr)
+    }
 }
 
 /// What `node init` builds.
@@ -78,6 +91,7 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
         bail!("{} already holds a cluster", dir.display());
     }
     std::fs::create_dir_all(dir)?;
+    let mut ports = Ports::default();
     let mut groups = Vec::new();
     let pool = if shape.guardians == 0 { 0 } else { shape.groups + shape.guardians - 1 };
     for gi in 0..shape.groups {
@@ -87,7 +101,7 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
             let s = Secrets::random();
             s.save(&key_path(dir, Peer::Replica { group: GroupId(id), index: ri as u8 }))?;
             replicas.push(ReplicaInfo {
-                addr: free_port()?,
+                addr: ports.next()?,
                 box_key: hex(&s.box_key.public_key().to_compressed()),
                 sign_key: hex(&s.sign_key.public_key().to_compressed()),
             });
@@ -114,7 +128,7 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
         s.save(&key_path(dir, Peer::Guardian(id)))?;
         guardians.push(GuardianInfo {
             id,
-            addr: free_port()?,
+            addr: ports.next()?,
             box_key: hex(&s.box_key.public_key().to_compressed()),
             sign_key: hex(&s.sign_key.public_key().to_compressed()),
         });
