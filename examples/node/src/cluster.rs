@@ -214,7 +214,7 @@ pub fn outcomes(cluster: &Cluster, statuses: &[Status], upgrade: UpgradeId) -> V
 /// One line per group: replicas answering, version, the latest upgrade's
 /// state, the installed payload.
 pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
-    println!("{:<6} {:>8} {:>8}  {:<28} payload", "group", "replicas", "version", "latest upgrade");
+    println!("{:<6} {:>8} {:>8} {:>14}  {:<28} payload", "group", "replicas", "version", "session", "latest upgrade");
     for g in &cluster.groups {
         let mine: Vec<&Status> = statuses.iter().filter(|s| s.group.0 == g.id).collect();
         let version = mine.iter().map(|s| s.version).max().unwrap_or(0);
@@ -235,7 +235,20 @@ pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
             }
         };
         let payload = mine.iter().find(|s| s.version == version).map_or("", |s| s.payload.as_str());
-        println!("{:<6} {:>5}/{:<2} {:>8}  {:<28} {}", g.id, mine.len(), g.replicas.len(), version, state, payload);
+        // The session most replicas are in, and the fewest units left in it.
+        let epoch = mine.iter().map(|s| s.epoch).max().unwrap_or(0);
+        let left = mine.iter().filter(|s| s.epoch == epoch).map(|s| s.units_left).min().unwrap_or(0);
+        let session = if mine.is_empty() { "-".to_string() } else { format!("{epoch}/{left} left") };
+        println!(
+            "{:<6} {:>5}/{:<2} {:>8} {:>14}  {:<28} {}",
+            g.id,
+            mine.len(),
+            g.replicas.len(),
+            version,
+            session,
+            state,
+            payload
+        );
     }
 }
 

@@ -82,6 +82,18 @@ pub struct Cluster {
     pub proactive: bool,
     /// How often a group's application calls a neighbor (0: never).
     pub app_interval_ms: u64,
+    /// A group changes its AlephBFT session after at most this many rounds
+    /// (AlephBFT's rounds are 16-bit: a session cannot outlive 65,535).
+    #[serde(default = "default_session_rounds")]
+    pub session_rounds: u16,
+}
+
+/// Rounds per AlephBFT session by default: about 25 to 50 minutes at a
+/// unit every 100 ms.
+pub const DEFAULT_SESSION_ROUNDS: u16 = 30_000;
+
+fn default_session_rounds() -> u16 {
+    DEFAULT_SESSION_ROUNDS
 }
 
 /// Lower-case hex.

@@ -79,6 +79,8 @@ pub struct Shape {
     pub app_interval_ms: u64,
     /// Proactive diffusion.
     pub proactive: bool,
+    /// Rounds per AlephBFT session.
+    pub session_rounds: u16,
 }
 
 /// Writes a fresh cluster into `dir`: `cluster.json`, every party's keys,
@@ -161,6 +163,7 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
         retry_ms: 500,
         proactive: shape.proactive,
         app_interval_ms: shape.app_interval_ms,
+        session_rounds: shape.session_rounds,
     };
     cluster.save(dir)?;
     Ok(cluster)

@@ -15,9 +15,14 @@ use sha2::{Digest as _, Sha256};
 // Frames are built and dropped one at a time.
 #[allow(clippy::large_enum_variant)]
 pub enum Frame {
-    /// AlephBFT traffic between replicas of one group (SCALE-encoded
-    /// `NetworkData`, opaque here).
-    Consensus(Vec<u8>),
+    /// AlephBFT traffic between replicas of one group in one session
+    /// (SCALE-encoded `NetworkData`, opaque here).
+    Consensus {
+        /// The group's session.
+        epoch: u64,
+        /// The session's data.
+        data: Vec<u8>,
+    },
     /// A point-to-point protocol message (answers, guardian traffic).
     Msg(Message),
     /// Something for the receiving replica's group to order. The origin is
@@ -130,6 +135,11 @@ pub struct Status {
     pub payload: String,
     /// Upgrades seen.
     pub upgrades: Vec<UpgradeStatus>,
+    /// The group's AlephBFT session.
+    pub epoch: u64,
+    /// Finalized units until the session changes (rounds left are at least
+    /// this divided by the group's size).
+    pub units_left: u64,
 }
 
 /// Encodes with the core's wire format.

@@ -39,6 +39,12 @@ struct ShapeArgs {
     /// application calls and through guardians only).
     #[arg(long)]
     no_proactive: bool,
+    /// Rounds after which a group changes its AlephBFT session (20 to
+    /// 60,000; AlephBFT's rounds are 16-bit and a session cannot outlive
+    /// 65,534).
+    #[arg(long, default_value_t = bft_upgrade_node::config::DEFAULT_SESSION_ROUNDS,
+          value_parser = clap::value_parser!(u16).range(20..=60_000))]
+    session_rounds: u16,
 }
 
 impl ShapeArgs {
@@ -50,6 +56,7 @@ impl ShapeArgs {
             unit_delay_ms: self.unit_delay_ms,
             app_interval_ms: self.app_interval_ms,
             proactive: !self.no_proactive,
+            session_rounds: self.session_rounds,
         }
     }
 }

@@ -8,17 +8,21 @@
 //!   connections ([`Frame::Consensus`]).
 //! - [`Provider`]: the `DataProvider`; it drains the queue of submissions
 //!   this replica received into one unit's data.
+//! - [`Session`]: one AlephBFT session (rounds are 16-bit, so a group
+//!   changes sessions before they run out; [`Router`] hands each session
+//!   its consensus frames).
 //! - [`Finalized`]: the `FinalizationHandler`; it hands each ordered unit's
 //!   data to the replica's main loop.
 //! - [`Backup`]: the unit backup AlephBFT needs to restart without
 //!   equivocating, as length-prefixed records in a file, synced per unit; a
 //!   record cut short by a crash is dropped on load.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -114,10 +118,12 @@ pub type Batch = Vec<u8>;
 pub type Data = NetworkData<Sha, Batch, Sig, SignatureSet<Sig>>;
 
 /// AlephBFT's network: consensus frames to and from the group's replicas,
-/// for replica `me` of `group` (of `n`); `rx` receives the consensus frames
-/// the transport accepted from the group's replicas.
+/// for replica `me` of `group` (of `n`) in session `epoch`; `rx` receives
+/// the consensus frames of that session the transport accepted from the
+/// group's replicas.
 pub struct GroupNetwork {
     pub net: Arc<Net>,
+    pub epoch: u64,
     pub group: GroupId,
     pub me: u8,
     pub n: u8,
@@ -127,7 +133,7 @@ pub struct GroupNetwork {
 #[async_trait::async_trait]
 impl aleph_bft::Network<Data> for GroupNetwork {
     fn send(&self, data: Data, recipient: Recipient) {
-        let frame = Frame::Consensus(data.encode());
+        let frame = Frame::Consensus { epoch: self.epoch, data: data.encode() };
         match recipient {
             Recipient::Everyone => {
                 for i in (0..self.n).filter(|i| *i != self.me) {
@@ -183,15 +189,30 @@ impl Queue {
     }
 }
 
-/// AlephBFT's data provider: a batch of queued envelopes per unit.
-pub struct Provider(pub Queue);
+/// The most envelopes a session's provider remembers having proposed (for
+/// re-queuing at a session change).
+const PROPOSED_LIMIT: usize = 4096;
+
+/// AlephBFT's data provider: a batch of queued envelopes per unit, empty
+/// when nothing is queued (every unit carries data, so the number of
+/// finalized batches bounds the session's rounds, which is what the
+/// session change counts). A session that only serves laggards proposes
+/// nothing.
+pub struct Provider {
+    queue: Queue,
+    serving_only: Arc<AtomicBool>,
+    proposed: Arc<Mutex<VecDeque<Vec<u8>>>>,
+}
 
 #[async_trait::async_trait]
 impl DataProvider for Provider {
     type Output = Batch;
 
     async fn get_data(&mut self) -> Option<Batch> {
-        let mut q = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if self.serving_only.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut q = self.queue.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut size = 0;
         while let Some(front) = q.front() {
@@ -201,7 +222,15 @@ impl DataProvider for Provider {
             size += front.len();
             batch.extend(q.pop_front());
         }
-        (!batch.is_empty()).then(|| crate::frame::encode(&batch))
+        drop(q);
+        let mut proposed = self.proposed.lock().unwrap_or_else(|e| e.into_inner());
+        for item in &batch {
+            proposed.push_back(item.clone());
+        }
+        while proposed.len() > PROPOSED_LIMIT {
+            proposed.pop_front();
+        }
+        Some(crate::frame::encode(&batch))
     }
 }
 
@@ -236,9 +265,14 @@ impl SpawnHandle for Spawner {
 /// AlephBFT's unit backup in a file: each `write_all` + `flush` of a unit
 /// becomes one record (4-byte length, bytes), written and synced before
 /// AlephBFT uses the unit.
+///
+/// AlephBFT saves every unit it loaded again as it rebuilds its DAG at
+/// start; those records are in the file already and are not appended a
+/// second time (the file used to grow by its whole size at each restart).
 pub struct Backup {
     file: File,
     pending: Vec<u8>,
+    loaded: HashSet<[u8; 32]>,
 }
 
 impl Backup {
@@ -252,10 +286,12 @@ impl Backup {
         let mut raw = Vec::new();
         file.read_to_end(&mut raw)?;
         let mut units = Vec::new();
+        let mut loaded = HashSet::new();
         let mut at = 0usize;
         while let Some(len) = raw.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) {
             let Some(body) = raw.get(at + 4..at + 4 + len) else { break };
             units.extend_from_slice(body);
+            loaded.insert(Sha256::digest(body).into());
             at += 4 + len;
         }
         if at != raw.len() {
@@ -263,7 +299,7 @@ impl Backup {
             file.set_len(at as u64)?;
         }
         file.seek(SeekFrom::Start(at as u64))?;
-        Ok((Self { file, pending: Vec::new() }, futures::io::Cursor::new(units)))
+        Ok((Self { file, pending: Vec::new(), loaded }, futures::io::Cursor::new(units)))
     }
 }
 
@@ -276,6 +312,12 @@ impl futures::AsyncWrite for Backup {
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.pending.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let digest: [u8; 32] = Sha256::digest(&this.pending).into();
+        if this.loaded.remove(&digest) {
+            // Re-saved at start: the file has it.
+            this.pending.clear();
             return Poll::Ready(Ok(()));
         }
         let mut record = (this.pending.len() as u32).to_be_bytes().to_vec();
@@ -292,11 +334,18 @@ impl futures::AsyncWrite for Backup {
 
 /// AlephBFT's timing for a small local cluster: a unit every
 /// `unit_delay_ms`, prompt re-requests of missing units (a restarted
-/// replica catches up quickly).
+/// replica catches up quickly), and sessions of at most `max_round`
+/// rounds (AlephBFT's rounds are 16-bit).
 ///
 /// # Errors
 /// When AlephBFT refuses the configuration.
-pub fn config(n: usize, me: usize, session: u64, unit_delay_ms: u64) -> anyhow::Result<aleph_bft::Config> {
+pub fn config(
+    n: usize,
+    me: usize,
+    session: u64,
+    unit_delay_ms: u64,
+    max_round: u16,
+) -> anyhow::Result<aleph_bft::Config> {
     let mut delays = aleph_bft::default_delay_config();
     delays.tick_interval = Duration::from_millis(10);
     let unit = Duration::from_millis(unit_delay_ms);
@@ -305,9 +354,180 @@ pub fn config(n: usize, me: usize, session: u64, unit_delay_ms: u64) -> anyhow::
     delays.unit_rebroadcast_interval_max = Duration::from_millis(3000);
     delays.parent_request_delay = Arc::new(|_| Duration::from_millis(300));
     delays.newest_request_delay = Arc::new(|_| Duration::from_millis(500));
-    // Round is a u16: at one unit per `unit_delay_ms` a session lasts
-    // about 65,000 units (1.8 hours at 100 ms).
-    let max_round = u16::MAX - 1;
     aleph_bft::create_config(NodeCount(n), NodeIndex(me), session, max_round, delays, Duration::ZERO)
         .map_err(|_| anyhow::anyhow!("AlephBFT refused the configuration"))
+}
+
+/// The AlephBFT session id of `group`'s session `epoch`: never the same
+/// twice (epoch 0 is the group id, as before sessions changed).
+pub fn session_id(group: GroupId, epoch: u64) -> u64 {
+    u64::from(group.0) | (epoch << 32)
+}
+
+/// Where replica data directory `data` keeps session `epoch`'s unit backup.
+pub fn backup_path(data: &Path, epoch: u64) -> PathBuf {
+    if epoch == 0 {
+        data.join("units.bin")
+    } else {
+        data.join(format!("units-{epoch}.bin"))
+    }
+}
+
+/// Consensus frames by session: the transport's reader hands each to its
+/// session's AlephBFT network and notes which replicas were heard in it.
+#[derive(Clone, Default)]
+pub struct Router(Arc<Mutex<BTreeMap<u64, Route>>>);
+
+/// A session's consensus inbox, and the replicas heard in it (a bit each).
+type Route = (mpsc::Sender<Vec<u8>>, Arc<AtomicU64>);
+
+impl Router {
+    /// Hands `data` from replica `from` to session `epoch`, if it runs here.
+    pub fn route(&self, epoch: u64, from: u8, data: Vec<u8>) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((tx, heard)) = map.get(&epoch) {
+            heard.fetch_or(1u64 << (from % 64), Ordering::Relaxed);
+            let _ = tx.try_send(data);
+        }
+    }
+}
+
+/// What every session of one replica shares.
+pub struct SessionParams {
+    /// The network.
+    pub net: Arc<Net>,
+    /// The group.
+    pub group: GroupId,
+    /// This replica's index.
+    pub me: u8,
+    /// The group's size.
+    pub n: usize,
+    /// The keychain.
+    pub keys: Keys,
+    /// The replica's data directory (unit backups).
+    pub data: PathBuf,
+    /// AlephBFT's unit creation delay.
+    pub unit_delay_ms: u64,
+    /// The session's last round.
+    pub max_round: u16,
+    /// Submissions to propose.
+    pub queue: Queue,
+    /// Consensus frames by session.
+    pub router: Router,
+}
+
+/// One running AlephBFT session.
+pub struct Session {
+    /// Its epoch.
+    pub epoch: u64,
+    exit: Option<futures::channel::oneshot::Sender<()>>,
+    serving_only: Arc<AtomicBool>,
+    proposed: Arc<Mutex<VecDeque<Vec<u8>>>>,
+    heard: Arc<AtomicU64>,
+}
+
+impl Session {
+    /// Starts session `epoch` from its backup; its ordered batches come out
+    /// of the returned receiver.
+    ///
+    /// # Errors
+    /// When the backup cannot be opened or AlephBFT refuses the
+    /// configuration.
+    pub fn start(p: &SessionParams, epoch: u64) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Batch>)> {
+        let (cons_tx, cons_rx) = mpsc::channel(8192);
+        let heard = Arc::new(AtomicU64::new(0));
+        let serving_only = Arc::new(AtomicBool::new(false));
+        let proposed = Arc::new(Mutex::new(VecDeque::new()));
+        let (fin_tx, fin_rx) = mpsc::unbounded_channel();
+        let (backup, saved) = Backup::open(&backup_path(&p.data, epoch))?;
+        let provider =
+            Provider { queue: p.queue.clone(), serving_only: serving_only.clone(), proposed: proposed.clone() };
+        let io = aleph_bft::LocalIO::new(provider, Finalized(fin_tx), backup, saved);
+        let network = GroupNetwork { net: p.net.clone(), epoch, group: p.group, me: p.me, n: p.n as u8, rx: cons_rx };
+        let (exit_tx, exit_rx) = futures::channel::oneshot::channel();
+        let terminator = aleph_bft::Terminator::create_root(exit_rx, "AlephBFT-member");
+        let config = config(p.n, usize::from(p.me), session_id(p.group, epoch), p.unit_delay_ms, p.max_round)?;
+        p.router.0.lock().unwrap_or_else(|e| e.into_inner()).insert(epoch, (cons_tx, heard.clone()));
+        tokio::spawn(aleph_bft::run_session(config, io, network, p.keys.clone(), Spawner, terminator));
+        Ok((Self { epoch, exit: Some(exit_tx), serving_only, proposed, heard }, fin_rx))
+    }
+
+    /// From now on the session proposes nothing and its batches are
+    /// ignored; it keeps running for replicas still catching up in it.
+    /// Returns what it proposed that may not have been ordered, to be
+    /// proposed again in the next session.
+    pub fn retire(&self) -> Vec<Vec<u8>> {
+        self.serving_only.store(true, Ordering::Relaxed);
+        self.proposed.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+    }
+
+    /// Whether every other replica of the group was heard in this session.
+    pub fn heard_all(&self, n: usize, me: u8) -> bool {
+        let heard = self.heard.load(Ordering::Relaxed);
+        (0..n.min(64) as u8).filter(|i| *i != me).all(|i| heard & (1 << i) != 0)
+    }
+
+    /// Stops the session and deletes its backup.
+    pub fn stop(mut self, p: &SessionParams) {
+        if let Some(exit) = self.exit.take() {
+            let _ = exit.send(());
+        }
+        // Its network stays open while AlephBFT winds down (a closed one
+        // makes every task log an error).
+        let route = p.router.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.epoch);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(route);
+        });
+        let path = backup_path(&p.data, self.epoch);
+        if let Err(e) = std::fs::remove_file(&path) {
+            warn!(path = %path.display(), "old session's backup not removed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::AsyncWriteExt;
+
+    fn save(backup: &mut Backup, unit: &[u8]) {
+        futures::executor::block_on(async {
+            backup.write_all(unit).await.unwrap();
+            backup.flush().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn units_saved_again_after_a_restart_are_not_appended_twice() {
+        let dir = std::env::temp_dir().join(format!("bftup-backup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("units.bin");
+        let _ = std::fs::remove_file(&path);
+        let units: [&[u8]; 3] = [b"unit one", b"unit two", b"unit three"];
+        let (mut b, saved) = Backup::open(&path).unwrap();
+        assert!(saved.into_inner().is_empty());
+        for u in units {
+            save(&mut b, u);
+        }
+        drop(b);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(size, units.iter().map(|u| 4 + u.len() as u64).sum::<u64>());
+        // Restarted: AlephBFT gets the units back and saves each again as
+        // it rebuilds its DAG, then a new one.
+        for restart in 0..3 {
+            let (mut b, saved) = Backup::open(&path).unwrap();
+            assert_eq!(saved.into_inner(), units.concat(), "restart {restart}");
+            for u in units {
+                save(&mut b, u);
+            }
+            drop(b);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "restart {restart} grew the backup");
+        }
+        let (mut b, _) = Backup::open(&path).unwrap();
+        save(&mut b, b"unit four");
+        drop(b);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size + 4 + 9);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

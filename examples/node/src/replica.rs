@@ -9,7 +9,7 @@
 //! no longer holds), the application and the executed ids to redb in one
 //! transaction, and only then do the batch's messages go out.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::config::{hex, key_path, public_key, Cluster, Secrets};
 use crate::frame::{self, Body, Envelope, Frame, Status, UpgradeStatus};
-use crate::ordering::{self, Backup, Finalized, GroupNetwork, Keys, Provider, Queue, Spawner};
+use crate::ordering::{self, Keys, Queue, Router, Session, SessionParams};
 use crate::outbound::NetOut;
 use crate::store::Store;
 use crate::transport::{Net, Policy};
@@ -69,13 +69,42 @@ struct App {
 #[derive(Default)]
 struct Out {
     frames: Vec<(Peer, Frame)>,
-    ids: Vec<[u8; 32]>,
+    /// Executed ids, with the session they were executed in.
+    ids: Vec<(u64, [u8; 32])>,
     dirty: bool,
+    /// The session changed: write the new epoch.
+    session: bool,
+    /// Executed ids to delete (epoch, id).
+    forget: Vec<(u64, [u8; 32])>,
 }
 
-/// The application's record and the executed ids' prefix in the store.
+/// The application's record, the executed ids' prefix (then the session's
+/// epoch, 16 hex digits, and the id) and the current session's epoch in the
+/// store.
 const APP: &str = "app";
 const SEEN: &str = "seen/";
+const SESSION: &str = "session";
+
+/// Ended AlephBFT sessions a replica keeps serving for replicas still in
+/// them (one down for longer than this many sessions needs state
+/// transfer).
+const OLD_SESSIONS: usize = 3;
+
+/// An executed id's record: `seen/<epoch>/<id>`.
+fn seen_key(epoch: u64, id: &[u8; 32]) -> String {
+    format!("{SEEN}{epoch:016x}/{}", hex(id))
+}
+
+/// The epoch and id of an executed id's record (records of builds before
+/// sessions changed have no epoch: 0).
+fn parse_seen(key: &str) -> Option<(u64, [u8; 32])> {
+    let rest = key.strip_prefix(SEEN)?;
+    let (epoch, id) = match rest.split_once('/') {
+        Some((e, id)) => (u64::from_str_radix(e, 16).ok()?, id),
+        None => (0, rest),
+    };
+    Some((epoch, crate::config::unhex(id).ok()?.try_into().ok()?))
+}
 
 struct Host {
     dir: PathBuf,
@@ -85,7 +114,18 @@ struct Host {
     deployer: DeployerId,
     replica: ReplicaHost<Store>,
     app: App,
-    seen: HashSet<[u8; 32]>,
+    /// Executed ids by session: this session's and the last one's (a
+    /// submission's copies may straddle a session change); older ones are
+    /// dropped with the change, so storage is bounded per session.
+    seen: BTreeMap<u64, HashSet<[u8; 32]>>,
+    /// The AlephBFT session: its epoch, the batches finalized in it (not
+    /// stored: a restarted replica counts them again as AlephBFT replays
+    /// the session from its backup), and the count that ends it.
+    epoch: u64,
+    units: u64,
+    session_units: u64,
+    /// Set by the batch that ended the session.
+    rotated: bool,
     key: ReplicaSecretKey,
     net: Arc<Net>,
     cluster: Arc<Cluster>,
@@ -140,11 +180,14 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         Some(b) => postcard::from_bytes(&b).context("stored application state")?,
         None => App::default(),
     };
-    let seen: HashSet<[u8; 32]> = store
-        .list(SEEN)?
-        .iter()
-        .filter_map(|k| crate::config::unhex(k.strip_prefix(SEEN)?).ok()?.try_into().ok())
-        .collect();
+    let mut seen: BTreeMap<u64, HashSet<[u8; 32]>> = BTreeMap::new();
+    for (epoch, id) in store.list(SEEN)?.iter().filter_map(|k| parse_seen(k)) {
+        seen.entry(epoch).or_default().insert(id);
+    }
+    let epoch: u64 = match store.get(SESSION)? {
+        Some(b) => postcard::from_bytes(&b).context("stored session")?,
+        None => 0,
+    };
     let config = group_config(&cluster, group)?;
     let replica = ReplicaHost::open(store, || GroupReplica::new(config, index)).map_err(|e| anyhow!("{e}"))?;
     let version = replica.role().version();
@@ -152,7 +195,7 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
 
     // The transport: who may send what.
     let policy: Policy = Arc::new(move |peer, frame| match frame {
-        Frame::Consensus(bytes) => match peer {
+        Frame::Consensus { data: bytes, .. } => match peer {
             Peer::Replica { group: g, index: i } if g == gid && i != index && usize::from(i) < n => {
                 if ordering::is_consensus_data(bytes) {
                     Ok(())
@@ -171,16 +214,17 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     net.listen(listener);
 
-    // AlephBFT.
-    let (cons_tx, cons_rx) = mpsc::channel(8192);
+    // AlephBFT: consensus frames to their session, the rest to the main
+    // loop.
+    let router = Router::default();
     let (main_tx, mut main_rx) = mpsc::channel(8192);
+    let routes = router.clone();
     tokio::spawn(async move {
         while let Some((peer, frame)) = in_rx.recv().await {
-            match frame {
-                Frame::Consensus(bytes) => {
-                    let _ = cons_tx.try_send(bytes);
-                }
-                other => {
+            match (peer, frame) {
+                (Peer::Replica { index, .. }, Frame::Consensus { epoch, data }) => routes.route(epoch, index, data),
+                (_, Frame::Consensus { .. }) => {}
+                (peer, other) => {
                     let _ = main_tx.try_send((peer, other));
                 }
             }
@@ -193,14 +237,45 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         members: Arc::new(members),
     };
     let queue = Queue::default();
-    let (fin_tx, mut fin_rx) = mpsc::unbounded_channel();
-    let (backup, saved) = Backup::open(&data.join("units.bin"))?;
-    let io = aleph_bft::LocalIO::new(Provider(queue.clone()), Finalized(fin_tx), backup, saved);
-    let network = GroupNetwork { net: net.clone(), group: gid, me: index, n: n as u8, rx: cons_rx };
-    let (_exit_tx, exit_rx) = futures::channel::oneshot::channel();
-    let terminator = aleph_bft::Terminator::create_root(exit_rx, "AlephBFT-member");
-    let config = ordering::config(n, usize::from(index), u64::from(group), cluster.unit_delay_ms)?;
-    tokio::spawn(aleph_bft::run_session(config, io, network, keys, Spawner, terminator));
+    let f = (n - 1) / 3;
+    let params = SessionParams {
+        net: net.clone(),
+        group: gid,
+        me: index,
+        n,
+        keys,
+        data: data.clone(),
+        unit_delay_ms: cluster.unit_delay_ms,
+        // A session ends once `(f + 1) * session_rounds` batches are
+        // finalized: every round holds at least `f + 1` correct replicas'
+        // units, each with a batch, so by then no more than
+        // `session_rounds` rounds (plus the few not yet finalized) have
+        // passed, well short of AlephBFT's limit. The limit itself stays at
+        // its maximum: an ended session keeps creating (empty) units while
+        // it serves replicas still in it, and AlephBFT ends a session that
+        // reaches it.
+        max_round: u16::MAX - 1,
+        queue: queue.clone(),
+        router,
+    };
+    let session_units = (f as u64 + 1) * u64::from(cluster.session_rounds);
+    let (mut current, mut fin_rx) = Session::start(&params, epoch)?;
+    // Ended sessions keep running (proposing nothing) for replicas that
+    // have not finished them yet, if their backups are still here; older
+    // backups go.
+    let mut previous: VecDeque<Session> = VecDeque::new();
+    let kept = epoch.saturating_sub(OLD_SESSIONS as u64);
+    for e in kept..epoch {
+        if ordering::backup_path(&data, e).exists() {
+            let (old, _) = Session::start(&params, e)?;
+            old.retire();
+            previous.push_back(old);
+        }
+    }
+    for e in 0..kept {
+        let _ = std::fs::remove_file(ordering::backup_path(&data, e));
+    }
+    info!(group, index, epoch, "AlephBFT session started");
 
     let mut host = Host {
         dir: dir.to_path_buf(),
@@ -211,6 +286,10 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         replica,
         app,
         seen,
+        epoch,
+        units: 0,
+        session_units,
+        rotated: false,
         key: secrets.box_key,
         net,
         cluster: cluster.clone(),
@@ -219,6 +298,7 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
     let interval = Duration::from_millis(cluster.app_interval_ms.max(1));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     loop {
         let deadline = host.replica.deadline();
         let sleep = async move {
@@ -228,7 +308,39 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
             }
         };
         tokio::select! {
-            Some(batch) = fin_rx.recv() => host.on_batch(&batch)?,
+            Some(batch) = fin_rx.recv() => {
+                host.on_batch(&batch)?;
+                if std::mem::take(&mut host.rotated) {
+                    // The batch that ended session `e` is written with epoch
+                    // `e + 1`: start it, keep `e` for laggards (dropping
+                    // `e - 1`), and propose again what `e` may not have
+                    // ordered.
+                    while previous.len() >= OLD_SESSIONS {
+                        if let Some(old) = previous.pop_front() {
+                            warn!(group, index, epoch = old.epoch, "AlephBFT session stopped with a replica not yet past it");
+                            old.stop(&params);
+                        }
+                    }
+                    let again = current.retire();
+                    let (next, rx) = Session::start(&params, host.epoch)?;
+                    previous.push_back(std::mem::replace(&mut current, next));
+                    fin_rx = rx;
+                    for item in again {
+                        host.queue.push(item);
+                    }
+                    info!(group, index, epoch = host.epoch, "AlephBFT session changed");
+                }
+            }
+            _ = housekeeping.tick() => {
+                // Ended sessions go once every other replica was heard in
+                // the current one.
+                if current.heard_all(n, index) {
+                    for old in previous.drain(..) {
+                        info!(group, index, epoch = old.epoch, "ended AlephBFT session stopped: every replica moved on");
+                        old.stop(&params);
+                    }
+                }
+            }
             Some((peer, frame)) = main_rx.recv() => host.on_frame(peer, frame)?,
             () = sleep => {
                 let report = host.replica.timeout(crate::now());
@@ -243,7 +355,7 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
 
 fn kind(frame: &Frame) -> &'static str {
     match frame {
-        Frame::Consensus(_) => "consensus",
+        Frame::Consensus { .. } => "consensus",
         Frame::Msg(_) => "message",
         Frame::Submit { .. } => "submit",
         Frame::Piece(_) => "piece",
@@ -278,14 +390,36 @@ impl Host {
                 }
             };
             let id = env.id();
-            if !self.seen.insert(id) {
+            if self.seen.values().any(|s| s.contains(&id)) {
                 continue;
             }
-            out.ids.push(id);
+            self.seen.entry(self.epoch).or_default().insert(id);
+            out.ids.push((self.epoch, id));
             self.app.executed += 1;
             self.execute(env, &mut out);
         }
+        self.units += 1;
+        if self.units >= self.session_units {
+            self.next_session(&mut out);
+        }
         self.finish(out)
+    }
+
+    /// The session ends here, at the same batch at every correct replica:
+    /// the next epoch is written with this batch, and executed ids older
+    /// than the session that just ended are dropped.
+    fn next_session(&mut self, out: &mut Out) {
+        let ended = self.epoch;
+        self.epoch += 1;
+        self.units = 0;
+        self.rotated = true;
+        out.session = true;
+        let old: Vec<u64> = self.seen.range(..ended).map(|(e, _)| *e).collect();
+        for e in old {
+            if let Some(ids) = self.seen.remove(&e) {
+                out.forget.extend(ids.into_iter().map(|id| (e, id)));
+            }
+        }
     }
 
     fn execute(&mut self, env: Envelope, out: &mut Out) {
@@ -446,8 +580,19 @@ impl Host {
         let mut app = Batch::new();
         if out.dirty || !out.ids.is_empty() {
             app.put(APP, postcard::to_allocvec(&self.app)?);
-            for id in &out.ids {
-                app.put(format!("{SEEN}{}", hex(id)), Vec::new());
+            for (epoch, id) in &out.ids {
+                app.put(seen_key(*epoch, id), Vec::new());
+            }
+        }
+        if out.session {
+            app.put(SESSION, postcard::to_allocvec(&self.epoch)?);
+            for (e, id) in &out.forget {
+                // Both spellings: records from before sessions changed
+                // have no epoch.
+                app.delete(seen_key(*e, id));
+                if *e == 0 {
+                    app.delete(format!("{SEEN}{}", hex(id)));
+                }
             }
         }
         let mut net = NetOut { net: &self.net, cluster: &self.cluster };
@@ -502,6 +647,8 @@ impl Host {
             app_calls: self.app.calls,
             payload: self.app.payload.clone(),
             upgrades: upgrades(role, &self.app),
+            epoch: self.epoch,
+            units_left: self.session_units.saturating_sub(self.units),
         }
     }
 }
