@@ -217,7 +217,7 @@ pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
     println!("{:<6} {:>8} {:>8} {:>14}  {:<28} payload", "group", "replicas", "version", "session", "latest upgrade");
     for g in &cluster.groups {
         let mine: Vec<&Status> = statuses.iter().filter(|s| s.group.0 == g.id).collect();
-        let version = mine.iter().map(|s| s.version).max().unwrap_or(0);
+        let version = mine.iter().map(|s| s.version).max();
         let latest = mine.iter().filter_map(|s| s.upgrades.last()).max_by_key(|u| u.outcome.is_some());
         let state = match latest {
             None => "-".to_string(),
@@ -234,11 +234,20 @@ pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
                 format!("{} {what} at {count}/{}", short(u.upgrade), g.replicas.len())
             }
         };
-        let payload = mine.iter().find(|s| s.version == version).map_or("", |s| s.payload.as_str());
+        let payload = mine.iter().find(|s| Some(s.version) == version).map_or("", |s| s.payload.as_str());
+        // No replica answered: unknown, not version 0.
+        let version = version.map_or_else(|| "unknown".to_string(), |v| v.to_string());
         // The session most replicas are in, and the fewest units left in it.
         let epoch = mine.iter().map(|s| s.epoch).max().unwrap_or(0);
         let left = mine.iter().filter(|s| s.epoch == epoch).map(|s| s.units_left).min().unwrap_or(0);
-        let session = if mine.is_empty() { "-".to_string() } else { format!("{epoch}/{left} left") };
+        // A replica more sessions behind than its peers serve needs state
+        // transfer.
+        let stuck = mine.iter().filter(|s| s.epoch + (crate::replica::OLD_SESSIONS as u64) < epoch).count();
+        let session = match (mine.is_empty(), stuck) {
+            (true, _) => "-".to_string(),
+            (false, 0) => format!("{epoch}/{left} left"),
+            (false, k) => format!("{epoch}/{left} left, {k} stuck"),
+        };
         println!(
             "{:<6} {:>5}/{:<2} {:>8} {:>14}  {:<28} {}",
             g.id,

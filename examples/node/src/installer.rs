@@ -129,6 +129,11 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
         report = tokio::select! {
             Some((peer, frame)) = in_rx.recv() => {
                 let Frame::Msg(Message::Answer(answer)) = frame else { continue };
+                // Late answers to an earlier install under the same id (its
+                // submissions ordered after it ended) are nobody's fault.
+                if answer.upgrade != upgrade {
+                    continue;
+                }
                 match host.answer(crate::now(), peer, &answer, &mut out) {
                     Ok(r) => r,
                     Err(bft_upgrade::host::HostError::Misuse(e)) => {

@@ -88,7 +88,7 @@ const SESSION: &str = "session";
 /// Ended AlephBFT sessions a replica keeps serving for replicas still in
 /// them (one down for longer than this many sessions needs state
 /// transfer).
-const OLD_SESSIONS: usize = 3;
+pub const OLD_SESSIONS: usize = 3;
 
 /// An executed id's record: `seen/<epoch>/<id>`.
 fn seen_key(epoch: u64, id: &[u8; 32]) -> String {

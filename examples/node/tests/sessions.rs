@@ -10,48 +10,12 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
 use bft_upgrade::host::Store as _;
 use bft_upgrade_node::cluster::{self, Proc};
 use bft_upgrade_node::store::Store;
-use common::{node, TempCluster};
-
-fn run(args: &[&str], c: &TempCluster) -> Output {
-    let out = node().args(args).arg("--dir").arg(c.path()).output().unwrap();
-    eprintln!(
-        "$ node {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Starts `p` again as `node cluster up` did (its configuration file, its
-/// log, its pid file for `down`).
-fn restart(c: &TempCluster, p: Proc) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new().append(true).open(c.path().join("logs").join(format!("{}.log", p.name())));
-    let log = log.unwrap();
-    let child = node()
-        .arg("replica")
-        .arg("--config")
-        .arg(c.path().canonicalize().unwrap().join(format!("{}.json", p.name())))
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    std::fs::write(c.path().join("pids").join(format!("{}.pid", p.name())), child.id().to_string()).unwrap();
-    child
-}
+use common::{restart, run, stdout, TempCluster};
 
 #[test]
 fn sessions_change_under_installs_and_a_restart_and_storage_stays_bounded() {

@@ -7,25 +7,9 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{node, TempCluster};
-
-fn run(args: &[&str], c: &TempCluster) -> Output {
-    let out = node().args(args).arg("--dir").arg(c.path()).output().unwrap();
-    eprintln!(
-        "$ node {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{run, stdout, TempCluster};
 
 fn deploy(c: &TempCluster, text: &str) -> String {
     let out = run(&["deploy", "--text", text], c);

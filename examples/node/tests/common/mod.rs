@@ -12,6 +12,24 @@ pub fn node() -> Command {
     Command::new(env!("CARGO_BIN_EXE_node"))
 }
 
+/// Runs `node <args> --dir <cluster>`, echoing what it printed (shown when
+/// the test fails).
+pub fn run(args: &[&str], c: &TempCluster) -> std::process::Output {
+    let out = node().args(args).arg("--dir").arg(c.path()).output().unwrap();
+    eprintln!(
+        "$ node {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// What a command printed on stdout, trimmed.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A cluster directory whose processes are all killed when dropped.
 pub struct TempCluster {
     pub dir: PathBuf,
@@ -34,6 +52,35 @@ impl TempCluster {
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }
+}
+
+/// Starts `p` (a replica or guardian) again as `node cluster up` did: its
+/// configuration file, its log (appended), its pid file for `down`.
+pub fn restart(c: &TempCluster, p: bft_upgrade_node::cluster::Proc) -> std::process::Child {
+    use bft_upgrade_node::cluster::Proc;
+    use std::os::unix::process::CommandExt;
+    let role = match p {
+        Proc::Replica(..) => "replica",
+        Proc::Guardian(_) => "guardian",
+        Proc::Installer(_) => panic!("installers are started by `node install`"),
+    };
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(c.path().join("logs").join(format!("{}.log", p.name())))
+        .unwrap();
+    let child = node()
+        .arg(role)
+        .arg("--config")
+        .arg(c.path().canonicalize().unwrap().join(format!("{}.json", p.name())))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::fs::write(c.path().join("pids").join(format!("{}.pid", p.name())), child.id().to_string()).unwrap();
+    child
 }
 
 impl Drop for TempCluster {
