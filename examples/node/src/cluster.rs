@@ -16,7 +16,7 @@ use bft_upgrade::wire::{GroupId, Outcome, UpgradeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::{hex, key_path, Cluster, Secrets};
+use crate::config::{hex, key_path, max_faulty, Cluster, Secrets};
 use crate::frame::{Frame, Status};
 use crate::store::Store;
 use crate::transport::{Net, Policy};
@@ -181,7 +181,7 @@ pub async fn query(dir: &Path, wait: Duration) -> Result<Vec<Status>> {
 pub fn version_codes(cluster: &Cluster, statuses: &[Status]) -> Vec<(GroupId, Code)> {
     let mut out = Vec::new();
     for g in &cluster.groups {
-        let f = (g.replicas.len() - 1) / 3;
+        let f = max_faulty(g.replicas.len());
         let codes: Vec<&Code> =
             statuses.iter().filter(|s| s.group.0 == g.id).filter_map(|s| s.version_code.as_ref()).collect();
         if let Some(c) = codes.iter().find(|c| codes.iter().filter(|d| d.expose() == c.expose()).count() > 2 * f) {
@@ -199,7 +199,7 @@ pub fn outcomes(cluster: &Cluster, statuses: &[Status], upgrade: UpgradeId) -> V
         .groups
         .iter()
         .map(|g| {
-            let f = (g.replicas.len() - 1) / 3;
+            let f = max_faulty(g.replicas.len());
             let mine = statuses.iter().filter(|s| s.group.0 == g.id);
             let reported: Vec<Outcome> =
                 mine.filter_map(|s| s.upgrades.iter().find(|u| u.upgrade == upgrade).and_then(|u| u.outcome)).collect();
@@ -274,7 +274,7 @@ pub fn commit_times(cluster: &Cluster, statuses: &[Status], upgrade: UpgradeId) 
         .groups
         .iter()
         .map(|g| {
-            let f = (g.replicas.len() - 1) / 3;
+            let f = max_faulty(g.replicas.len());
             let mut times: Vec<u64> = statuses
                 .iter()
                 .filter(|s| s.group.0 == g.id)
@@ -444,7 +444,7 @@ pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
     }
     for ((u, g), counts) in per_group {
         let k = cluster.group(g).map_or(0, |x| x.guardians.len());
-        let threshold = 2 * ((k.max(1) - 1) / 3) + 1;
+        let threshold = 2 * max_faulty(k) + 1;
         if counts[0] >= threshold && counts[1] >= threshold {
             out.violations.push(format!("group {g}: both codes of upgrade {} could be rebuilt", hex(&u[..4])));
         }

@@ -96,6 +96,12 @@ fn default_session_rounds() -> u16 {
     DEFAULT_SESSION_ROUNDS
 }
 
+/// The most faulty members `n` replicas (or guardians) tolerate:
+/// `n >= 3f + 1`, as the core's `Membership::new` takes it.
+pub fn max_faulty(n: usize) -> usize {
+    n.saturating_sub(1) / 3
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

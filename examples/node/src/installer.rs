@@ -200,21 +200,43 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
 /// outcome (so a correct one has it, and the group's next piece chains on
 /// it).
 async fn settle(dir: &Path, cluster: &Cluster, upgrade: UpgradeId, within: Duration) -> Result<()> {
+    let late = |behind| anyhow!("decided, but groups {behind:?} have not reported the outcome in time");
+    poll_groups(dir, cluster, upgrade, (within, Duration::from_millis(200)), |_, o| o.is_some(), || {}, late).await?;
+    Ok(())
+}
+
+/// Asks every replica for its status until `done` holds for every group
+/// and its outcome of `upgrade` (as more than `f` replicas report it), calling
+/// `retry` before each further round `every` later. Returns the last
+/// statuses.
+///
+/// # Errors
+/// `late(groups still behind)` once `within` passed; a failed query.
+async fn poll_groups(
+    dir: &Path,
+    cluster: &Cluster,
+    upgrade: UpgradeId,
+    (within, every): (Duration, Duration),
+    done: impl Fn(GroupId, Option<Outcome>) -> bool,
+    mut retry: impl FnMut(),
+    late: impl FnOnce(Vec<u32>) -> anyhow::Error,
+) -> Result<Vec<crate::frame::Status>> {
     let until = std::time::Instant::now() + within;
     loop {
         let statuses = crate::cluster::query(dir, Duration::from_secs(2)).await?;
         let behind: Vec<u32> = crate::cluster::outcomes(cluster, &statuses, upgrade)
             .into_iter()
-            .filter(|(_, o)| o.is_none())
+            .filter(|(g, o)| !done(*g, *o))
             .map(|(g, _)| g.0)
             .collect();
         if behind.is_empty() {
-            return Ok(());
+            return Ok(statuses);
         }
         if std::time::Instant::now() > until {
-            bail!("decided, but groups {behind:?} have not reported the outcome in time");
+            return Err(late(behind));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(every).await;
+        retry();
     }
 }
 
@@ -234,38 +256,30 @@ async fn deployer_abort(
     refusing: &[GroupId],
     within: Duration,
 ) -> Result<()> {
-    let until = std::time::Instant::now() + within;
     let mut d = open_deployer(dir, cluster)?;
     let abort = d.abort(upgrade, reason).map_err(|e| anyhow!("abort: {e}"))?;
     let mut out = NetOut { net, cluster };
     let held: Vec<GroupId> = pieces.iter().map(|p| p.header.group).filter(|g| !refusing.contains(g)).collect();
-    loop {
+    let mut submit = || {
         for piece in pieces.iter().filter(|p| held.contains(&p.header.group)) {
             let group = piece.header.group;
             out.deliver(Outbound::Submit { group, op: Box::new(Operation::PrepareInstall(piece.clone())) });
             out.deliver(Outbound::Submit { group, op: Box::new(abort.clone()) });
         }
-        let statuses = crate::cluster::query(dir, Duration::from_secs(2)).await?;
-        let outcomes = crate::cluster::outcomes(cluster, &statuses, upgrade);
-        let behind: Vec<u32> = outcomes
-            .iter()
-            .filter(|(g, o)| held.contains(g) && *o != Some(Outcome::Aborted))
-            .map(|(g, _)| g.0)
-            .collect();
-        if behind.is_empty() {
-            d.aborted(upgrade, &held).map_err(|e| anyhow!("deployer record: {e}"))?;
-            for (g, code) in crate::cluster::version_codes(cluster, &statuses) {
-                if refusing.contains(&g) {
-                    d.learned(g, &code).map_err(|e| anyhow!("deployer record: {e}"))?;
-                }
-            }
-            return Ok(());
+    };
+    submit();
+    // A refusing group never holds the piece: done as it is.
+    let every = Duration::from_millis(cluster.retry_ms.max(200));
+    let aborted = |g: GroupId, o: Option<Outcome>| !held.contains(&g) || o == Some(Outcome::Aborted);
+    let late = |behind| anyhow!("groups {behind:?} have not reported the abort in time");
+    let statuses = poll_groups(dir, cluster, upgrade, (within, every), aborted, submit, late).await?;
+    d.aborted(upgrade, &held).map_err(|e| anyhow!("deployer record: {e}"))?;
+    for (g, code) in crate::cluster::version_codes(cluster, &statuses) {
+        if refusing.contains(&g) {
+            d.learned(g, &code).map_err(|e| anyhow!("deployer record: {e}"))?;
         }
-        if std::time::Instant::now() > until {
-            bail!("groups {behind:?} have not reported the abort in time");
-        }
-        tokio::time::sleep(Duration::from_millis(cluster.retry_ms.max(200))).await;
     }
+    Ok(())
 }
 
 fn log(report: &InstallerReport) {

@@ -236,22 +236,19 @@ fn run(cli: Cli) -> Result<()> {
             bft_upgrade_node::init_logging("warn");
             println!("{}", deployer::deploy(&dir, &text)?.display());
         }
-        Cmd::Install { bundle, dir, id, timeout_s } => {
-            bft_upgrade_node::init_logging("info");
-            let started = std::time::Instant::now();
-            let timeout = Duration::from_secs(timeout_s);
-            let outcome = runtime()?.block_on(installer::run(&dir, id, &bundle, timeout, Mode::Install))?;
-            println!("{outcome:?} in {} ms", started.elapsed().as_millis());
-        }
-        Cmd::Abort { bundle, dir, id, timeout_s } => {
-            bft_upgrade_node::init_logging("info");
-            let started = std::time::Instant::now();
-            let timeout = Duration::from_secs(timeout_s);
-            let outcome = runtime()?.block_on(installer::run(&dir, id, &bundle, timeout, Mode::Abort))?;
-            println!("{outcome:?} in {} ms", started.elapsed().as_millis());
-        }
+        Cmd::Install { bundle, dir, id, timeout_s } => install(&dir, id, &bundle, timeout_s, Mode::Install)?,
+        Cmd::Abort { bundle, dir, id, timeout_s } => install(&dir, id, &bundle, timeout_s, Mode::Abort)?,
         Cmd::Cluster { command } => cluster_cmd(command)?,
     }
+    Ok(())
+}
+
+/// `node install` and `node abort`: an installer run, its outcome printed.
+fn install(dir: &std::path::Path, id: u32, bundle: &std::path::Path, timeout_s: u64, mode: Mode) -> Result<()> {
+    bft_upgrade_node::init_logging("info");
+    let started = std::time::Instant::now();
+    let outcome = runtime()?.block_on(installer::run(dir, id, bundle, Duration::from_secs(timeout_s), mode))?;
+    println!("{outcome:?} in {} ms", started.elapsed().as_millis());
     Ok(())
 }
 

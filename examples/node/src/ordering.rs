@@ -334,18 +334,11 @@ impl futures::AsyncWrite for Backup {
 
 /// AlephBFT's timing for a small local cluster: a unit every
 /// `unit_delay_ms`, prompt re-requests of missing units (a restarted
-/// replica catches up quickly), and sessions of at most `max_round`
-/// rounds (AlephBFT's rounds are 16-bit).
+/// replica catches up quickly).
 ///
 /// # Errors
 /// When AlephBFT refuses the configuration.
-pub fn config(
-    n: usize,
-    me: usize,
-    session: u64,
-    unit_delay_ms: u64,
-    max_round: u16,
-) -> anyhow::Result<aleph_bft::Config> {
+pub fn config(n: usize, me: usize, session: u64, unit_delay_ms: u64) -> anyhow::Result<aleph_bft::Config> {
     let mut delays = aleph_bft::default_delay_config();
     delays.tick_interval = Duration::from_millis(10);
     let unit = Duration::from_millis(unit_delay_ms);
@@ -354,6 +347,11 @@ pub fn config(
     delays.unit_rebroadcast_interval_max = Duration::from_millis(3000);
     delays.parent_request_delay = Arc::new(|_| Duration::from_millis(300));
     delays.newest_request_delay = Arc::new(|_| Duration::from_millis(500));
+    // Rounds are 16-bit. The group changes sessions long before the limit
+    // (`--session-rounds`), which stays at its maximum: an ended session
+    // keeps creating (empty) units while it serves replicas still in it,
+    // and AlephBFT ends a session that reaches the limit.
+    let max_round = u16::MAX - 1;
     aleph_bft::create_config(NodeCount(n), NodeIndex(me), session, max_round, delays, Duration::ZERO)
         .map_err(|_| anyhow::anyhow!("AlephBFT refused the configuration"))
 }
@@ -408,8 +406,6 @@ pub struct SessionParams {
     pub data: PathBuf,
     /// AlephBFT's unit creation delay.
     pub unit_delay_ms: u64,
-    /// The session's last round.
-    pub max_round: u16,
     /// Submissions to propose.
     pub queue: Queue,
     /// Consensus frames by session.
@@ -446,7 +442,7 @@ impl Session {
         let network = GroupNetwork { net: p.net.clone(), epoch, group: p.group, me: p.me, n: p.n as u8, rx: cons_rx };
         let (exit_tx, exit_rx) = futures::channel::oneshot::channel();
         let terminator = aleph_bft::Terminator::create_root(exit_rx, "AlephBFT-member");
-        let config = config(p.n, usize::from(p.me), session_id(p.group, epoch), p.unit_delay_ms, p.max_round)?;
+        let config = config(p.n, usize::from(p.me), session_id(p.group, epoch), p.unit_delay_ms)?;
         p.router.0.lock().unwrap_or_else(|e| e.into_inner()).insert(epoch, (cons_tx, heard.clone()));
         tokio::spawn(aleph_bft::run_session(config, io, network, p.keys.clone(), Spawner, terminator));
         Ok((Self { epoch, exit: Some(exit_tx), serving_only, proposed, heard }, fin_rx))

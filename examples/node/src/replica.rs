@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{hex, key_path, public_key, Cluster, Secrets};
+use crate::config::{hex, key_path, max_faulty, public_key, Cluster, Secrets};
 use crate::frame::{self, Body, Envelope, Frame, Status, UpgradeStatus};
 use crate::ordering::{self, Keys, Queue, Router, Session, SessionParams};
 use crate::outbound::NetOut;
@@ -72,8 +72,6 @@ struct Out {
     /// Executed ids, with the session they were executed in.
     ids: Vec<(u64, [u8; 32])>,
     dirty: bool,
-    /// The session changed: write the new epoch.
-    session: bool,
     /// Executed ids to delete (epoch, id).
     forget: Vec<(u64, [u8; 32])>,
 }
@@ -142,14 +140,14 @@ fn group_config(cluster: &Cluster, group: u32) -> Result<GroupConfig> {
     });
     let mut neighbors = heapless::Vec::new();
     for n in &g.neighbors {
-        let f = ((cluster.group(*n)?.replicas.len() - 1) / 3) as u8;
+        let f = max_faulty(cluster.group(*n)?.replicas.len()) as u8;
         neighbors.push(Neighbor { group: GroupId(*n), f }).map_err(|_| anyhow!("too many neighbors"))?;
     }
     let guardians = if g.guardians.is_empty() {
         None
     } else {
         let ids = heapless::Vec::from_slice(&g.guardians).map_err(|_| anyhow!("too many guardians"))?;
-        Some(GuardianIds { f: ((g.guardians.len() - 1) / 3) as u8, ids })
+        Some(GuardianIds { f: max_faulty(g.guardians.len()) as u8, ids })
     };
     Ok(GroupConfig {
         membership: cluster.membership(group)?,
@@ -237,7 +235,6 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         members: Arc::new(members),
     };
     let queue = Queue::default();
-    let f = (n - 1) / 3;
     let params = SessionParams {
         net: net.clone(),
         group: gid,
@@ -246,19 +243,15 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         keys,
         data: data.clone(),
         unit_delay_ms: cluster.unit_delay_ms,
-        // A session ends once `(f + 1) * session_rounds` batches are
-        // finalized: every round holds at least `f + 1` correct replicas'
-        // units, each with a batch, so by then no more than
-        // `session_rounds` rounds (plus the few not yet finalized) have
-        // passed, well short of AlephBFT's limit. The limit itself stays at
-        // its maximum: an ended session keeps creating (empty) units while
-        // it serves replicas still in it, and AlephBFT ends a session that
-        // reaches it.
-        max_round: u16::MAX - 1,
         queue: queue.clone(),
         router,
     };
-    let session_units = (f as u64 + 1) * u64::from(cluster.session_rounds);
+    // A session ends once `(f + 1) * session_rounds` batches are
+    // finalized: every round holds at least `f + 1` correct replicas'
+    // units, each with a batch, so by then no more than `session_rounds`
+    // rounds (plus the few not yet finalized) have passed, well short of
+    // AlephBFT's limit (`ordering::config`).
+    let session_units = (max_faulty(n) as u64 + 1) * u64::from(cluster.session_rounds);
     let (mut current, mut fin_rx) = Session::start(&params, epoch)?;
     // Ended sessions keep running (proposing nothing) for replicas that
     // have not finished them yet, if their backups are still here; older
@@ -366,7 +359,7 @@ fn kind(frame: &Frame) -> &'static str {
 }
 
 fn f_of(cluster: &Cluster, group: GroupId) -> u8 {
-    cluster.group(group.0).map_or(0, |g| ((g.replicas.len().max(1) - 1) / 3) as u8)
+    cluster.group(group.0).map_or(0, |g| max_faulty(g.replicas.len()) as u8)
 }
 
 impl Host {
@@ -413,7 +406,6 @@ impl Host {
         self.epoch += 1;
         self.units = 0;
         self.rotated = true;
-        out.session = true;
         let old: Vec<u64> = self.seen.range(..ended).map(|(e, _)| *e).collect();
         for e in old {
             if let Some(ids) = self.seen.remove(&e) {
@@ -584,7 +576,7 @@ impl Host {
                 app.put(seen_key(*epoch, id), Vec::new());
             }
         }
-        if out.session {
+        if self.rotated {
             app.put(SESSION, postcard::to_allocvec(&self.epoch)?);
             for (e, id) in &out.forget {
                 // Both spellings: records from before sessions changed
