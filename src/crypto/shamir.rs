@@ -118,29 +118,52 @@ pub fn split<R: CryptoRng + ?Sized>(
     if k == 0 || k > n || n > MAX_SHARES {
         return Err(MisuseError::BadArgument);
     }
-    // coefficients[0] is the secret, the rest uniformly random.
-    let mut coefficients: Zeroizing<[Scalar; MAX_SHARES]> = Zeroizing::new([Scalar::ZERO; MAX_SHARES]);
-    let mut slots = coefficients.iter_mut().take(k);
+    // coefficients[0] is the secret, the rest uniformly random. Only the
+    // first k slots are written, used and wiped: the work is sized to k and
+    // n, not to the array's capacity.
+    let mut poly = Polynomial { coefficients: [Scalar::ZERO; MAX_SHARES], degree_plus_one: k };
+    let mut slots = poly.coefficients.iter_mut().take(k);
     if let Some(c0) = slots.next() {
         *c0 = *secret;
     }
     for c in slots {
         *c = Scalar::generate_from_rng(rng);
     }
+    let coefficients = poly.coefficients.get(..k).ok_or(MisuseError::BadArgument)?;
     let mut shares = Vec::new();
+    let mut xs = Scalar::ZERO;
     for x in 1..=n {
         // n <= MAX_SHARES < 256, so x fits a byte.
         let xb = u8::try_from(x).map_err(|_| MisuseError::BadArgument)?;
-        let xs = Scalar::from(u64::from(xb));
-        // Horner's rule, highest coefficient first.
-        let mut y = Zeroizing::new(Scalar::ZERO);
-        for c in coefficients.iter().take(k).rev() {
+        // x by addition: cheaper than converting each index.
+        xs += Scalar::ONE;
+        // Horner's rule, starting from the highest coefficient itself (not
+        // from zero times x): k - 1 multiplications per share.
+        let (top, rest) = coefficients.split_last().ok_or(MisuseError::BadArgument)?;
+        let mut y = Zeroizing::new(*top);
+        for c in rest.iter().rev() {
             *y = *y * xs + c;
         }
         let share = Share { x: xb, y: y.to_bytes().into() };
         shares.push(share).map_err(|_| MisuseError::BadArgument)?;
     }
     Ok(shares)
+}
+
+/// A polynomial's coefficients in fixed storage, of which only the first
+/// `degree_plus_one` are used: those are wiped on drop, the rest were never
+/// written.
+struct Polynomial {
+    coefficients: [Scalar; MAX_SHARES],
+    degree_plus_one: usize,
+}
+
+impl Drop for Polynomial {
+    fn drop(&mut self) {
+        for c in self.coefficients.iter_mut().take(self.degree_plus_one) {
+            c.zeroize();
+        }
+    }
 }
 
 /// Rebuilds the secret from shares by Lagrange interpolation at zero.
@@ -253,6 +276,70 @@ mod tests {
         }
         // sum over n of (2^n - 1) for n = 1..=10
         assert_eq!(subsets, 2036);
+    }
+
+    /// Each share is `p(x)` for the polynomial whose coefficients are the
+    /// secret and then the rng's next `k - 1` scalars in order, evaluated
+    /// here term by term (powers of x, not Horner), so the draw order (and
+    /// with it every piece a restarted deployer rebuilds) cannot change
+    /// unnoticed.
+    #[test]
+    fn shares_are_the_drawn_polynomial_at_one_to_n() {
+        for (n, k) in [(1, 1), (4, 1), (4, 2), (7, 3), (16, 6), (MAX_SHARES, 22), (MAX_SHARES, MAX_SHARES)] {
+            let mut rng = ChaCha20Rng::from_seed([11; 32]);
+            let s = secret(&mut rng);
+            let mut twin = ChaCha20Rng::from_seed([11; 32]);
+            assert_eq!(secret(&mut twin), s);
+            let mut coefficients = std::vec![s];
+            coefficients.extend((1..k).map(|_| Scalar::generate_from_rng(&mut twin)));
+            let shares = split(&s, k, n, &mut rng).unwrap();
+            assert_eq!(shares.len(), n);
+            for (i, share) in shares.iter().enumerate() {
+                let x = Scalar::from(i as u64 + 1);
+                let mut power = Scalar::ONE;
+                let mut y = Scalar::ZERO;
+                for c in &coefficients {
+                    y += *c * power;
+                    power *= x;
+                }
+                assert_eq!(usize::from(share.index()), i + 1);
+                assert_eq!(share.value(), &<[u8; 32]>::from(y.to_bytes()), "n={n} k={k} x={}", i + 1);
+            }
+        }
+    }
+
+    /// vsss-rs, an independent implementation over the same field, combines
+    /// our shares into our secret, and ours combines its shares into its.
+    #[test]
+    fn agrees_with_vsss_rs() {
+        use vsss_rs::{IdentifierPrimeField, PrimeFieldShare, ReadableShareSet, Share as _};
+        type VShare = PrimeFieldShare<Scalar>;
+        let mut rng = ChaCha20Rng::from_seed([12; 32]);
+        for (n, k) in [(4, 2), (7, 3), (16, 6), (MAX_SHARES, 22)] {
+            let s = secret(&mut rng);
+            let ours = split(&s, k, n, &mut rng).unwrap();
+            let as_theirs: std::vec::Vec<VShare> = ours
+                .iter()
+                .skip(n - k)
+                .map(|sh| {
+                    VShare::with_identifier_and_value(
+                        IdentifierPrimeField(Scalar::from(u64::from(sh.index()))),
+                        IdentifierPrimeField(sh.scalar().unwrap()),
+                    )
+                })
+                .collect();
+            assert_eq!(ReadableShareSet::combine(&as_theirs.as_slice()).unwrap().0, s, "n={n} k={k}");
+            let theirs = vsss_rs::shamir::split_secret::<VShare>(k, n, &IdentifierPrimeField(s), &mut rng).unwrap();
+            let as_ours: Vec<Share, MAX_SHARES> = theirs
+                .iter()
+                .take(k)
+                .map(|sh| {
+                    let x = u8::try_from(sh.identifier().0.to_bytes()[31]).unwrap();
+                    Share::new(x, sh.value().0.to_bytes().into())
+                })
+                .collect();
+            assert_eq!(reconstruct(&as_ours).unwrap(), s, "n={n} k={k}");
+        }
     }
 
     #[test]
