@@ -29,7 +29,9 @@
 //! - `guardian/take_piece`, `guardian/release`.
 //! - `shamir_split/{ours,vsss}/{n}`, `shamir_reconstruct/{ours,vsss}/{n}`
 //!   with `k = f + 1`, `f = (n - 1) / 3`; ours stops at `MAX_SHARES` (64).
-//! - `payload_open/{ours,raw_aead}/{chunk}`: opening a 1 MiB payload.
+//! - `payload_open/{ours,hash_plus_aead,raw_aead}/{chunk}`: opening a 1 MiB
+//!   payload; `hash_plus_aead` is the opener's floor (SHA-256 of the
+//!   ciphertext and the AEAD open, the two things it must do to each byte).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -57,7 +59,7 @@ use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::elliptic_curve::Generate;
 use p256::Scalar;
 use rand_core::SeedableRng;
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use vsss_rs::{IdentifierPrimeField, PrimeFieldShare, ReadableShareSet};
 
 mod common;
@@ -568,6 +570,26 @@ fn payload(c: &mut Criterion) {
                         black_box(o.open_chunk(c).expect("open"));
                     }
                     o.finish().expect("digest");
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        // The opener's floor: what it must do to every byte, with the same
+        // crates: SHA-256 over the ciphertext (the piece's digest covers
+        // it) and the AEAD open, one after the other.
+        g.bench_function(BenchmarkId::new("hash_plus_aead", chunk), |b| {
+            b.iter_batched_ref(
+                || raw.clone(),
+                |ct| {
+                    let mut h = Sha256::new();
+                    for (i, c) in ct.chunks_mut(full).enumerate() {
+                        h.update(&*c);
+                        let (body, tag) = c.split_at_mut(chunk);
+                        let tag = Tag::try_from(&*tag).expect("tag");
+                        raw_cipher.decrypt_inout_detached(&nonce(i as u64), &[], body.into(), &tag).expect("open");
+                        black_box(body);
+                    }
+                    black_box(h.finalize());
                 },
                 BatchSize::LargeInput,
             )

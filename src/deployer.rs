@@ -448,6 +448,53 @@ impl<'g> UpgradePlan<'g> {
         Ok(Piece { header, signature })
     }
 
+    /// [`piece`](Self::piece) for every target, built on every core of the
+    /// current rayon pool (install a pool of your own to choose how many),
+    /// results in `targets`' order. Each piece is a function of the plan
+    /// and its target alone, so the bytes are those of the sequential build.
+    ///
+    /// ```
+    /// # use bft_upgrade::crypto::{Code, DeployerKey, ReplicaSecretKey};
+    /// # use bft_upgrade::deployer::{Deployer, GroupTarget, UpgradePlan};
+    /// # use bft_upgrade::wire::{DeployerId, GroupId, Membership, ResourceId};
+    /// # use chacha20::ChaCha20Rng;
+    /// # use rand_core::SeedableRng;
+    /// # let mut rng = ChaCha20Rng::from_seed([1; 32]);
+    /// let memberships: Vec<Membership> = (1..=8)
+    ///     .map(|g| {
+    ///         let keys: Vec<_> = (0..4).map(|_| ReplicaSecretKey::random(&mut rng).public_key()).collect();
+    ///         Membership::new(GroupId(g), &keys).unwrap()
+    ///     })
+    ///     .collect();
+    /// let ids: Vec<GroupId> = memberships.iter().map(|m| m.group).collect();
+    /// let deployer = Deployer::new(DeployerId(1), DeployerKey::random(&mut rng));
+    /// let plan = UpgradePlan::new(&mut rng, deployer.id(), 1, &ids).unwrap();
+    /// let genesis = Code::from_bytes([7; 32]);
+    /// let targets: Vec<GroupTarget> = memberships
+    ///     .iter()
+    ///     .map(|m| GroupTarget {
+    ///         membership: m,
+    ///         resources: &[ResourceId(1)],
+    ///         prev_version: &genesis,
+    ///         guardians: None,
+    ///         payload: Default::default(),
+    ///         next: None,
+    ///     })
+    ///     .collect();
+    /// let pieces = plan.pieces(&deployer, &targets);
+    /// assert_eq!(pieces.len(), 8);
+    /// assert_eq!(pieces[3].as_ref().unwrap(), &plan.piece(&deployer, &targets[3]).unwrap());
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn pieces(
+        &self,
+        deployer: &Deployer,
+        targets: &[GroupTarget<'_>],
+    ) -> std::vec::Vec<Result<Piece, MisuseError>> {
+        use rayon::prelude::*;
+        targets.par_iter().map(|target| self.piece(deployer, target)).collect()
+    }
+
     /// The seed of the piece's ephemeral key: from the master seed and
     /// everything the boxes are sealed for, so that one ephemeral key never
     /// seals different contents to the same recipient and binding (a piece

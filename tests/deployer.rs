@@ -250,6 +250,47 @@ fn deployer_restart_after_a_refusal_aborts_its_upgrade() {
     assert!(done[..8].iter().all(|o| *o == Some(Outcome::Committed)), "{done:?}");
 }
 
+/// `UpgradePlan::pieces` on one, two and four threads gives, in order, the
+/// pieces and errors `piece` gives one at a time: mixed group sizes, replica
+/// and guardian custody, and a target the plan does not cover.
+#[test]
+fn parallel_pieces_are_the_sequential_pieces_byte_for_byte() {
+    let mut rng = ChaCha20Rng::from_seed([21; 32]);
+    let deployer = Deployer::new(bft_upgrade::wire::DeployerId(3), DeployerKey::random(&mut rng));
+    let memberships: Vec<Membership> =
+        (1..=24).map(|g| group_keys(&mut rng, GroupId(g), [4, 7, 1, 10][g as usize % 4]).1).collect();
+    let (_, guardians) = guardian_set(&mut rng, 1..=4);
+    let stranger = group_keys(&mut rng, GroupId(99), 4).1;
+    let ids: Vec<GroupId> = memberships.iter().map(|m| m.group).collect();
+    let plan = UpgradePlan::new(&mut rng, deployer.id(), 5, &ids).unwrap();
+    let genesis = GENESIS;
+    let mut targets: Vec<GroupTarget> = memberships
+        .iter()
+        .enumerate()
+        .map(|(i, m)| GroupTarget {
+            membership: m,
+            resources: &[ResourceId(1)],
+            prev_version: &genesis,
+            guardians: (i % 3 == 0).then_some(&guardians),
+            payload: no_payload(),
+            next: None,
+        })
+        .collect();
+    targets.insert(11, GroupTarget { membership: &stranger, ..targets[0].clone() });
+    let sequential: Vec<Result<Piece, MisuseError>> = targets.iter().map(|t| plan.piece(&deployer, t)).collect();
+    assert_eq!(sequential[11], Err(MisuseError::OutOfRange));
+    assert_eq!(sequential.iter().filter(|p| p.is_ok()).count(), 24);
+    let bytes = |pieces: &[Result<Piece, MisuseError>]| -> Vec<Option<Vec<u8>>> {
+        pieces.iter().map(|p| p.as_ref().ok().map(|p| serde_json::to_vec(p).unwrap())).collect()
+    };
+    for threads in [1, 2, 4] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let parallel = pool.install(|| plan.pieces(&deployer, &targets));
+        assert_eq!(parallel, sequential, "{threads} threads");
+        assert_eq!(bytes(&parallel), bytes(&sequential), "{threads} threads");
+    }
+}
+
 #[test]
 fn replicated_digest_agrees_across_replicas_and_tracks_ordered_state() {
     // The replicas' own shares differ, their replicated state does not.

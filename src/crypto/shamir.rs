@@ -334,7 +334,9 @@ mod tests {
                 .iter()
                 .take(k)
                 .map(|sh| {
-                    let x = u8::try_from(sh.identifier().0.to_bytes()[31]).unwrap();
+                    let id = sh.identifier().0.to_bytes();
+                    assert!(id[..31].iter().all(|b| *b == 0), "vsss-rs identifiers are 1..=n");
+                    let x = id[31];
                     Share::new(x, sh.value().0.to_bytes().into())
                 })
                 .collect();

@@ -238,25 +238,34 @@ pub fn deploy(dir: &Path, text: &str) -> Result<PathBuf> {
     let upgrade = host.begin(&mut os_rng(), deployer.id(), &ids).map_err(|e| anyhow!("plan: {e}"))?;
     let plan = host.plan().ok_or_else(|| anyhow!("no plan"))?.map_err(|e| anyhow!("plan: {e}"))?;
     let seq = plan.header().order.seq;
-    let mut pieces = Vec::new();
-    let mut groups = Vec::new();
+    let mut parts = Vec::new();
     for g in &ids {
         let membership = cluster.membership(g.0)?;
         let guardians = cluster.guardian_set(g.0)?;
         let body = format!("{text} (upgrade {seq}, group {})", g.0);
         let (payload, ciphertext) = seal(&plan, *g, body.as_bytes())?;
         write_private(&payload_path(dir, upgrade, *g), &ciphertext)?;
-        let target = GroupTarget {
-            membership: &membership,
+        parts.push((membership, guardians, payload));
+    }
+    let targets: Vec<GroupTarget> = parts
+        .iter()
+        .zip(&ids)
+        .map(|((membership, guardians, payload), g)| GroupTarget {
+            membership,
             resources: &[ResourceId(1)],
             prev_version: host.prev(*g),
             guardians: guardians.as_ref(),
-            payload,
+            payload: *payload,
             next: None,
-        };
-        pieces.push(plan.piece(&deployer, &target).map_err(|e| anyhow!("piece: {e:?}"))?);
-        groups.push((*g, membership.f));
-    }
+        })
+        .collect();
+    // Every group's piece at once, on every core.
+    let pieces = plan
+        .pieces(&deployer, &targets)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("piece: {e:?}"))?;
+    let groups = parts.iter().zip(&ids).map(|((membership, _, _), g)| (*g, membership.f)).collect();
     let bundle = Bundle { header: plan.header().clone(), groups, pieces };
     let path = bundle_path(dir, upgrade);
     write_private(&path, &crate::frame::encode(&bundle))?;
