@@ -173,6 +173,9 @@ pub struct Guardian<const R: usize> {
 }
 
 impl<const R: usize> Guardian<R> {
+    /// How many (upgrade, group) records it can hold: `R`.
+    pub const CAPACITY: usize = R;
+
     /// A guardian with `config`.
     pub fn new(config: GuardianConfig) -> Self {
         Self { config, records: Vec::new() }
@@ -201,6 +204,18 @@ impl<const R: usize> Guardian<R> {
     /// This guardian as a peer.
     pub fn peer(&self) -> Peer {
         Peer::Guardian(self.config.id)
+    }
+
+    /// How many (upgrade, group) records it holds, of `R`: a host's
+    /// health report (a guardian near `R` with releases it cannot retire
+    /// answers `Busy` to the next pieces).
+    pub fn held(&self) -> usize {
+        self.records.len()
+    }
+
+    /// How many of the records it holds released a kind.
+    pub fn releases(&self) -> usize {
+        self.records.iter().filter(|r| r.released.is_some()).count()
     }
 
     /// The kind released for (`upgrade`, `group`), if any.

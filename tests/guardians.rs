@@ -273,15 +273,20 @@ mod guardian_role {
         let s = setup();
         let mut g = G::new(s.config.clone());
         let (u, grp) = (s.piece.header.upgrade, GroupId(1));
+        assert_eq!((g.held(), g.releases()), (0, 0));
         let _ = g.handle_piece(Instant(0), from(0), &s.piece, &s.guardian_key);
+        let _ = g.handle_piece(Instant(0), from(0), &s.other, &s.guardian_key);
+        assert_eq!((g.held(), g.releases()), (2, 0));
         for r in 0..2 {
             let _ = g.handle_message(Instant(1), from(r), &request(&s, r, ShareKind::Secret));
         }
         assert_eq!(g.released(u, grp), Some(ShareKind::Secret));
+        assert_eq!((g.held(), g.releases()), (2, 1));
         g.retire(wire::UpgradeId([0xEE; 16]));
         assert_eq!(g.released(u, grp), Some(ShareKind::Secret), "retiring another upgrade kept this one");
         g.retire(u);
         assert_eq!(g.released(u, grp), None);
+        assert_eq!((g.held(), g.releases()), (1, 0));
         // Forgotten: a request now asks for the piece again.
         let step = g.handle_message(Instant(2), from(2), &request(&s, 2, ShareKind::Secret));
         assert!(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::config::{hex, key_path, max_faulty, Cluster, Secrets};
-use crate::frame::{Frame, Status};
+use crate::frame::{Frame, GuardianStatus, Status};
 use crate::store::Store;
 use crate::transport::{Net, Policy};
 
@@ -139,40 +139,55 @@ pub fn kill(dir: &Path, p: Proc) -> bool {
     Command::new("kill").arg("-9").arg(pid.to_string()).status().is_ok_and(|s| s.success())
 }
 
-/// Asks every replica for its status (as operator client 1), waiting up to
-/// `wait` for the answers.
+/// Asks every replica for its status and waits up to `wait` for them.
 ///
 /// # Errors
 /// When the client's key is missing.
 pub async fn query(dir: &Path, wait: Duration) -> Result<Vec<Status>> {
+    let cluster = Cluster::load(dir)?;
+    let peers = cluster.groups.iter().flat_map(|g| cluster.replicas_of(GroupId(g.id))).collect();
+    let answers = ask(dir, peers, wait).await?;
+    Ok(answers.into_values().filter_map(|f| if let Frame::Status(s) = f { Some(s) } else { None }).collect())
+}
+
+/// Asks every guardian for its status and waits up to `wait` for them.
+///
+/// # Errors
+/// When the client's key is missing.
+pub async fn query_guardians(dir: &Path, wait: Duration) -> Result<Vec<GuardianStatus>> {
+    let cluster = Cluster::load(dir)?;
+    let peers = cluster.guardians.iter().map(|g| Peer::Guardian(g.id)).collect();
+    let answers = ask(dir, peers, wait).await?;
+    Ok(answers.into_values().filter_map(|f| if let Frame::GuardianStatus(s) = f { Some(s) } else { None }).collect())
+}
+
+/// Sends `StatusRequest` to `peers` as the operator's client and takes
+/// each one's first status answer, for up to `wait`.
+async fn ask(dir: &Path, peers: Vec<Peer>, wait: Duration) -> Result<BTreeMap<Peer, Frame>> {
     let cluster = Arc::new(Cluster::load(dir)?);
     let me = Peer::Client(1);
     let secrets = Secrets::load(&key_path(dir, me))?;
     let policy: Policy = Arc::new(|peer, frame| match (peer, frame) {
-        (Peer::Replica { .. }, Frame::Status(_)) => Ok(()),
-        _ => Err("a client takes only status answers from replicas".into()),
+        (Peer::Replica { .. }, Frame::Status(_)) | (Peer::Guardian(_), Frame::GuardianStatus(_)) => Ok(()),
+        _ => Err("a client takes only status answers".into()),
     });
     let (tx, mut rx) = mpsc::channel(1024);
     let net = Net::new(me, secrets.sign_key, cluster.clone(), tx, policy);
-    let mut expected = 0;
-    for g in &cluster.groups {
-        for peer in cluster.replicas_of(GroupId(g.id)) {
-            net.send(peer, &Frame::StatusRequest);
-            expected += 1;
-        }
+    for peer in &peers {
+        net.send(*peer, &Frame::StatusRequest);
     }
-    let mut out: BTreeMap<(u32, u8), Status> = BTreeMap::new();
+    let mut out = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + wait;
-    while out.len() < expected {
+    while out.len() < peers.len() {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((_, Frame::Status(s)))) => {
-                out.insert((s.group.0, s.index), s);
+            Ok(Some((peer, frame))) if peers.contains(&peer) => {
+                out.entry(peer).or_insert(frame);
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
-    Ok(out.into_values().collect())
+    Ok(out)
 }
 
 /// Each group's current version code, where more than `2f` replicas
@@ -211,10 +226,21 @@ pub fn outcomes(cluster: &Cluster, statuses: &[Status], upgrade: UpgradeId) -> V
         .collect()
 }
 
-/// One line per group: replicas answering, version, the latest upgrade's
-/// state, the installed payload.
+/// Prints [`status_table`].
 pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
-    println!("{:<6} {:>8} {:>8} {:>14}  {:<28} payload", "group", "replicas", "version", "session", "latest upgrade");
+    print!("{}", status_table(cluster, statuses));
+}
+
+/// One line per group: replicas answering, the highest version, replicas
+/// behind it or silent, the session, the latest upgrade and the payload.
+pub fn status_table(cluster: &Cluster, statuses: &[Status]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<6} {:>8} {:>8} {:<16} {:>14}  {:<28} payload",
+        "group", "replicas", "version", "behind", "session", "latest upgrade"
+    );
     for g in &cluster.groups {
         let mine: Vec<&Status> = statuses.iter().filter(|s| s.group.0 == g.id).collect();
         let version = mine.iter().map(|s| s.version).max();
@@ -234,6 +260,16 @@ pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
                 format!("{} {what} at {count}/{}", short(u.upgrade), g.replicas.len())
             }
         };
+        // Each replica below the highest version, and each silent one: the
+        // highest alone hides a replica that never caught up.
+        let behind: Vec<String> = (0..g.replicas.len())
+            .filter_map(|i| match mine.iter().find(|s| usize::from(s.index) == i) {
+                None => Some(format!("r{i} silent")),
+                Some(s) if Some(s.version) < version => Some(format!("r{i} v{}", s.version)),
+                Some(_) => None,
+            })
+            .collect();
+        let behind = if behind.is_empty() { "-".to_string() } else { behind.join(", ") };
         let payload = mine.iter().find(|s| Some(s.version) == version).map_or("", |s| s.payload.as_str());
         // No replica answered: unknown, not version 0.
         let version = version.map_or_else(|| "unknown".to_string(), |v| v.to_string());
@@ -248,17 +284,38 @@ pub fn print_status(cluster: &Cluster, statuses: &[Status]) {
             (false, 0) => format!("{epoch}/{left} left"),
             (false, k) => format!("{epoch}/{left} left, {k} stuck"),
         };
-        println!(
-            "{:<6} {:>5}/{:<2} {:>8} {:>14}  {:<28} {}",
+        let _ = writeln!(
+            out,
+            "{:<6} {:>5}/{:<2} {:>8} {:<16} {:>14}  {:<28} {}",
             g.id,
             mine.len(),
             g.replicas.len(),
             version,
+            behind,
             session,
             state,
             payload
         );
     }
+    out
+}
+
+/// One line for the guardians: each one's records held of its capacity
+/// and how many of them released a kind, or that it did not answer.
+pub fn guardian_line(cluster: &Cluster, guardians: &[GuardianStatus]) -> String {
+    if cluster.guardians.is_empty() {
+        return "guardians: none".to_string();
+    }
+    let each: Vec<String> = cluster
+        .guardians
+        .iter()
+        .map(|g| match guardians.iter().find(|s| s.id == g.id) {
+            None => format!("{} silent", g.id),
+            Some(s) => format!("{} {}/{} held, {} released", g.id, s.held, s.capacity, s.releases),
+        })
+        .collect();
+    let up = cluster.guardians.iter().filter(|g| guardians.iter().any(|s| s.id == g.id)).count();
+    format!("guardians {up}/{} answer: {}", cluster.guardians.len(), each.join("; "))
 }
 
 /// An upgrade id, short: its first four random bytes (the four before
@@ -546,4 +603,59 @@ pub async fn scenario(dir: &Path, s: &Scenario) -> Result<(UpgradeId, Duration)>
 pub fn parse_upgrade(s: &str) -> Result<UpgradeId> {
     let b: [u8; 16] = crate::config::unhex(s)?.try_into().map_err(|_| anyhow!("an upgrade id is 16 bytes"))?;
     Ok(UpgradeId(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployer::{init, Shape};
+
+    fn status(group: u32, index: u8, version: u64) -> Status {
+        Status {
+            group: GroupId(group),
+            index,
+            version,
+            version_code: None,
+            executed: 0,
+            app_calls: 0,
+            payload: format!("v{version}"),
+            upgrades: Vec::new(),
+            epoch: 2,
+            units_left: 10,
+        }
+    }
+
+    /// The table names each replica behind the group's highest version and
+    /// each silent one; the guardian line each silent guardian.
+    #[test]
+    fn status_names_replicas_behind_or_silent_and_silent_guardians() {
+        let dir = std::env::temp_dir().join(format!("bftup-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let shape = Shape {
+            groups: 2,
+            replicas: 4,
+            guardians: 2,
+            unit_delay_ms: 50,
+            app_interval_ms: 0,
+            proactive: true,
+            session_rounds: 100,
+        };
+        let cluster = init(&dir, &shape).unwrap();
+        let statuses = [status(1, 0, 3), status(1, 1, 3), status(1, 2, 1), status(2, 0, 3), status(2, 1, 3)]
+            .into_iter()
+            .chain((2..4).map(|i| status(2, i, 3)))
+            .collect::<Vec<_>>();
+        let table = status_table(&cluster, &statuses);
+        let line = |g: u32| table.lines().find(|l| l.starts_with(&format!("{g} "))).unwrap().to_string();
+        let one = line(1);
+        assert!(one.contains(" 3/4 ") && one.contains(" 3 ") && one.contains("r2 v1, r3 silent"), "{one}");
+        assert!(one.ends_with(" v3"), "the payload of the highest version: {one}");
+        assert_eq!(line(2).split_whitespace().nth(3), Some("-"), "{table}");
+        let held = GuardianStatus { id: 1, held: 2, capacity: 64, releases: 1 };
+        assert_eq!(
+            guardian_line(&cluster, std::slice::from_ref(&held)),
+            "guardians 1/3 answer: 1 2/64 held, 1 released; 2 silent; 3 silent"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -44,6 +44,8 @@ pub enum Frame {
     StatusRequest,
     /// A replica's status.
     Status(Status),
+    /// A guardian's status (its answer to `StatusRequest`).
+    GuardianStatus(GuardianStatus),
 }
 
 /// An operation of a group's replicated state machine.
@@ -140,6 +142,20 @@ pub struct Status {
     /// Finalized units until the session changes (rounds left are at least
     /// this divided by the group's size).
     pub units_left: u64,
+}
+
+/// A guardian's status: how full it is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GuardianStatus {
+    /// The guardian.
+    pub id: u32,
+    /// (upgrade, group) records it holds.
+    pub held: u32,
+    /// How many it can hold.
+    pub capacity: u32,
+    /// Records that released a kind (kept until the deployer retires their
+    /// upgrade).
+    pub releases: u32,
 }
 
 /// Encodes with the core's wire format.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::{key_path, public_key, Cluster, Secrets};
-use crate::frame::Frame;
+use crate::frame::{Frame, GuardianStatus};
 use crate::outbound::NetOut;
 use crate::store::Store;
 use crate::transport::{Net, Policy};
@@ -41,6 +41,16 @@ fn config(cluster: &Cluster, id: u32) -> Result<GuardianConfig> {
     Ok(config)
 }
 
+fn status(role: &NodeGuardian) -> GuardianStatus {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    GuardianStatus {
+        id: role.config().id,
+        held: count(role.held()),
+        capacity: count(NodeGuardian::CAPACITY),
+        releases: count(role.releases()),
+    }
+}
+
 /// Runs guardian `id` of the cluster in `dir` until killed.
 ///
 /// # Errors
@@ -58,6 +68,7 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
         (Peer::Replica { .. }, Frame::Msg(_) | Frame::Piece(_)) => Ok(()),
         // Its signature is checked by the role, whoever relays it.
         (Peer::Installer(_), Frame::Retire(_)) => Ok(()),
+        (Peer::Client(_), Frame::StatusRequest) => Ok(()),
         _ => Err(format!("a guardian takes only messages and pieces from replicas, not this from {peer:?}")),
     });
     let (in_tx, mut in_rx) = mpsc::channel(8192);
@@ -75,6 +86,10 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
                     info!(upgrade = ?retirement.upgrade, "retired by the deployer");
                 }
                 report
+            }
+            Frame::StatusRequest => {
+                net.send(peer, &Frame::GuardianStatus(status(host.role())));
+                continue;
             }
             _ => continue,
         }

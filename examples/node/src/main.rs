@@ -215,6 +215,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// A replica's default log filter: AlephBFT's warnings are shown (its
+/// "Maximum round reached" was once hidden, and a group stopped ordering
+/// with nothing in the logs).
+const REPLICA_LOG: &str = "info,AlephBFT=warn";
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Init { dir, shape } => {
@@ -222,7 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", dir.join("cluster.json").display());
         }
         Cmd::Replica { config } => {
-            bft_upgrade_node::init_logging("info,AlephBFT=warn,AlephBFT-creator=error");
+            bft_upgrade_node::init_logging(REPLICA_LOG);
             let c = cluster::ProcessConfig::load(&config)?;
             let Some(group) = c.group else { bail!("a replica's configuration names its group") };
             runtime()?.block_on(replica::run(&c.cluster, group, u8::try_from(c.id)?))?;
@@ -276,6 +281,8 @@ fn cluster_cmd(command: ClusterCmd) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(250));
             };
             cluster::print_status(&cluster, &statuses);
+            let guardians = rt.block_on(cluster::query_guardians(&dir, Duration::from_secs(2)))?;
+            println!("{}", cluster::guardian_line(&cluster, &guardians));
         }
         ClusterCmd::Check { dir, upgrade } => {
             let upgrade = upgrade.map(|u| cluster::parse_upgrade(&u)).transpose()?;

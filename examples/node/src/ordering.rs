@@ -37,7 +37,7 @@ use bft_upgrade::wire::GroupId;
 use parity_scale_codec::{Decode, Encode};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::frame::Frame;
 use crate::transport::Net;
@@ -417,6 +417,8 @@ pub struct Session {
     /// Its epoch.
     pub epoch: u64,
     exit: Option<futures::channel::oneshot::Sender<()>>,
+    /// Set by `stop`, so that the session's end is not reported as a fault.
+    stopped: Arc<AtomicBool>,
     serving_only: Arc<AtomicBool>,
     proposed: Arc<Mutex<VecDeque<Vec<u8>>>>,
     heard: Arc<AtomicU64>,
@@ -444,8 +446,18 @@ impl Session {
         let terminator = aleph_bft::Terminator::create_root(exit_rx, "AlephBFT-member");
         let config = config(p.n, usize::from(p.me), session_id(p.group, epoch), p.unit_delay_ms)?;
         p.router.0.lock().unwrap_or_else(|e| e.into_inner()).insert(epoch, (cons_tx, heard.clone()));
-        tokio::spawn(aleph_bft::run_session(config, io, network, p.keys.clone(), Spawner, terminator));
-        Ok((Self { epoch, exit: Some(exit_tx), serving_only, proposed, heard }, fin_rx))
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (watch, keys, group) = (stopped.clone(), p.keys.clone(), p.group);
+        tokio::spawn(async move {
+            aleph_bft::run_session(config, io, network, keys, Spawner, terminator).await;
+            // Only `stop` ends a session on purpose: one that ends by itself
+            // (its round limit, a dead task) orders nothing more, so say so
+            // loudly instead of looking healthy.
+            if !watch.load(Ordering::Relaxed) {
+                error!(group = group.0, epoch, "AlephBFT session ended by itself: nothing more is ordered in it");
+            }
+        });
+        Ok((Self { epoch, exit: Some(exit_tx), stopped, serving_only, proposed, heard }, fin_rx))
     }
 
     /// From now on the session proposes nothing and its batches are
@@ -465,6 +477,7 @@ impl Session {
 
     /// Stops the session and deletes its backup.
     pub fn stop(mut self, p: &SessionParams) {
+        self.stopped.store(true, Ordering::Relaxed);
         if let Some(exit) = self.exit.take() {
             let _ = exit.send(());
         }

@@ -355,6 +355,7 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::Retire(_) => "retirement",
         Frame::StatusRequest => "status request",
         Frame::Status(_) => "status",
+        Frame::GuardianStatus(_) => "guardian status",
     }
 }
 

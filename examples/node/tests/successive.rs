@@ -61,7 +61,17 @@ fn successive_upgrades_chain_on_the_deployers_record_and_a_stale_bundle_is_abort
     for g in 1..=3 {
         let line = status.lines().find(|l| l.starts_with(&format!("{g} "))).unwrap_or_default();
         assert!(line.contains(" 3 ") && line.contains("committed at 4/4"), "group {g}: {line}");
+        assert_eq!(line.split_whitespace().nth(3), Some("-"), "a replica is behind: {line}");
     }
+    // Every guardian answers, holding a record per group and upgrade it
+    // has not been told to forget.
+    let guardians = status.lines().find(|l| l.starts_with("guardians ")).unwrap_or_default();
+    let answered = guardians.split_whitespace().nth(1).and_then(|a| a.split_once('/'));
+    assert!(matches!(answered, Some((up, all)) if up == all && up != "0"), "{status}");
+    assert!(
+        guardians.contains(" 1 ") && guardians.contains("/64 held") && !guardians.contains("silent"),
+        "{guardians}"
+    );
     // A finished upgrade's bundle: the groups answer with its outcome at
     // once; the deployer cannot abort it.
     let started = Instant::now();
