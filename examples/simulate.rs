@@ -312,6 +312,8 @@ struct Totals {
     faults: u64,
     wipes: u64,
     rotations: u64,
+    joined: u64,
+    left: u64,
     diffusing: Side,
     two_pc: Side,
 }
@@ -485,6 +487,8 @@ fn main() -> ExitCode {
             "faults_injected": t.faults,
             "replicas_wiped": t.wipes,
             "keys_rotated": t.rotations,
+            "replicas_joined": t.joined,
+            "replicas_left": t.left,
             "diffusing": t.diffusing.json(),
             "2pc": t.two_pc.json(),
             "seconds": elapsed.as_secs_f64(),
@@ -511,6 +515,8 @@ fn record(t: &mut Totals, seed: u64, r: &Report) {
     t.faults += r.faults_injected;
     t.wipes += r.metrics.wipes;
     t.rotations += r.metrics.rotations;
+    t.joined += r.metrics.joined;
+    t.left += r.metrics.left;
     for o in r.outcomes.iter().flatten() {
         match o {
             Outcome::Committed => t.committed += 1,
@@ -609,6 +615,7 @@ fn print_table(args: &Args, t: &Totals, seconds: f64) {
     println!("  faults injected           {:>10}", t.faults);
     println!("  replicas wiped, rejoined  {:>10}", t.wipes);
     println!("  keys rotated (membership) {:>10}", t.rotations);
+    println!("  replicas joined, left     {:>10} {}", t.joined, t.left);
     println!("  safety violations         {:>10}", t.violations.len());
     println!("  liveness failures         {:>10}", t.liveness.len());
     println!();

@@ -17,6 +17,7 @@ fn spec(groups: Vec<usize>, resources: Vec<u32>, seq: u64, deployer: usize) -> U
         deployer,
         chained: true,
         rotates: vec![],
+        resizes: vec![],
     }
 }
 

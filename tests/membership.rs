@@ -532,17 +532,23 @@ fn membership_guardians_follow_the_change_of_a_group_in_their_custody() {
 }
 
 #[test]
-fn membership_the_simulator_rotates_keys_under_faults() {
+fn membership_the_simulator_rotates_keys_and_resizes_groups_under_faults() {
     use bft_upgrade::sim::{Swarm, World};
     // Replica custody, and guardian custody (the default run).
     for swarm in [Swarm { guardians: 0, ..Swarm::default() }, Swarm::default()] {
-        let mut rotated = 0;
+        let (mut rotated, mut joined, mut left) = (0, 0, 0);
         for seed in 0..20 {
             let r = World::new(swarm.config(seed)).run();
             assert!(r.violation.is_none() && r.liveness.is_none(), "seed {seed}: {:?} {:?}", r.violation, r.liveness);
             rotated += r.metrics.rotations;
+            joined += r.metrics.joined;
+            left += r.metrics.left;
         }
         // One key at each of the 12 groups a run, where the rotation commits.
         assert!(rotated >= 12 * 10, "only {rotated} keys rotated in 20 runs of {swarm:?}");
+        // Two groups grow 4 -> 7 and then shrink back, where those commit:
+        // three replicas join each and three leave.
+        assert!(joined >= 2 * 3 * 10, "only {joined} replicas joined in 20 runs of {swarm:?}");
+        assert!(left >= 2 * 3 * 10, "only {left} replicas left in 20 runs of {swarm:?}");
     }
 }

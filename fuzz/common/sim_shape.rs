@@ -74,6 +74,7 @@ pub fn config(s: &Shape) -> SimConfig {
                 deployer: usize::from(u.deployer % 2),
                 chained: !u.stale,
                 rotates: vec![],
+                resizes: vec![],
             }
         })
         .collect();

@@ -55,8 +55,12 @@ pub(crate) struct Material {
     pub(crate) keys: Vec<Vec<ReplicaSecretKey>>,
     /// Each group's first membership.
     pub(crate) memberships: Vec<Membership>,
-    /// (upgrade index, group index) of every key rotation the pieces carry.
+    /// (upgrade index, group index) of every membership change (key
+    /// rotation or resize) the pieces carry.
     pub(crate) rotations: std::collections::BTreeSet<(usize, usize)>,
+    /// Per group, the most replicas any of its memberships has: the
+    /// replica slots a world keeps for it.
+    pub(crate) slots: Vec<usize>,
     pub(crate) bundles: Vec<Bundle>,
     /// Guardian keys (a pool shared by the groups), and each group's set.
     pub(crate) guardian_keys: Vec<ReplicaSecretKey>,
@@ -152,6 +156,7 @@ impl Material {
         // rotation predicted to commit changes it for the pieces after).
         let mut current = memberships.clone();
         let mut rotations = std::collections::BTreeSet::new();
+        let mut slots = sizes.to_vec();
         let mut bundles = Vec::new();
         for (ui, spec) in upgrades.iter().enumerate() {
             let mut ids: Vec<GroupId> = spec.groups.iter().map(|gi| memberships[*gi].group).collect();
@@ -174,9 +179,13 @@ impl Material {
                     f: set.f,
                     ids: set.members.iter().map(|(id, _)| *id).collect(),
                 });
-                let next = (spec.rotates.contains(gi) && spec.chained)
-                    .then(|| rotate(&mut rng, &mut keys[*gi], m, nth, custody))
-                    .flatten();
+                let resize = spec.resizes.iter().find(|(g, _)| g == gi).map(|(_, by)| *by);
+                let next = match resize {
+                    Some(by) if spec.chained => resize_to(&mut rng, &mut keys[*gi], m, sizes[*gi], by, custody),
+                    _ => (spec.rotates.contains(gi) && spec.chained)
+                        .then(|| rotate(&mut rng, &mut keys[*gi], m, nth, custody))
+                        .flatten(),
+                };
                 let target = GroupTarget {
                     membership: m,
                     resources: &resources,
@@ -188,6 +197,7 @@ impl Material {
                 pieces.insert(m.group, plan.piece(deployer, &target).expect("piece"));
                 if let Some(next) = next {
                     rotations.insert((ui, *gi));
+                    slots[*gi] = slots[*gi].max(next.membership.n());
                     if commits {
                         current[*gi] = next.membership;
                     }
@@ -213,6 +223,7 @@ impl Material {
             keys,
             memberships,
             rotations,
+            slots,
             bundles,
             guardian_keys,
             guardian_sets,
@@ -308,6 +319,30 @@ fn rotate(
         return None;
     }
     keys.push(key);
+    Some(next)
+}
+
+/// The membership `m` resized by `by` replicas: fresh keys appended (and
+/// pushed to the group's `keys`) or the last ones dropped, never below
+/// `first` replicas; `None` if that changes nothing or `m` cannot take it.
+fn resize_to(
+    rng: &mut ChaCha20Rng,
+    keys: &mut Vec<ReplicaSecretKey>,
+    m: &Membership,
+    first: usize,
+    by: i8,
+    guardians: Option<crate::wire::GuardianIds>,
+) -> Option<crate::wire::NextMembership> {
+    let n = m.n().checked_add_signed(isize::from(by))?.max(first);
+    let mut pks: Vec<_> = m.replicas.iter().take(n).copied().collect();
+    let fresh: Vec<ReplicaSecretKey> = (m.n()..n).map(|_| ReplicaSecretKey::random(rng)).collect();
+    pks.extend(fresh.iter().map(ReplicaSecretKey::public_key));
+    let membership = Membership::new(m.group, &pks).ok()?;
+    let next = crate::wire::NextMembership { membership, guardians };
+    if n == m.n() || !next.follows(m) {
+        return None;
+    }
+    keys.extend(fresh);
     Some(next)
 }
 

@@ -166,6 +166,7 @@ pub fn chained_workload(groups: usize, count: usize, seed: u64) -> Vec<UpgradeSp
                     deployer: 2,
                     chained: true,
                     rotates: vec![],
+                    resizes: vec![],
                 }
             }
             7 => {
@@ -179,6 +180,7 @@ pub fn chained_workload(groups: usize, count: usize, seed: u64) -> Vec<UpgradeSp
                     deployer: 3,
                     chained: false,
                     rotates: vec![],
+                    resizes: vec![],
                 }
             }
             _ => {
@@ -198,6 +200,7 @@ pub fn chained_workload(groups: usize, count: usize, seed: u64) -> Vec<UpgradeSp
                     deployer,
                     chained: true,
                     rotates,
+                    resizes: vec![],
                 }
             }
         };
@@ -280,7 +283,8 @@ impl Swarm {
     /// The workload: an upgrade all groups accept; its successor, which one
     /// group rejects; two upgrades of other deployers that conflict where
     /// they overlap; a replayed (stale) piece that every group refuses; and
-    /// a membership upgrade that rotates one key at every group.
+    /// a membership upgrade that rotates one key at every group; two groups
+    /// grown by three replicas, shrunk back, and upgraded once more.
     pub fn workload(&self) -> Vec<UpgradeSpec> {
         let g = self.groups;
         let all: Vec<usize> = (0..g).collect();
@@ -293,6 +297,7 @@ impl Swarm {
             deployer,
             chained: true,
             rotates: vec![],
+            resizes: vec![],
         };
         let mut out = vec![spec(all.clone(), vec![1], 1, 0, 0)];
         let mut second = spec(all, vec![1], 2, 0, 1_000);
@@ -312,6 +317,19 @@ impl Swarm {
         let mut rotation = spec((0..g).collect(), vec![30], 6, 0, 1_200);
         rotation.rotates = (0..g).collect();
         out.push(rotation);
+        // Resizes: groups 0 and g/2 grow by three replicas (who join by
+        // state transfer), an upgrade over every group, built for the grown
+        // memberships, shrinks them back (the three leave), and one more is
+        // built for the shrunk ones.
+        let mut resized = vec![0, g / 2];
+        resized.dedup();
+        let mut grow = spec(resized.clone(), vec![31], 7, 0, 1_400);
+        grow.resizes = resized.iter().map(|gi| (*gi, 3)).collect();
+        out.push(grow);
+        let mut shrink = spec((0..g).collect(), vec![32], 8, 0, 1_600);
+        shrink.resizes = resized.iter().map(|gi| (*gi, -3)).collect();
+        out.push(shrink);
+        out.push(spec(resized, vec![33], 9, 0, 1_800));
         out
     }
 

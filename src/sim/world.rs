@@ -169,6 +169,14 @@ struct Replica {
     /// Wiped: its store is gone and it takes no input until it rejoins by
     /// state transfer.
     down: bool,
+    /// Not in the group's membership: a slot a resize has not filled yet,
+    /// or a replica a resize dropped (both also `down`). The checkers owe
+    /// it nothing and count it in no fault budget.
+    gone: bool,
+    /// A slot a resize just filled: the `f` of the membership that admitted
+    /// it. Its replica catches up from that membership's members (as
+    /// joiners do in reconfiguration), which vouch with `f + 1` of theirs.
+    joining: Option<u8>,
 }
 
 impl Replica {
@@ -227,10 +235,11 @@ impl Tally {
         for gi in &b.groups {
             member[*gi] = true;
             let g = &groups[*gi];
-            left += g.replicas.len();
+            let present = || g.replicas.iter().filter(|r| !r.gone);
+            left += present().count();
             compromised |= g.replicas.iter().all(|r| r.byz == Some(ByzantineReplica::Compromised));
             if g.correct {
-                unfinished += g.replicas.iter().filter(|r| r.byz.is_none()).count();
+                unfinished += present().filter(|r| r.byz.is_none()).count();
             }
         }
         Self {
@@ -479,20 +488,29 @@ impl World {
             let f = membership.f;
             let mut byz_here: Vec<(usize, u8, ByzantineReplica)> =
                 cfg.byzantine.iter().filter(|(bg, _, _)| *bg == gi).copied().collect();
+            // Slots past the first membership wait, gone, for a resize to
+            // bring their replica in (by state transfer).
+            let slots = material.slots[gi];
             if cfg.compromised.contains(&gi) {
-                byz_here = (0..n).map(|ri| (gi, ri as u8, ByzantineReplica::Compromised)).collect();
+                byz_here = (0..slots).map(|ri| (gi, ri as u8, ByzantineReplica::Compromised)).collect();
             }
-            let correct = byz_here.len() <= usize::from(f);
-            let replicas = (0..n)
+            let correct = byz_here.iter().filter(|(_, r, _)| usize::from(*r) < n).count() <= usize::from(f);
+            let replicas = (0..slots)
                 .map(|ri| Replica {
-                    host: ReplicaHost::open(MemStore::default(), || GroupReplica::new(config.clone(), ri as u8))
-                        .expect("valid config"),
+                    // A slot not yet in the membership holds replica 0's
+                    // start until it joins (it takes no input meanwhile).
+                    host: ReplicaHost::open(MemStore::default(), || {
+                        GroupReplica::new(config.clone(), if ri < n { ri as u8 } else { 0 })
+                    })
+                    .expect("valid config"),
                     byz: byz_here.iter().find(|(_, r, _)| usize::from(*r) == ri).map(|(_, _, b)| *b),
                     released: BTreeMap::new(),
                     finished: BTreeMap::new(),
                     scheduled: None,
                     counted_correct: false,
-                    down: false,
+                    down: ri >= n,
+                    gone: ri >= n,
+                    joining: None,
                 })
                 .collect();
             built_groups.push(Group { id, f, replicas, neighbors: neighbors[gi].clone(), correct });
@@ -549,13 +567,32 @@ impl World {
                 built.valid = false;
             }
         }
+        // Nor to one chained, at some group, on an upgrade owed nothing: its
+        // piece there waits for an outcome that may never come.
+        for ui in 0..upgrades.len() {
+            let spec = &cfg.upgrades[ui];
+            let behind = spec.chained
+                && spec.groups.iter().any(|g| {
+                    (0..ui)
+                        .rev()
+                        .find(|&p| {
+                            let before = &cfg.upgrades[p];
+                            before.chained && before.deployer == spec.deployer && before.groups.contains(g)
+                        })
+                        .is_some_and(|p| !upgrades[p].valid)
+                });
+            if behind {
+                upgrades[ui].valid = false;
+            }
+        }
 
         // Installers: correct ones first, then Byzantine ones.
         let mut installers = Vec::new();
         let mut next_id = 1u32;
         for (ui, b) in upgrades.iter().enumerate() {
-            let list: Vec<(GroupId, u8)> =
-                b.groups.iter().map(|gi| (memberships[*gi].group, memberships[*gi].f)).collect();
+            // Each group's `f` as its piece was built (a resize changes it).
+            let f_of = |gi: usize| b.pieces.get(&memberships[gi].group).map_or(memberships[gi].f, |p| p.header.f);
+            let list: Vec<(GroupId, u8)> = b.groups.iter().map(|gi| (memberships[*gi].group, f_of(*gi))).collect();
             let mut list = list;
             list.sort();
             list.dedup();
@@ -576,7 +613,10 @@ impl World {
         }
 
         let gates = transfer::gates(&cfg.upgrades, &material.rotations, &mut upgrades);
-        let key_at = built_groups.iter().map(|g| (0..g.replicas.len()).collect()).collect();
+        let key_at = built_groups
+            .iter()
+            .map(|g| (0..g.replicas.len()).map(|ri| if g.replicas[ri].gone { 0 } else { ri }).collect())
+            .collect();
         let to_check =
             upgrades.iter().enumerate().flat_map(|(ui, b)| b.groups.iter().map(move |gi| (ui, *gi))).collect();
         let tallies = upgrades.iter().map(|b| Tally::new(b, &built_groups)).collect();

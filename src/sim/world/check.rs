@@ -76,6 +76,10 @@ pub struct Metrics {
     /// Keys rotated by membership upgrades: the old holder left, the new
     /// one joined by state transfer.
     pub rotations: u64,
+    /// Replicas that joined a group a resize grew (by state transfer).
+    pub joined: u64,
+    /// Replicas that left a group a resize shrank.
+    pub left: u64,
     /// Batches the roles' host layers committed to their stores.
     pub store_writes: u64,
     /// External client calls.
@@ -139,7 +143,7 @@ impl World {
             if !g.correct {
                 continue;
             }
-            for r in g.replicas.iter().filter(|r| r.byz.is_none()) {
+            for r in g.replicas.iter().filter(|r| r.byz.is_none() && !r.gone) {
                 match r.finished.get(&b.header.upgrade) {
                     Some(o) => out = Some(*o),
                     None => return None,
@@ -179,12 +183,23 @@ impl World {
             self.tallies[ui].unfinished -= 1;
         }
         if first {
-            self.tallies[ui].left -= 1;
-            if self.tallies[ui].left == 0 && !self.tallies[ui].compromised {
-                self.retire(u);
-            }
+            self.count_out(ui, u);
         }
         self.to_check.insert((ui, gi));
+    }
+
+    /// One replica fewer has `u` (upgrade `ui`) to finish: when it was the
+    /// last, the deployer retires the upgrade. A replica that joined after
+    /// the retirement was never counted in.
+    pub(super) fn count_out(&mut self, ui: usize, u: UpgradeId) {
+        let t = &mut self.tallies[ui];
+        if t.left == 0 {
+            return;
+        }
+        t.left -= 1;
+        if t.left == 0 && !t.compromised {
+            self.retire(u);
+        }
     }
 
     /// No replay (section 4.4): a correct replica releases shares only for
@@ -234,7 +249,10 @@ impl World {
                         .count()
                         + byz
                 };
-                let k = usize::from(g.f) + 1;
+                // The threshold the piece was built with (a resize
+                // changes `f`).
+                let f = self.upgrades[ui].pieces.get(&g.id).map_or(g.f, |p| p.header.f);
+                let k = usize::from(f) + 1;
                 (count(true) >= k, count(false) >= k)
             }
             Some(set) => {
@@ -317,7 +335,7 @@ impl World {
         let u = self.upgrades[ui].header.upgrade;
         let Some(gi) = self.group_index(id) else { return String::new() };
         let g = &self.groups[gi];
-        let Some((ri, r)) = g.replicas.iter().enumerate().find(|(_, r)| r.byz.is_none()) else {
+        let Some((ri, r)) = g.replicas.iter().enumerate().find(|(_, r)| r.byz.is_none() && !r.gone) else {
             return String::new();
         };
         let held = r.host.role().status(u);

@@ -119,6 +119,13 @@ pub struct UpgradeSpec {
     /// ones before them there have finished (as a careful deployer does), so
     /// no piece crosses the change.
     pub rotates: Vec<usize>,
+    /// Groups (of `groups`) whose membership it resizes, by a number of
+    /// replicas: fresh keys appended at the end (they join by state
+    /// transfer once it commits), or the last replicas dropped (they
+    /// leave). Never below the group's first size, so the Byzantine
+    /// replicas a run places (within the first membership's `f`) stay
+    /// within `f`. Gated like [`rotates`](Self::rotates).
+    pub resizes: Vec<(usize, i8)>,
 }
 
 /// The simulator's configuration. Everything random follows from `seed`.
@@ -217,6 +224,7 @@ impl SimConfig {
                 deployer: 0,
                 chained: true,
                 rotates: vec![],
+                resizes: vec![],
             }],
             byzantine: vec![],
             network: NetworkFaults::NONE,

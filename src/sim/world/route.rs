@@ -82,9 +82,11 @@ impl World {
         }
         if reconfigured {
             self.tell_guardians_membership(gi, ri);
+            self.fill_slots(gi, ri);
         }
         if reconfigured && !self.groups[gi].replicas[ri].host.role().is_member() {
-            // Its key was rotated out: it leaves, and the new holder joins.
+            // Its key was rotated out (the new holder joins), or a resize
+            // dropped its index.
             self.leave(gi, ri);
             return;
         }

@@ -11,6 +11,11 @@ use super::*;
 /// How long a wiped replica stays away, ms (before its rejoin).
 const AWAY_MS: usize = 300;
 
+/// How long a replica a resize admitted takes to catch up, ms: it was
+/// brought up beside the group before the change (as a learner) and
+/// fetches the state that includes it right after.
+const JOIN_MS: usize = 20;
+
 /// How often a gated upgrade looks again whether it may start, ms.
 pub(super) const GATE_RETRY_MS: u64 = 50;
 
@@ -68,9 +73,71 @@ impl World {
         }
     }
 
-    /// Replica `ri` of group `gi` left with its rotated-out key; the holder
-    /// of the new key joins by state transfer a little later.
+    /// A membership upgrade committed at replica `ri` of group `gi`, the
+    /// first there: the slots its new membership adds become members, away
+    /// (owed every outcome from now on, counted in the fault budget) until
+    /// their replicas join by state transfer a little later.
+    pub(super) fn fill_slots(&mut self, gi: usize, ri: usize) {
+        let n = self.groups[gi].replicas[ri].host.role().config().membership.n();
+        // The membership that admits the joiners: the `f` of those in it
+        // now (the sim's memberships tolerate `(n - 1) / 3`).
+        let before = self.groups[gi].replicas.iter().filter(|r| !r.gone).count();
+        let admitting = u8::try_from(before.saturating_sub(1) / 3).expect("small group");
+        for j in 0..n.min(self.groups[gi].replicas.len()) {
+            if !self.groups[gi].replicas[j].gone {
+                continue;
+            }
+            self.groups[gi].replicas[j].gone = false;
+            self.groups[gi].replicas[j].joining = Some(admitting);
+            self.metrics.joined += 1;
+            let counted = self.groups[gi].correct && self.groups[gi].replicas[j].byz.is_none();
+            for t in self.tallies.iter_mut().filter(|t| t.member.get(gi).copied().unwrap_or(false)) {
+                t.unfinished += usize::from(counted);
+                // Once retired, an upgrade stays retired.
+                if t.left > 0 {
+                    t.left += 1;
+                }
+            }
+            // A compromised group has no correct peers to join from.
+            if self.groups[gi].correct {
+                let at = self.now + 1 + below(&mut self.rng, JOIN_MS) as u64;
+                self.push(at, Event::Rejoin { group: gi, replica: j });
+            }
+        }
+    }
+
+    /// Replica `ri` of group `gi` is out of its group's membership for
+    /// good (a resize dropped its index): gone, and owed nothing it has
+    /// not finished.
+    fn drop_out(&mut self, gi: usize, ri: usize) {
+        let counted = self.groups[gi].correct && self.groups[gi].replicas[ri].byz.is_none();
+        let r = &mut self.groups[gi].replicas[ri];
+        r.down = true;
+        r.gone = true;
+        r.joining = None;
+        r.scheduled = None;
+        self.metrics.left += 1;
+        for ui in 0..self.upgrades.len() {
+            let u = self.upgrades[ui].header.upgrade;
+            if !self.tallies[ui].member.get(gi).copied().unwrap_or(false)
+                || self.groups[gi].replicas[ri].finished.contains_key(&u)
+            {
+                continue;
+            }
+            if counted {
+                self.tallies[ui].unfinished -= 1;
+            }
+            self.count_out(ui, u);
+        }
+    }
+
+    /// Replica `ri` of group `gi` left: with its rotated-out key (the
+    /// holder of the new key joins by state transfer a little later), or
+    /// for good when a resize dropped its index.
     pub(super) fn leave(&mut self, gi: usize, ri: usize) {
+        if ri >= self.groups[gi].replicas[ri].host.role().config().membership.n() {
+            return self.drop_out(gi, ri);
+        }
         let correct = self.groups[gi].correct;
         let r = &mut self.groups[gi].replicas[ri];
         r.down = true;
@@ -90,7 +157,7 @@ impl World {
     /// its rejoin.
     pub(super) fn wipe(&mut self, gi: usize, ri: usize) {
         let g = &self.groups[gi];
-        let faulty = g.replicas.iter().filter(|r| r.byz.is_some() || r.down).count();
+        let faulty = g.replicas.iter().filter(|r| !r.gone && (r.byz.is_some() || r.down)).count();
         let r = &g.replicas[ri];
         if r.byz.is_some() || r.down || faulty >= usize::from(g.f) {
             return;
@@ -104,10 +171,22 @@ impl World {
     /// State transfer for the wiped replica `ri` of group `gi`.
     pub(super) fn rejoin(&mut self, gi: usize, ri: usize) {
         let g = &self.groups[gi];
-        let need = usize::from(g.f) + 1;
+        if !g.replicas[ri].down || g.replicas[ri].gone {
+            return;
+        }
         let peers: Vec<usize> =
             (0..g.replicas.len()).filter(|&i| i != ri && !g.replicas[i].down && g.replicas[i].byz.is_none()).collect();
+        // `f + 1` of the membership in force (a resize changes `f`), or of
+        // the one that admitted a joiner.
+        let f = peers.first().map_or(g.f, |&i| g.replicas[i].host.role().config().membership.f);
+        let need = usize::from(g.replicas[ri].joining.unwrap_or(f)) + 1;
         let Some(peers) = peers.get(..need) else {
+            // Joiners a resize admitted are on their way: they bring the
+            // peers this replica needs under the grown membership.
+            if g.correct && g.replicas.iter().enumerate().any(|(j, r)| j != ri && r.down && r.joining.is_some()) {
+                self.push(self.now + JOIN_MS as u64, Event::Rejoin { group: gi, replica: ri });
+                return;
+            }
             self.flag(ViolationKind::StateTransfer, format!("group {gi} has no {need} correct peers for replica {ri}"));
             return;
         };
@@ -128,6 +207,10 @@ impl World {
             pieces.extend(found);
         }
         let config = g.replicas[peers[0]].host.role().config().clone();
+        // Wiped, then dropped by a resize while away.
+        if ri >= state.membership().n() {
+            return self.drop_out(gi, ri);
+        }
         // The key the membership names at this index (a rotation brought
         // in a new one while the replica was away or as it left).
         let named = state.membership().replicas.get(ri).copied();
@@ -156,6 +239,7 @@ impl World {
         let r = &mut self.groups[gi].replicas[ri];
         r.host = host;
         r.down = false;
+        r.joining = None;
         r.scheduled = None;
         for (u, outcome) in finished {
             if !self.groups[gi].replicas[ri].finished.contains_key(&u) {
