@@ -260,11 +260,14 @@ pub fn status_table(cluster: &Cluster, statuses: &[Status]) -> String {
                 format!("{} {what} at {count}/{}", short(u.upgrade), g.replicas.len())
             }
         };
-        // Each replica below the highest version, and each silent one: the
-        // highest alone hides a replica that never caught up.
+        // Each replica below the highest version, each upgrading one and
+        // each silent one: the highest alone hides a replica that never
+        // caught up.
         let behind: Vec<String> = (0..g.replicas.len())
             .filter_map(|i| match mine.iter().find(|s| usize::from(s.index) == i) {
                 None => Some(format!("r{i} silent")),
+                // Committed, not serving yet: its payload is on its way.
+                Some(s) if !s.upgrading.is_empty() => Some(format!("r{i} v{} upgrading", s.version)),
                 Some(s) if Some(s.version) < version => Some(format!("r{i} v{}", s.version)),
                 Some(_) => None,
             })
@@ -619,14 +622,16 @@ mod tests {
             executed: 0,
             app_calls: 0,
             payload: format!("v{version}"),
+            upgrading: Vec::new(),
+            callees_upgrading: 0,
             upgrades: Vec::new(),
             epoch: 2,
             units_left: 10,
         }
     }
 
-    /// The table names each replica behind the group's highest version and
-    /// each silent one; the guardian line each silent guardian.
+    /// The table names each replica behind the group's highest version,
+    /// each upgrading one and each silent one; the guardian line each silent guardian.
     #[test]
     fn status_names_replicas_behind_or_silent_and_silent_guardians() {
         let dir = std::env::temp_dir().join(format!("bftup-status-{}", std::process::id()));
@@ -641,16 +646,19 @@ mod tests {
             session_rounds: 100,
         };
         let cluster = init(&dir, &shape).unwrap();
+        let mut upgrading = status(2, 3, 2);
+        upgrading.upgrading.push(UpgradeId([7; 16]));
         let statuses = [status(1, 0, 3), status(1, 1, 3), status(1, 2, 1), status(2, 0, 3), status(2, 1, 3)]
             .into_iter()
-            .chain((2..4).map(|i| status(2, i, 3)))
+            .chain([status(2, 2, 3), upgrading])
             .collect::<Vec<_>>();
         let table = status_table(&cluster, &statuses);
         let line = |g: u32| table.lines().find(|l| l.starts_with(&format!("{g} "))).unwrap().to_string();
         let one = line(1);
         assert!(one.contains(" 3/4 ") && one.contains(" 3 ") && one.contains("r2 v1, r3 silent"), "{one}");
         assert!(one.ends_with(" v3"), "the payload of the highest version: {one}");
-        assert_eq!(line(2).split_whitespace().nth(3), Some("-"), "{table}");
+        let two = line(2);
+        assert!(two.contains(" 4/4 ") && two.contains("r3 v2 upgrading"), "{two}");
         let held = GuardianStatus { id: 1, held: 2, capacity: 64, releases: 1 };
         assert_eq!(
             guardian_line(&cluster, std::slice::from_ref(&held)),

@@ -102,6 +102,10 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
         for ri in 0..shape.replicas {
             let s = Secrets::random();
             s.save(&key_path(dir, Peer::Replica { group: GroupId(id), index: ri as u8 }))?;
+            // Never run yet: an empty database here is genesis, not a wipe.
+            let data = dir.join("data").join(format!("replica-{id}-{ri}"));
+            std::fs::create_dir_all(&data)?;
+            std::fs::write(data.join(crate::replica::FRESH), b"")?;
             replicas.push(ReplicaInfo {
                 addr: ports.next()?,
                 box_key: hex(&s.box_key.public_key().to_compressed()),

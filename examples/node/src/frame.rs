@@ -3,7 +3,7 @@
 //! every length and rejects trailing or non-canonical bytes; the core's
 //! messages, operations and pieces travel as they are.
 
-use bft_upgrade::crypto::Code;
+use bft_upgrade::crypto::{Code, Digest};
 use bft_upgrade::step::Peer;
 use bft_upgrade::wire::{self, Attachment, GroupId, Message, Operation, Outcome, Piece, Retirement, UpgradeId};
 use serde::de::DeserializeOwned;
@@ -46,6 +46,41 @@ pub enum Frame {
     Status(Status),
     /// A guardian's status (its answer to `StatusRequest`).
     GuardianStatus(GuardianStatus),
+    /// A replica asks a peer of its group for the sealed payload with this
+    /// signed digest: its own copy is missing or does not open.
+    PayloadRequest(Digest),
+    /// The sealed payload with this digest, as the answering peer keeps
+    /// it (the asker checks it against the digest its piece signed).
+    Payload {
+        /// The payload's signed digest.
+        digest: Digest,
+        /// Its sealed bytes.
+        sealed: Vec<u8>,
+    },
+    /// A wiped replica asks a peer of its group for the checkpoint its
+    /// rejoin request `tag` made its group write.
+    CheckpointRequest {
+        /// The rejoin request's tag.
+        tag: u64,
+    },
+    /// That checkpoint (encoded), as the answering peer wrote it.
+    Checkpoint {
+        /// The rejoin request's tag.
+        tag: u64,
+        /// The encoded checkpoint.
+        bytes: Vec<u8>,
+    },
+    /// A replica's answer to an application call it cannot serve yet: its
+    /// group committed `upgrade`, whose payload this replica has not
+    /// applied (it serves neither the old version nor the new).
+    Upgrading {
+        /// The answering replica's group.
+        group: GroupId,
+        /// The call.
+        txn: u64,
+        /// The upgrade it is waiting to apply.
+        upgrade: UpgradeId,
+    },
 }
 
 /// An operation of a group's replicated state machine.
@@ -69,6 +104,16 @@ pub enum Body {
         txn: u64,
         /// Codes piggybacked on the request.
         codes: Attachment,
+    },
+    /// A wiped replica of this group (the envelope's origin) asks to
+    /// rejoin: the AlephBFT session ends at this batch and every correct
+    /// replica writes a checkpoint of the state there, for it to install
+    /// and start the next session from (which it never ran, so it cannot
+    /// equivocate in it). `tag` is fresh at each restart; repeats of one
+    /// tag change nothing.
+    Rejoin {
+        /// Fresh per restart of the wiped replica.
+        tag: u64,
     },
     /// The application: the response to this group's transaction `txn`
     /// from group `from`, with the codes piggybacked on it.
@@ -125,7 +170,8 @@ pub struct Status {
     pub group: GroupId,
     /// The replica.
     pub index: u8,
-    /// The group version (commits so far).
+    /// The version this replica serves: its group's commits so far whose
+    /// payload it applied.
     pub version: u64,
     /// The deployer's current version code here.
     pub version_code: Option<Code>,
@@ -135,6 +181,12 @@ pub struct Status {
     pub app_calls: u64,
     /// The installed payload (the application's "code"), as text.
     pub payload: String,
+    /// Committed upgrades whose payload this replica has not applied yet,
+    /// oldest first: `version` counts none of them, and until they are
+    /// applied the replica answers application calls with `Upgrading`.
+    pub upgrading: Vec<UpgradeId>,
+    /// `Upgrading` answers this replica received from callees.
+    pub callees_upgrading: u64,
     /// Upgrades seen.
     pub upgrades: Vec<UpgradeStatus>,
     /// The group's AlephBFT session.

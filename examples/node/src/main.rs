@@ -155,7 +155,7 @@ enum ClusterCmd {
         #[arg(long)]
         dir: PathBuf,
         /// First wait (up to a minute) until every replica answers and has
-        /// finished every upgrade it saw.
+        /// finished every upgrade it saw and applied its payload.
         #[arg(long)]
         wait: bool,
     },
@@ -273,8 +273,10 @@ fn cluster_cmd(command: ClusterCmd) -> Result<()> {
             let until = std::time::Instant::now() + Duration::from_secs(60);
             let statuses = loop {
                 let statuses = rt.block_on(cluster::query(&dir, Duration::from_secs(2)))?;
-                let settled =
-                    statuses.len() == total && statuses.iter().all(|s| s.upgrades.iter().all(|u| u.outcome.is_some()));
+                let settled = statuses.len() == total
+                    && statuses
+                        .iter()
+                        .all(|s| s.upgrading.is_empty() && s.upgrades.iter().all(|u| u.outcome.is_some()));
                 if !wait || settled || std::time::Instant::now() > until {
                     break statuses;
                 }

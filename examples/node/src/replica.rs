@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use aleph_bft::NodeIndex;
 use anyhow::{anyhow, Context, Result};
-use bft_upgrade::crypto::{Binding, ReplicaSecretKey};
+use bft_upgrade::crypto::{Binding, Digest, GroupKey, PayloadRef, ReplicaSecretKey};
 use bft_upgrade::group::{
     AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Neighbor, TxnId, Verdict,
 };
-use bft_upgrade::host::{open_payload, stored_replica, Batch, ReplicaHost, ReplicaReport, Store as _};
+use bft_upgrade::host::{open_payload, payload_key, stored_replica, Batch, ReplicaHost, ReplicaReport, Store as _};
 use bft_upgrade::step::Peer;
 use bft_upgrade::wire::{DeployerId, GroupId, Outcome, UpgradeId};
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,10 @@ use crate::outbound::NetOut;
 use crate::store::Store;
 use crate::transport::{Net, Policy};
 
+mod transfer;
+
+pub use transfer::FRESH;
+
 /// A call from another group: (group, txn, is response).
 type CallKey = (u32, u64, bool);
 
@@ -44,7 +48,7 @@ pub type StoredState = (u64, Vec<(UpgradeId, Option<Outcome>)>);
 /// The replicated application: a ring of groups calling each other, and
 /// the installed payload. Deterministic: every correct replica holds the
 /// same after the same ordered operations.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct App {
     executed: u64,
     calls: u64,
@@ -74,6 +78,20 @@ struct Out {
     dirty: bool,
     /// Executed ids to delete (epoch, id).
     forget: Vec<(u64, [u8; 32])>,
+    /// Other records to write (`Some`) or delete (`None`) with the batch.
+    records: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A committed upgrade whose payload this replica has not applied: what it
+/// needs to open the payload once it has the bytes. Stored (the key with
+/// it, like the role's own shares) until applied.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    /// The group version the upgrade brought (orders the records).
+    version: u64,
+    upgrade: UpgradeId,
+    key: GroupKey,
+    payload: PayloadRef,
 }
 
 /// The application's record, the executed ids' prefix (then the session's
@@ -82,6 +100,28 @@ struct Out {
 const APP: &str = "app";
 const SEEN: &str = "seen/";
 const SESSION: &str = "session";
+/// Committed upgrades whose payload is not applied yet: `pending/<version
+/// as 16 hex digits>`, a [`Pending`].
+const PENDING: &str = "pending/";
+/// The signed digests of the sealed payloads this replica keeps for its
+/// peers (under [`payload_key`]), oldest first.
+const KEPT: &str = "payloads-kept";
+/// How many applied payloads a replica keeps for peers that lack them: its
+/// current version's and the one before.
+const KEEP_PAYLOADS: usize = 2;
+
+/// Per replica of the group, the tag of its latest rejoin request executed
+/// (replicated: it decides which requests end a session).
+const REJOINS: &str = "rejoins";
+
+fn pending_key(version: u64) -> String {
+    format!("{PENDING}{version:016x}")
+}
+
+/// The record a sealed payload with signed digest `digest` is kept under.
+fn kept_key(digest: Digest) -> String {
+    payload_key(&PayloadRef { digest, ..PayloadRef::default() })
+}
 
 /// Ended AlephBFT sessions a replica keeps serving for replicas still in
 /// them (one down for longer than this many sessions needs state
@@ -128,6 +168,18 @@ struct Host {
     net: Arc<Net>,
     cluster: Arc<Cluster>,
     queue: Queue,
+    /// Committed upgrades whose payload is not applied yet, oldest first
+    /// (they apply in order).
+    pending: Vec<Pending>,
+    /// Digests of the sealed payloads kept for peers, oldest first.
+    kept: Vec<Digest>,
+    /// `Upgrading` answers received from callees.
+    callees_upgrading: u64,
+    /// Per replica of the group, the tag of its latest rejoin request
+    /// executed (the checkpoint records say the same after a restart).
+    rejoins: BTreeMap<u8, u64>,
+    /// Set by a rejoin request in this batch: the session ends with it.
+    force: Option<(u8, u64)>,
 }
 
 fn group_config(cluster: &Cluster, group: u32) -> Result<GroupConfig> {
@@ -160,6 +212,15 @@ fn group_config(cluster: &Cluster, group: u32) -> Result<GroupConfig> {
     })
 }
 
+/// How a replica starts: from its database, or (wiped) by state transfer
+/// into the empty one.
+// Built once at start and consumed at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Start {
+    Opened(ReplicaHost<Store>),
+    Wiped(Store),
+}
+
 /// Runs replica `index` of `group` of the cluster in `dir` until killed.
 ///
 /// # Errors
@@ -186,10 +247,33 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         Some(b) => postcard::from_bytes(&b).context("stored session")?,
         None => 0,
     };
+    let mut pending = Vec::new();
+    for key in store.list(PENDING)? {
+        let bytes = store.get(&key)?.ok_or_else(|| anyhow!("{key} listed, not stored"))?;
+        pending.push(postcard::from_bytes::<Pending>(&bytes).with_context(|| format!("stored {key}"))?);
+    }
+    pending.sort_by_key(|p| p.version);
+    let kept_payloads: Vec<Digest> = match store.get(KEPT)? {
+        Some(b) => postcard::from_bytes(&b).context("stored payload list")?,
+        None => Vec::new(),
+    };
+    let rejoins: BTreeMap<u8, u64> = match store.get(REJOINS)? {
+        Some(b) => postcard::from_bytes(&b).context("stored rejoin requests")?,
+        None => BTreeMap::new(),
+    };
+    // No role and no marker from `init`: the database was lost, so this
+    // replica rejoins by state transfer once the transport is up.
+    let stored = stored_replica(&store).map_err(|e| anyhow!("{e}"))?.is_some();
+    let wiped = !stored && !data.join(FRESH).exists();
+    if stored {
+        let _ = std::fs::remove_file(data.join(FRESH));
+    }
     let config = group_config(&cluster, group)?;
-    let replica = ReplicaHost::open(store, || GroupReplica::new(config, index)).map_err(|e| anyhow!("{e}"))?;
-    let version = replica.role().version();
-    info!(group, index, version, executed = app.executed, "replica starting from its database");
+    let start = if wiped {
+        Start::Wiped(store)
+    } else {
+        Start::Opened(ReplicaHost::open(store, || GroupReplica::new(config, index)).map_err(|e| anyhow!("{e}"))?)
+    };
 
     // The transport: who may send what.
     let policy: Policy = Arc::new(move |peer, frame| match frame {
@@ -205,6 +289,17 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         },
         Frame::Msg(_) | Frame::Submit { .. } => Ok(()),
         Frame::StatusRequest if matches!(peer, Peer::Client(_)) => Ok(()),
+        Frame::PayloadRequest(_)
+        | Frame::Payload { .. }
+        | Frame::CheckpointRequest { .. }
+        | Frame::Checkpoint { .. } => match peer {
+            Peer::Replica { group: g, index: i } if g == gid && i != index && usize::from(i) < n => Ok(()),
+            _ => Err(format!("payload traffic from {peer:?}, not a replica of this group")),
+        },
+        Frame::Upgrading { group: g, .. } => match peer {
+            Peer::Replica { group: from, .. } if from == *g => Ok(()),
+            _ => Err(format!("an upgrading answer from {peer:?} for another group")),
+        },
         other => Err(format!("{} frames are not taken by a replica from {peer:?}", kind(other))),
     });
     let (in_tx, mut in_rx) = mpsc::channel(8192);
@@ -228,6 +323,15 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
             }
         }
     });
+    let (replica, app, seen, epoch, rejoins) = match start {
+        Start::Opened(replica) => (replica, app, seen, epoch, rejoins),
+        Start::Wiped(store) => {
+            let r = transfer::rejoin(store, &cluster, (gid, index), &secrets, &net, &mut main_rx).await?;
+            (r.replica, r.app, r.seen, r.epoch, r.rejoins)
+        }
+    };
+    let version = replica.role().version();
+    info!(group, index, version, executed = app.executed, epoch, "replica starting from its database");
     let members = info.replicas.iter().map(|r| public_key(&r.sign_key)).collect::<Result<Vec<_>>>()?;
     let keys = Keys {
         index: NodeIndex(usize::from(index)),
@@ -287,7 +391,15 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         net,
         cluster: cluster.clone(),
         queue,
+        pending,
+        kept: kept_payloads,
+        callees_upgrading: 0,
+        rejoins,
+        force: None,
     };
+    if let Some(p) = host.pending.first() {
+        warn!(group, index, upgrade = ?p.upgrade, "starting upgrading: a committed payload is not applied yet");
+    }
     let interval = Duration::from_millis(cluster.app_interval_ms.max(1));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -325,6 +437,12 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
                 }
             }
             _ = housekeeping.tick() => {
+                // A payload still missing: look again (the file, then peers).
+                if !host.pending.is_empty() {
+                    let mut out = Out::default();
+                    host.apply_pending(None, &mut out);
+                    host.finish(out)?;
+                }
                 // Ended sessions go once every other replica was heard in
                 // the current one.
                 if current.heard_all(n, index) {
@@ -356,6 +474,11 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::StatusRequest => "status request",
         Frame::Status(_) => "status",
         Frame::GuardianStatus(_) => "guardian status",
+        Frame::PayloadRequest(_) => "payload request",
+        Frame::Payload { .. } => "payload",
+        Frame::Upgrading { .. } => "upgrading answer",
+        Frame::CheckpointRequest { .. } => "checkpoint request",
+        Frame::Checkpoint { .. } => "checkpoint",
     }
 }
 
@@ -393,7 +516,7 @@ impl Host {
             self.execute(env, &mut out);
         }
         self.units += 1;
-        if self.units >= self.session_units {
+        if self.units >= self.session_units || self.force.is_some() {
             self.next_session(&mut out);
         }
         self.finish(out)
@@ -413,6 +536,30 @@ impl Host {
                 out.forget.extend(ids.into_iter().map(|id| (e, id)));
             }
         }
+        if let Some((index, tag)) = self.force.take() {
+            self.checkpoint(index, tag, out);
+        }
+    }
+
+    /// The checkpoint replica `index`'s rejoin request `tag` asked for,
+    /// written with this batch: the state the session `self.epoch` starts
+    /// from, identical at every correct replica.
+    fn checkpoint(&mut self, index: u8, tag: u64, out: &mut Out) {
+        let role = self.replica.role();
+        let state = role.replicated();
+        let pieces = state.held_upgrades().filter_map(|u| self.replica.piece(u).ok().flatten()).collect();
+        // Wall-clock notes differ between replicas.
+        let app = App { finished: Vec::new(), ..self.app.clone() };
+        let mut seen: Vec<[u8; 32]> =
+            self.seen.get(&(self.epoch - 1)).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        seen.sort_unstable();
+        let rejoins = self.rejoins.clone();
+        let cp = transfer::Checkpoint { epoch: self.epoch, state, app, seen, pieces, rejoins };
+        match postcard::to_allocvec(&cp).and_then(|bytes| postcard::to_allocvec(&(tag, bytes))) {
+            Ok(record) => out.records.push((transfer::checkpoint_key(index), Some(record))),
+            Err(e) => warn!(index, "checkpoint not written: {e}"),
+        }
+        info!(index, epoch = self.epoch, "session ended for a rejoining replica: checkpoint written");
     }
 
     fn execute(&mut self, env: Envelope, out: &mut Out) {
@@ -425,7 +572,26 @@ impl Host {
             }
             Body::Tick { txn } => {
                 if matches!(env.origin, Peer::Replica { group, .. } if group == self.group) {
+                    // Upgrading: the call is the group's (its record stays in
+                    // step with the peers'), but this replica makes none
+                    // from a version it no longer serves.
+                    let sent = out.frames.len();
                     self.call(txn, out);
+                    if !self.pending.is_empty() {
+                        out.frames.truncate(sent);
+                    }
+                }
+            }
+            Body::Rejoin { tag } => {
+                if let Peer::Replica { group, index } = env.origin {
+                    if group == self.group && index != self.index && self.rejoins.get(&index) != Some(&tag) {
+                        self.rejoins.insert(index, tag);
+                        self.force = Some((index, tag));
+                        out.records.push((
+                            REJOINS.to_string(),
+                            Some(postcard::to_allocvec(&self.rejoins).unwrap_or_default()),
+                        ));
+                    }
                 }
             }
             Body::Request { from, txn, codes } => {
@@ -435,9 +601,13 @@ impl Host {
                 let report = self.replica.request(now, from, &codes);
                 self.carry(report, "piggyback on a request", out);
                 let back = self.replica.attachment(from);
-                let body = Body::Response { from: self.group, txn, codes: back };
+                // Upgrading: a typed answer, not old-version service.
+                let frame = match self.pending.first() {
+                    Some(p) => Frame::Upgrading { group: self.group, txn, upgrade: p.upgrade },
+                    None => Frame::Submit { nonce: txn, body: Body::Response { from: self.group, txn, codes: back } },
+                };
                 for peer in self.cluster.replicas_of(from) {
-                    out.frames.push((peer, Frame::Submit { nonce: txn, body: body.clone() }));
+                    out.frames.push((peer, frame.clone()));
                 }
             }
             Body::Response { from, txn, codes } => {
@@ -525,13 +695,19 @@ impl Host {
         for effect in report.effects {
             match effect {
                 GroupEffect::Apply { upgrade, key, payload, .. } => {
-                    self.app.payload = match key {
-                        Some(k) => self.open_payload(upgrade, &k, &payload),
-                        None => "<this replica's box was bad: state transfer needed>".into(),
-                    };
                     self.finished(upgrade, via);
                     let version = self.replica.role().version();
-                    info!(upgrade = ?upgrade, version, via, payload = %self.app.payload, "committed");
+                    info!(upgrade = ?upgrade, version, via, "committed");
+                    match key {
+                        Some(key) => {
+                            let p = Pending { version, upgrade, key, payload };
+                            out.records
+                                .push((pending_key(version), Some(postcard::to_allocvec(&p).unwrap_or_default())));
+                            self.pending.push(p);
+                            self.apply_pending(None, out);
+                        }
+                        None => self.app.payload = "<this replica's box was bad: state transfer needed>".into(),
+                    }
                 }
                 GroupEffect::Discard { upgrade } => {
                     self.finished(upgrade, via);
@@ -551,26 +727,69 @@ impl Host {
         self.app.finished.retain(|f| role.finished_upgrades().any(|(u, _, _)| u == f.0));
     }
 
-    fn open_payload(
-        &self,
-        upgrade: UpgradeId,
-        key: &bft_upgrade::crypto::GroupKey,
-        payload: &bft_upgrade::crypto::PayloadRef,
-    ) -> String {
-        let path = crate::deployer::payload_path(&self.dir, upgrade, self.group);
-        let result = (|| -> Result<String> {
-            let sealed = std::fs::read(&path)?;
-            let mut plain = Vec::new();
-            open_payload(key, &Binding::group(upgrade, self.group), payload, &mut &sealed[..], &mut plain)?;
-            Ok(String::from_utf8_lossy(&plain).into_owned())
-        })();
-        result.unwrap_or_else(|e| format!("<payload {} unavailable: {e}>", path.display()))
+    /// Applies the committed payloads not applied yet, oldest first, as
+    /// far as their sealed bytes are at hand: `offered` (from a peer), this
+    /// replica's own copy, or the deployer's file. Each must open under the
+    /// digest its signed piece names. The first one missing is asked of
+    /// the group's other replicas; the replica stays upgrading meanwhile.
+    fn apply_pending(&mut self, offered: Option<(Digest, &[u8])>, out: &mut Out) {
+        while let Some(p) = self.pending.first() {
+            let mut sources: Vec<(&str, Vec<u8>)> = Vec::new();
+            if let Some((_, sealed)) = offered.filter(|(d, _)| *d == p.payload.digest) {
+                sources.push(("a peer", sealed.to_vec()));
+            }
+            if let Ok(Some(sealed)) = self.replica.store().get(&kept_key(p.payload.digest)) {
+                sources.push(("this replica's copy", sealed));
+            }
+            let path = crate::deployer::payload_path(&self.dir, p.upgrade, self.group);
+            if let Ok(sealed) = std::fs::read(&path) {
+                sources.push(("the deployer's file", sealed));
+            }
+            let binding = Binding::group(p.upgrade, self.group);
+            let opened = sources.into_iter().find_map(|(from, sealed)| {
+                let mut plain = Vec::new();
+                match open_payload(&p.key, &binding, &p.payload, &mut &sealed[..], &mut plain) {
+                    Ok(_) => Some((from, sealed, plain)),
+                    Err(e) => {
+                        warn!(upgrade = ?p.upgrade, from, "payload does not open: {e}");
+                        None
+                    }
+                }
+            });
+            let Some((from, sealed, plain)) = opened else {
+                warn!(upgrade = ?p.upgrade, path = %path.display(), "payload unavailable: upgrading until it is fetched");
+                for peer in self.cluster.replicas_of(self.group).into_iter().filter(|r| *r != self.me) {
+                    out.frames.push((peer, Frame::PayloadRequest(p.payload.digest)));
+                }
+                return;
+            };
+            let p = self.pending.remove(0);
+            self.app.payload = String::from_utf8_lossy(&plain).into_owned();
+            out.dirty = true;
+            out.records.push((pending_key(p.version), None));
+            if !self.kept.contains(&p.payload.digest) {
+                out.records.push((kept_key(p.payload.digest), Some(sealed)));
+                self.kept.push(p.payload.digest);
+                while self.kept.len() > KEEP_PAYLOADS {
+                    let old = self.kept.remove(0);
+                    out.records.push((kept_key(old), None));
+                }
+                out.records.push((KEPT.to_string(), Some(postcard::to_allocvec(&self.kept).unwrap_or_default())));
+            }
+            info!(upgrade = ?p.upgrade, version = p.version, from, payload = %self.app.payload, "payload applied");
+        }
     }
 
     /// Writes what the inputs changed, durably and in one transaction
     /// with the role (the host layer's flush), then sends.
     fn finish(&mut self, out: Out) -> Result<()> {
         let mut app = Batch::new();
+        for (key, value) in out.records {
+            match value {
+                Some(v) => app.put(key, v),
+                None => app.delete(key),
+            }
+        }
         if out.dirty || !out.ids.is_empty() {
             app.put(APP, postcard::to_allocvec(&self.app)?);
             for (epoch, id) in &out.ids {
@@ -614,6 +833,35 @@ impl Host {
                 let status = self.status();
                 self.net.send(peer, &Frame::Status(status));
             }
+            Frame::PayloadRequest(digest) => {
+                // Only what this replica applied itself, checked then.
+                if let Ok(Some(sealed)) = self.replica.store().get(&kept_key(digest)) {
+                    if sealed.len() + 1024 > crate::transport::MAX_FRAME {
+                        warn!(?peer, len = sealed.len(), "a kept payload is too big for one frame: not sent");
+                    } else {
+                        self.net.send(peer, &Frame::Payload { digest, sealed });
+                    }
+                }
+            }
+            Frame::Payload { digest, sealed } if self.pending.first().is_some_and(|p| p.payload.digest == digest) => {
+                let mut out = Out::default();
+                self.apply_pending(Some((digest, &sealed)), &mut out);
+                self.finish(out)?;
+            }
+            Frame::CheckpointRequest { tag } => {
+                let Peer::Replica { index, .. } = peer else { return Ok(()) };
+                if let Ok(Some(record)) = self.replica.store().get(&transfer::checkpoint_key(index)) {
+                    match postcard::from_bytes::<(u64, Vec<u8>)>(&record) {
+                        Ok((t, bytes)) if t == tag => self.net.send(peer, &Frame::Checkpoint { tag, bytes }),
+                        Ok(_) => {}
+                        Err(e) => warn!(index, "stored checkpoint does not decode: {e}"),
+                    }
+                }
+            }
+            Frame::Upgrading { group, txn, upgrade } => {
+                self.callees_upgrading += 1;
+                info!(?peer, group = group.0, txn, upgrade = ?upgrade, "callee upgrading: call not served");
+            }
             _ => {}
         }
         Ok(())
@@ -634,11 +882,13 @@ impl Host {
         Status {
             group: self.group,
             index: self.index,
-            version: role.version(),
+            version: role.version().saturating_sub(self.pending.len() as u64),
             version_code: role.version_code(self.deployer).cloned(),
             executed: self.app.executed,
             app_calls: self.app.calls,
             payload: self.app.payload.clone(),
+            upgrading: self.pending.iter().map(|p| p.upgrade).collect(),
+            callees_upgrading: self.callees_upgrading,
             upgrades: upgrades(role, &self.app),
             epoch: self.epoch,
             units_left: self.session_units.saturating_sub(self.units),

@@ -6,6 +6,10 @@
 //! (`--session-rounds 300`: every 15 s or so, so a replica down for one
 //! install misses fewer sessions than its peers keep serving); one stale upgrade (the deployer's record
 //! restored from a backup) is dropped with `node abort`. Every other
+//! In every other install with kills, one of the killed replicas also
+//! loses its disk and rejoins by state transfer; one upgrade's payload
+//! file is truncated for a group until after its install, which leaves
+//! that group upgrading until the file is whole again. Every other
 //! upgrade commits at every replica, no guardian runs out of slots (the
 //! 34th upgrade used to stall), `check` is clean, and storage stays
 //! bounded (the sizes are printed).
@@ -38,6 +42,7 @@ impl Draw {
 
 const UPGRADES: usize = 40;
 const STALE_AT: usize = 20;
+const TRUNCATED_AT: usize = 30;
 
 #[test]
 fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
@@ -52,7 +57,7 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
     let started = Instant::now();
     assert!(run(&["cluster", "up"], &c).status.success());
     let guardians = bft_upgrade_node::config::Cluster::load(c.path()).unwrap().guardians.len() as u32;
-    let (mut committed, mut aborted, mut kills) = (0, 0, 0);
+    let (mut committed, mut aborted, mut kills, mut wipes) = (0, 0, 0, 0);
     let mut children = Vec::new();
     for i in 1..=UPGRADES {
         if i == STALE_AT - 1 {
@@ -64,6 +69,18 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
         let deploy = run(&["deploy", "--text", &format!("application v{}", i + 1)], &c);
         assert!(deploy.status.success(), "deploy {i}: {}", String::from_utf8_lossy(&deploy.stderr));
         let bundle = stdout(&deploy);
+        // Group 2's payload, cut in half until the install is over.
+        let truncated = (i == TRUNCATED_AT).then(|| {
+            let dirs = std::fs::read_dir(c.path().join("payloads")).unwrap();
+            let file = dirs
+                .flatten()
+                .map(|d| d.path().join("g2.bin"))
+                .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+                .unwrap();
+            let good = std::fs::read(&file).unwrap();
+            std::fs::write(&file, &good[..good.len() / 2]).unwrap();
+            (file, good)
+        });
         if i == STALE_AT {
             let install = run(&["install", &bundle, "--timeout-s", "60"], &c);
             let err = String::from_utf8_lossy(&install.stderr);
@@ -95,6 +112,13 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
             assert!(cluster::kill(c.path(), *p), "upgrade {i}: {} was not running", p.name());
             kills += 1;
         }
+        // Every other round of kills, one killed replica loses its disk.
+        let wiped = (i % 4 == 3).then(|| victims[draw.below(3) as usize]);
+        if let Some(Proc::Replica(g, r)) = wiped {
+            std::thread::sleep(Duration::from_millis(200));
+            std::fs::remove_dir_all(c.path().join("data").join(format!("replica-{g}-{r}"))).unwrap();
+            wipes += 1;
+        }
         let out = install.wait_with_output().unwrap();
         let text = stdout(&out);
         assert!(
@@ -103,6 +127,9 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
             String::from_utf8_lossy(&out.stderr)
         );
         committed += 1;
+        if let Some((file, good)) = truncated {
+            std::fs::write(file, good).unwrap();
+        }
         for p in &victims {
             children.push(restart(&c, *p));
         }
@@ -138,12 +165,17 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
     let replica_max = replica_max.max().unwrap_or(0);
     let guardian_max = (1..=guardians).map(|k| dir_bytes(&data.join(format!("guardian-{k}")))).max().unwrap_or(0);
     eprintln!(
-        "soak: {committed} committed, {aborted} aborted, {kills} SIGKILLs in {:.0} s; largest replica data {} KiB, largest guardian data {} KiB",
+        "soak: {committed} committed, {aborted} aborted, {kills} SIGKILLs ({wipes} with the disk) in {:.0} s; largest replica data {} KiB, largest guardian data {} KiB",
         elapsed.as_secs_f64(),
         replica_max / 1024,
         guardian_max / 1024
     );
     assert_eq!((committed, aborted), (UPGRADES - 1, 1));
+    let logs: Vec<String> =
+        (1..=3).flat_map(|g| (0..4).map(move |r| (g, r))).map(|(g, r)| c.log(&format!("replica-{g}-{r}"))).collect();
+    let rejoined: usize = logs.iter().map(|l| l.matches("rejoined by state transfer").count()).sum();
+    assert_eq!(rejoined, wipes, "every wiped replica rejoins once");
+    assert!(logs.iter().any(|l| l.contains("payload unavailable")), "the truncated payload went unnoticed");
     // Bounded: a replica keeps a few sessions' units and ids, a guardian
     // its unretired records.
     assert!(replica_max < 16 << 20, "a replica's data grew to {replica_max} bytes");

@@ -1,0 +1,55 @@
+//! Issue 16, wedge 5: a replica whose database is deleted comes back by
+//! state transfer (a checkpoint `f + 1` peers agree on, taken at a session
+//! change its request caused) instead of restarting at version 0 behind
+//! AlephBFT's "backup state behind unit collection state"; the next
+//! upgrade commits at all four replicas of its group.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bft_upgrade_node::cluster::{self, Proc};
+use common::{restart, run, stdout, TempCluster};
+
+fn upgrade(c: &TempCluster, text: &str) {
+    let out = run(&["deploy", "--text", text], c);
+    assert!(out.status.success(), "deploy failed");
+    let bundle = stdout(&out);
+    let out = run(&["install", &bundle, "--timeout-s", "90"], c);
+    assert!(out.status.success() && stdout(&out).starts_with("Committed"), "install of {text} failed");
+}
+
+#[test]
+fn rejoin_a_wiped_replica_by_state_transfer_and_commit_the_next_upgrade_everywhere() {
+    let c = TempCluster::new("rejoin", &["--groups", "2", "--app-interval-ms", "40"]);
+    assert!(run(&["cluster", "up"], &c).status.success());
+    upgrade(&c, "application v2");
+
+    // Replica 3 of group 1 loses its disk.
+    assert!(cluster::kill(c.path(), Proc::Replica(1, 3)), "replica-1-3 was not running");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_dir_all(c.path().join("data").join("replica-1-3")).unwrap();
+    let mut child = restart(&c, Proc::Replica(1, 3));
+    let started = Instant::now();
+    while !c.log("replica-1-3").contains("rejoined by state transfer") {
+        assert!(started.elapsed() < Duration::from_secs(60), "replica-1-3 never rejoined");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The next upgrade commits at all four, the rejoined one included, on
+    // the version its group is at.
+    upgrade(&c, "application v3");
+    let status = stdout(&run(&["cluster", "status", "--wait"], &c));
+    let line = status.lines().find(|l| l.starts_with("1 ")).unwrap_or_default();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.get(2), Some(&"2"), "group 1's version: {line}");
+    assert_eq!(fields.get(3), Some(&"-"), "a replica is behind or silent: {line}");
+    assert!(line.contains("committed at 4/4") && line.contains("application v3"), "{line}");
+    let log = c.log("replica-1-3");
+    assert!(!log.contains("Backup state behind"), "replica-1-3 ran a session from an empty backup");
+
+    assert!(run(&["cluster", "down"], &c).status.success());
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run(&["cluster", "check"], &c).status.success(), "the databases show a violation");
+}
