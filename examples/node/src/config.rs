@@ -19,6 +19,10 @@ pub struct ReplicaInfo {
     pub box_key: String,
     /// Its transport signing key, compressed SEC1, hex.
     pub sign_key: String,
+    /// Where it serves its counters (Prometheus text format, loopback);
+    /// none in configurations from before they existed.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// One group.
@@ -45,6 +49,9 @@ pub struct GuardianInfo {
     pub box_key: String,
     /// Its transport signing key, hex.
     pub sign_key: String,
+    /// Where it serves its counters (Prometheus text format, loopback).
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A party without an address (an installer or the operator's client):

@@ -110,6 +110,7 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
                 addr: ports.next()?,
                 box_key: hex(&s.box_key.public_key().to_compressed()),
                 sign_key: hex(&s.sign_key.public_key().to_compressed()),
+                metrics: Some(ports.next()?),
             });
         }
         // A ring: each group calls the next and is called by the previous.
@@ -137,6 +138,7 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
             addr: ports.next()?,
             box_key: hex(&s.box_key.public_key().to_compressed()),
             sign_key: hex(&s.sign_key.public_key().to_compressed()),
+            metrics: Some(ports.next()?),
         });
     }
     let dialers = |make: fn(u32) -> Peer| -> Result<Vec<DialerInfo>> {

@@ -51,6 +51,14 @@ fn status(role: &NodeGuardian) -> GuardianStatus {
     }
 }
 
+/// The status as counters, for the Prometheus endpoint.
+fn export(role: &NodeGuardian) {
+    let s = status(role);
+    crate::metrics::gauge("bftup_guardian_held", u64::from(s.held));
+    crate::metrics::gauge("bftup_guardian_capacity", u64::from(s.capacity));
+    crate::metrics::gauge("bftup_guardian_releases", u64::from(s.releases));
+}
+
 /// Runs guardian `id` of the cluster in `dir` until killed.
 ///
 /// # Errors
@@ -60,10 +68,12 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
     let me = Peer::Guardian(id);
     let secrets = Secrets::load(&key_path(dir, me))?;
     let addr = cluster.guardian(id)?.addr;
+    crate::metrics::serve(cluster.guardian(id)?.metrics, &[("guardian", id.to_string())])?;
     let fresh = config(&cluster, id)?;
     let mut host = GuardianHost::open(Store::open(&db_path(dir, id))?, || NodeGuardian::new(fresh))
         .map_err(|e| anyhow!("guardian state: {e}"))?;
     tracing::info!(id, "guardian starting from its database");
+    export(host.role());
     let policy: Policy = Arc::new(|peer, frame| match (peer, frame) {
         (Peer::Replica { .. }, Frame::Msg(_) | Frame::Piece(_)) => Ok(()),
         // Its signature is checked by the role, whoever relays it.
@@ -96,8 +106,11 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
         .map_err(|e| anyhow!("guardian store: {e}"))?;
         for fault in &report.faults.faults {
             warn!(?fault, "peer fault");
+            crate::metrics::count("bftup_peer_faults_total");
         }
+        export(host.role());
         for (upgrade, group) in &report.busy {
+            crate::metrics::count("bftup_guardian_pieces_not_kept_total");
             warn!(upgrade = ?upgrade, group = group.0, "every record holds a release: piece not kept");
         }
     }

@@ -23,6 +23,7 @@ pub mod deployer;
 pub mod frame;
 pub mod guardian;
 pub mod installer;
+pub mod metrics;
 pub mod ordering;
 pub mod outbound;
 pub mod replica;

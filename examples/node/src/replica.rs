@@ -233,6 +233,8 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
     let info = cluster.group(group)?.clone();
     let n = info.replicas.len();
     let addr = info.replicas.get(usize::from(index)).ok_or_else(|| anyhow!("no replica {index}"))?.addr;
+    let labels = [("group", group.to_string()), ("replica", index.to_string())];
+    crate::metrics::serve(info.replicas.get(usize::from(index)).and_then(|r| r.metrics), &labels)?;
     let data = dir.join("data").join(format!("replica-{group}-{index}"));
     let store = Store::open(&data.join("state.redb"))?;
     let app: App = match store.get(APP)? {
@@ -437,6 +439,7 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
                 }
             }
             _ = housekeeping.tick() => {
+                host.export();
                 // A payload still missing: look again (the file, then peers).
                 if !host.pending.is_empty() {
                     let mut out = Out::default();
@@ -691,10 +694,12 @@ impl Host {
         out.dirty = true;
         for fault in &report.faults.faults {
             warn!(?fault, "peer fault");
+            crate::metrics::count("bftup_peer_faults_total");
         }
         for effect in report.effects {
             match effect {
                 GroupEffect::Apply { upgrade, key, payload, .. } => {
+                    crate::metrics::count("bftup_upgrades_committed_total");
                     self.finished(upgrade, via);
                     let version = self.replica.role().version();
                     info!(upgrade = ?upgrade, version, via, "committed");
@@ -710,6 +715,7 @@ impl Host {
                     }
                 }
                 GroupEffect::Discard { upgrade } => {
+                    crate::metrics::count("bftup_upgrades_aborted_total");
                     self.finished(upgrade, via);
                     info!(upgrade = ?upgrade, via, "aborted");
                 }
@@ -875,6 +881,20 @@ impl Host {
             let env = Envelope { origin: self.me, nonce: slot, body: Body::Tick { txn: slot } };
             let _ = self.queue.push(frame::encode(&env));
         }
+    }
+
+    /// The status as counters, for the Prometheus endpoint.
+    fn export(&self) {
+        use crate::metrics::{gauge, total};
+        let s = self.status();
+        gauge("bftup_version", s.version);
+        gauge("bftup_upgrading", s.upgrading.len() as u64);
+        gauge("bftup_upgrades_held", s.upgrades.iter().filter(|u| u.outcome.is_none()).count() as u64);
+        gauge("bftup_session_epoch", s.epoch);
+        gauge("bftup_session_units_left", s.units_left);
+        total("bftup_executed_operations_total", s.executed);
+        total("bftup_app_calls_total", s.app_calls);
+        total("bftup_callees_upgrading_total", s.callees_upgrading);
     }
 
     fn status(&self) -> Status {

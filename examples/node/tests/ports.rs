@@ -1,5 +1,5 @@
 //! Issue 16, port clash: `init` gives every process of a cluster its own
-//! port, and `cluster up` fails loudly, naming the process, when one of
+//! ports (transport and metrics), and `cluster up` fails loudly, naming the process, when one of
 //! them cannot start (before, `up` waited for replicas only and reported
 //! success with a guardian dead).
 
@@ -18,9 +18,13 @@ fn init_gives_every_process_of_a_cluster_its_own_port() {
         let cluster = Cluster::load(c.path()).unwrap();
         let mut addrs: Vec<_> = cluster.groups.iter().flat_map(|g| g.replicas.iter().map(|r| r.addr)).collect();
         addrs.extend(cluster.guardians.iter().map(|g| g.addr));
+        // Each one's metrics endpoint too.
+        addrs.extend(cluster.groups.iter().flat_map(|g| g.replicas.iter().filter_map(|r| r.metrics)));
+        addrs.extend(cluster.guardians.iter().filter_map(|g| g.metrics));
         let distinct: BTreeSet<_> = addrs.iter().collect();
-        assert_eq!(distinct.len(), addrs.len(), "round {round}: two processes share a port");
-        assert_eq!(addrs.len(), 40 + 13);
+        assert_eq!(distinct.len(), addrs.len(), "round {round}: two ports clash");
+        assert_eq!(addrs.len(), 2 * (40 + 13));
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }
 

@@ -15,6 +15,7 @@
 //! bounded (the sizes are printed).
 //!
 //! The kills are drawn from a seed, printed; `SOAK_SEED=<n>` replays one.
+//! `SOAK_UPGRADES=<n>` runs `n` upgrades instead of 40.
 
 mod common;
 
@@ -40,7 +41,11 @@ impl Draw {
     }
 }
 
-const UPGRADES: usize = 40;
+/// Upgrades in a run: 40, or `SOAK_UPGRADES` (the longer run in the
+/// closing note: `SOAK_UPGRADES=500`).
+fn upgrades() -> usize {
+    std::env::var("SOAK_UPGRADES").ok().and_then(|s| s.parse().ok()).filter(|n| *n > TRUNCATED_AT).unwrap_or(40)
+}
 const STALE_AT: usize = 20;
 const TRUNCATED_AT: usize = 30;
 
@@ -59,7 +64,8 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
     let guardians = bft_upgrade_node::config::Cluster::load(c.path()).unwrap().guardians.len() as u32;
     let (mut committed, mut aborted, mut kills, mut wipes) = (0, 0, 0, 0);
     let mut children = Vec::new();
-    for i in 1..=UPGRADES {
+    let upgrades = upgrades();
+    for i in 1..=upgrades {
         if i == STALE_AT - 1 {
             std::fs::copy(&state, &backup).unwrap();
         }
@@ -170,7 +176,7 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
         replica_max / 1024,
         guardian_max / 1024
     );
-    assert_eq!((committed, aborted), (UPGRADES - 1, 1));
+    assert_eq!((committed, aborted), (upgrades - 1, 1));
     let logs: Vec<String> =
         (1..=3).flat_map(|g| (0..4).map(move |r| (g, r))).map(|(g, r)| c.log(&format!("replica-{g}-{r}"))).collect();
     let rejoined: usize = logs.iter().map(|l| l.matches("rejoined by state transfer").count()).sum();
