@@ -223,6 +223,13 @@ impl<const R: usize> Guardian<R> {
         self.record(upgrade, group).and_then(|r| r.released)
     }
 
+    /// Whether it holds a record for (`upgrade`, `group`) (the simulator's
+    /// liveness reports).
+    #[cfg(feature = "std")]
+    pub(crate) fn holds(&self, upgrade: UpgradeId, group: GroupId) -> bool {
+        self.record(upgrade, group).is_some()
+    }
+
     fn record(&self, upgrade: UpgradeId, group: GroupId) -> Option<&Record> {
         self.records.iter().find(|r| r.upgrade == upgrade && r.group == group)
     }

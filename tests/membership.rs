@@ -510,6 +510,26 @@ fn membership_guardians_follow_the_change_of_a_group_in_their_custody() {
     };
     let _ = guardian.handle_message(NOW, from, &learned);
     assert_eq!(guardian.config().groups[0].members, rotated.digest());
+    // Through the host layer the change is written: a guardian that
+    // crashes after learning it still follows it (it used to come back with
+    // the old membership and refuse every later piece as forged).
+    {
+        use bft_upgrade::host::{GuardianHost, MemStore};
+        let fresh = || {
+            let mut config = GuardianConfig { id: 1, deployers: heapless::Vec::new(), groups: heapless::Vec::new() };
+            config.deployers.push((deployer.id(), deployer.public_key())).unwrap();
+            config.groups.push(GuardedGroup { group: GROUP, members: membership.digest() }).unwrap();
+            Guardian::<8>::new(config)
+        };
+        let mut host = GuardianHost::open(MemStore::default(), fresh).unwrap();
+        let mut sent = Vec::new();
+        let report = host.piece(NOW, from, &piece, &guardian_keys[0], &mut sent).unwrap();
+        assert!(report.faults.faults.is_empty());
+        host.message(NOW, from, &learned, &mut sent).unwrap();
+        assert_eq!(host.role().config().groups[0].members, rotated.digest());
+        host.reopen(fresh).unwrap();
+        assert_eq!(host.role().config().groups[0].members, rotated.digest(), "the change was not written");
+    }
     // Later pieces are for the new membership; one for the old is forged.
     let (later, _) = build(&mut rng, 2, &rotated, None, &trigger);
     assert!(guardian.handle_piece(NOW, from, &later, &guardian_keys[0]).faults.is_empty());

@@ -138,12 +138,17 @@ impl<S: Store, const R: usize> GuardianHost<S, R> {
         message: &Message,
         transport: &mut impl Transport,
     ) -> Result<GuardianReport, HostError<S::Error>> {
+        let members = |role: &Guardian<R>| role.config().groups.iter().map(|g| g.members).collect::<Vec<_>>();
+        let before = members(&self.role);
         let step = self.role.handle_message(now, from, message);
-        // Only a release must be durable before what follows it (`carry`
-        // writes every release); a request that released nothing is asked
-        // again by the replica's retries after a crash, so it is not
-        // written on its own.
-        self.carry(now, step, false, transport)
+        // A release must be durable before what follows it (`carry` writes
+        // every release); a request that released nothing is asked again
+        // by the replica's retries after a crash, so it is not written on
+        // its own. A membership change learned with a commit is written: a
+        // guardian that forgot it would refuse the group's later pieces,
+        // and nobody tells it again.
+        let followed = members(&self.role) != before;
+        self.carry(now, step, followed, transport)
     }
 
     /// Takes `group`'s new membership digest ([`Guardian::follow`]) and

@@ -382,12 +382,29 @@ impl World {
             .filter(|h| *h != u)
             .map(|h| format!("#{} {:?}", self.upgrade_index(h).map_or(-1, |i| i as i64), r.host.role().status(h)))
             .collect();
+        // In guardian custody: what each of the group's guardians holds,
+        // and whether it follows the group's membership.
+        let members = r.host.role().config().membership.digest();
+        let guardians: Vec<String> = self
+            .guardians
+            .iter()
+            .enumerate()
+            .filter_map(|(k, slot)| {
+                let role = slot.host.role();
+                let set = role.config().groups.iter().find(|s| s.group == id)?;
+                let held = if role.holds(u, id) { format!("{:?}", role.released(u, id)) } else { "-".into() };
+                let follows = if set.members == members { "" } else { " stale members" };
+                let byz = if slot.byz.is_some() { " byzantine" } else { "" };
+                Some(format!("{k}: {held}{follows}{byz}"))
+            })
+            .collect();
         format!(
-            "g{}: {held:?}, a prepare now: {answer:?}, installers {}, also held: [{}], chained on {}",
+            "g{}: {held:?}, a prepare now: {answer:?}, installers {}, also held: [{}], chained on {}, guardians [{}]",
             id.0,
             views.join("/"),
             others.join(", "),
-            chained_on.as_deref().unwrap_or("genesis")
+            chained_on.as_deref().unwrap_or("genesis"),
+            guardians.join(", ")
         )
     }
 
