@@ -109,10 +109,12 @@ pub enum Body {
     /// rejoin: the AlephBFT session ends at this batch and every correct
     /// replica writes a checkpoint of the state there, for it to install
     /// and start the next session from (which it never ran, so it cannot
-    /// equivocate in it). `tag` is fresh at each restart; repeats of one
-    /// tag change nothing.
+    /// equivocate in it). `tag` grows with each restart (the host's
+    /// clock): a tag not above the last one executed for that replica, or a
+    /// request within 1,000 batches of the session change the last one
+    /// made, changes nothing.
     Rejoin {
-        /// Fresh per restart of the wiped replica.
+        /// Larger at each restart of the wiped replica.
         tag: u64,
     },
     /// The application: the response to this group's transaction `txn`

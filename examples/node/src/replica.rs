@@ -114,6 +114,12 @@ const KEEP_PAYLOADS: usize = 2;
 /// (replicated: it decides which requests end a session).
 const REJOINS: &str = "rejoins";
 
+/// Batches a replica's rejoin request waits after the session change its
+/// previous one made: a faulty replica changes its group's sessions at most
+/// this often, well below what a lagging replica keeps up through
+/// ([`OLD_SESSIONS`] ended sessions).
+const REJOIN_GAP: u64 = 1000;
+
 fn pending_key(version: u64) -> String {
     format!("{PENDING}{version:016x}")
 }
@@ -175,9 +181,9 @@ struct Host {
     kept: Vec<Digest>,
     /// `Upgrading` answers received from callees.
     callees_upgrading: u64,
-    /// Per replica of the group, the tag of its latest rejoin request
-    /// executed (the checkpoint records say the same after a restart).
-    rejoins: BTreeMap<u8, u64>,
+    /// Per replica of the group, its latest rejoin request executed: the
+    /// tag and the session that request opened.
+    rejoins: BTreeMap<u8, (u64, u64)>,
     /// Set by a rejoin request in this batch: the session ends with it.
     force: Option<(u8, u64)>,
 }
@@ -259,7 +265,7 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         Some(b) => postcard::from_bytes(&b).context("stored payload list")?,
         None => Vec::new(),
     };
-    let rejoins: BTreeMap<u8, u64> = match store.get(REJOINS)? {
+    let rejoins: BTreeMap<u8, (u64, u64)> = match store.get(REJOINS)? {
         Some(b) => postcard::from_bytes(&b).context("stored rejoin requests")?,
         None => BTreeMap::new(),
     };
@@ -562,7 +568,7 @@ impl Host {
             Ok(record) => out.records.push((transfer::checkpoint_key(index), Some(record))),
             Err(e) => warn!(index, "checkpoint not written: {e}"),
         }
-        info!(index, epoch = self.epoch, "session ended for a rejoining replica: checkpoint written");
+        info!(index, tag, epoch = self.epoch, "session ended for a rejoining replica: checkpoint written");
     }
 
     fn execute(&mut self, env: Envelope, out: &mut Out) {
@@ -587,8 +593,16 @@ impl Host {
             }
             Body::Rejoin { tag } => {
                 if let Peer::Replica { group, index } = env.origin {
-                    if group == self.group && index != self.index && self.rejoins.get(&index) != Some(&tag) {
-                        self.rejoins.insert(index, tag);
+                    // Only a newer request (tags grow with each restart: a
+                    // late copy of an older one changes nothing), and not
+                    // within `REJOIN_GAP` batches of the session change the
+                    // replica's last request made (a faulty one cannot keep
+                    // its group changing sessions, stranding replicas that
+                    // lag).
+                    let last = self.rejoins.get(&index).copied();
+                    let newer = last.is_none_or(|(t, e)| tag > t && (e < self.epoch || self.units >= REJOIN_GAP));
+                    if group == self.group && index != self.index && newer {
+                        self.rejoins.insert(index, (tag, self.epoch + 1));
                         self.force = Some((index, tag));
                         out.records.push((
                             REJOINS.to_string(),

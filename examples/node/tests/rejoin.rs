@@ -48,6 +48,30 @@ fn rejoin_a_wiped_replica_by_state_transfer_and_commit_the_next_upgrade_everywhe
     let log = c.log("replica-1-3");
     assert!(!log.contains("Backup state behind"), "replica-1-3 ran a session from an empty backup");
 
+    // Wiped again soon after: it rejoins again, and each peer changed
+    // sessions once per rejoin (late copies of a request change nothing).
+    assert!(cluster::kill(c.path(), Proc::Replica(1, 3)));
+    let _ = child.wait();
+    std::fs::remove_dir_all(c.path().join("data").join("replica-1-3")).unwrap();
+    child = restart(&c, Proc::Replica(1, 3));
+    let started = Instant::now();
+    while c.log("replica-1-3").matches("rejoined by state transfer").count() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(90), "replica-1-3 never rejoined a second time");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    upgrade(&c, "application v4");
+    let line = stdout(&run(&["cluster", "status", "--wait"], &c))
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("committed at 4/4") && line.split_whitespace().nth(3) == Some("-"), "{line}");
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..3 {
+        let changes = c.log(&format!("replica-1-{i}")).matches("session ended for a rejoining replica").count();
+        assert_eq!(changes, 2, "replica-1-{i} changed sessions {changes} times for 2 rejoins");
+    }
+
     assert!(run(&["cluster", "down"], &c).status.success());
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(300));

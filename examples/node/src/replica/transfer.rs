@@ -58,9 +58,9 @@ pub(super) struct Checkpoint {
     pub seen: Vec<[u8; 32]>,
     /// The pieces of the upgrades the group holds.
     pub pieces: Vec<Piece>,
-    /// Per replica, the tag of its latest rejoin request executed: late
-    /// copies of a request must not end another session here either.
-    pub rejoins: BTreeMap<u8, u64>,
+    /// Per replica, its latest rejoin request executed (tag, and the
+    /// session it opened): late copies must not end a session here either.
+    pub rejoins: BTreeMap<u8, (u64, u64)>,
 }
 
 /// What a rejoined replica carries on from.
@@ -69,7 +69,7 @@ pub(super) struct Rejoined {
     pub app: App,
     pub seen: BTreeMap<u64, HashSet<[u8; 32]>>,
     pub epoch: u64,
-    pub rejoins: BTreeMap<u8, u64>,
+    pub rejoins: BTreeMap<u8, (u64, u64)>,
 }
 
 /// Asks the group to end its session for this replica and waits until
@@ -88,10 +88,12 @@ pub(super) async fn rejoin(
     let (group, index) = me;
     let n = cluster.group(group.0)?.replicas.len();
     let need = max_faulty(n) + 1;
-    let tag = random_u64();
+    // Larger at each restart (the host's clock), so that peers can tell a
+    // late copy of an earlier request from this one.
+    let tag = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos())?;
     let peers: Vec<Peer> =
         cluster.replicas_of(group).into_iter().filter(|p| *p != Peer::Replica { group, index }).collect();
-    warn!(group = group.0, index, "no database: rejoining by state transfer");
+    warn!(group = group.0, index, tag, "no database: rejoining by state transfer");
     let mut answers: BTreeMap<u8, (Digest, Vec<u8>)> = BTreeMap::new();
     let mut again = tokio::time::interval(std::time::Duration::from_secs(1));
     let bytes = loop {
