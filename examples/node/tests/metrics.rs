@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bft_upgrade_node::config::Cluster;
-use common::{run, stdout, TempCluster};
+use common::{deploy, install, run, TempCluster};
 
 fn scrape(addr: SocketAddr) -> Option<String> {
     let mut response = ureq::get(format!("http://{addr}/metrics")).call().ok()?;
@@ -36,8 +36,7 @@ fn metrics_every_process_serves_prometheus_counters_that_follow_an_upgrade() {
     let replica = cluster.groups[0].replicas[0].metrics.expect("init gives each replica a metrics port");
     let guardian = cluster.guardians[0].metrics.expect("init gives each guardian a metrics port");
     until(replica, &[r#"bftup_version{group="1",replica="0"} 0"#.to_string()]);
-    let bundle = stdout(&run(&["deploy", "--text", "application v2"], &c));
-    assert!(stdout(&run(&["install", &bundle, "--timeout-s", "90"], &c)).starts_with("Committed"));
+    assert!(install(&c, &deploy(&c, "application v2")).starts_with("Committed"));
     let text = until(
         replica,
         &[

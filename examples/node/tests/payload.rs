@@ -11,19 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bft_upgrade_node::cluster::{self, Proc};
-use common::{restart, run, stdout, TempCluster};
-
-fn deploy(c: &TempCluster, text: &str) -> String {
-    let out = run(&["deploy", "--text", text], c);
-    assert!(out.status.success(), "deploy failed");
-    stdout(&out)
-}
-
-fn install(c: &TempCluster, bundle: &str) -> String {
-    let out = run(&["install", bundle, "--timeout-s", "90"], c);
-    assert!(out.status.success(), "install failed");
-    stdout(&out)
-}
+use common::{deploy, install, restart, run, stdout, TempCluster};
 
 /// Group `g`'s line of `cluster status` (`--wait` or not).
 fn line(c: &TempCluster, g: u32, wait: bool) -> String {
@@ -88,8 +76,11 @@ fn payload_missing_or_truncated_is_fetched_before_the_version_is_served() {
     // The deployer writes the file again: group 1 applies it and serves
     // the new version, nobody upgrading any more.
     std::fs::write(&file, &good).unwrap();
-    let one = until(&c, 1, "applied the payload", |l| l.split_whitespace().nth(2) == Some("1"));
-    assert!(one.contains("application v2") && !one.contains("upgrading"), "{one}");
+    // Each replica looks again on its own second: wait for all four.
+    let one = until(&c, 1, "applied the payload at every replica", |l| {
+        l.split_whitespace().nth(2) == Some("1") && !l.contains("upgrading")
+    });
+    assert!(one.contains("application v2") && one.split_whitespace().nth(3) == Some("-"), "{one}");
 
     // A replica down while its group commits, the deployer's files gone
     // when it comes back: it applies the payload a peer kept.

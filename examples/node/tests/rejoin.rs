@@ -9,14 +9,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bft_upgrade_node::cluster::{self, Proc};
-use common::{restart, run, stdout, TempCluster};
+use common::{deploy, install, restart, run, stdout, TempCluster};
 
 fn upgrade(c: &TempCluster, text: &str) {
-    let out = run(&["deploy", "--text", text], c);
-    assert!(out.status.success(), "deploy failed");
-    let bundle = stdout(&out);
-    let out = run(&["install", &bundle, "--timeout-s", "90"], c);
-    assert!(out.status.success() && stdout(&out).starts_with("Committed"), "install of {text} failed");
+    assert!(install(c, &deploy(c, text)).starts_with("Committed"), "install of {text} failed");
 }
 
 #[test]

@@ -9,19 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run, stdout, TempCluster};
-
-fn deploy(c: &TempCluster, text: &str) -> String {
-    let out = run(&["deploy", "--text", text], c);
-    assert!(out.status.success(), "deploy failed");
-    stdout(&out)
-}
-
-fn install(c: &TempCluster, bundle: &str) -> String {
-    let out = run(&["install", bundle, "--timeout-s", "90"], c);
-    assert!(out.status.success(), "install failed");
-    stdout(&out)
-}
+use common::{deploy, install, run, stdout, TempCluster};
 
 /// Fails within `within`, with a one-line error containing `what`.
 fn fails(c: &TempCluster, args: &[&str], what: &str, within: Duration) {

@@ -25,6 +25,20 @@ pub fn run(args: &[&str], c: &TempCluster) -> std::process::Output {
     out
 }
 
+/// `node deploy --text <text>`: the bundle's path.
+pub fn deploy(c: &TempCluster, text: &str) -> String {
+    let out = run(&["deploy", "--text", text], c);
+    assert!(out.status.success(), "deploy failed");
+    stdout(&out)
+}
+
+/// `node install <bundle>` (90 s at most): what it printed.
+pub fn install(c: &TempCluster, bundle: &str) -> String {
+    let out = run(&["install", bundle, "--timeout-s", "90"], c);
+    assert!(out.status.success(), "install failed");
+    stdout(&out)
+}
+
 /// What a command printed on stdout, trimmed.
 pub fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
