@@ -155,7 +155,8 @@ enum ClusterCmd {
         #[arg(long)]
         dir: PathBuf,
         /// First wait (up to a minute) until every replica answers and has
-        /// finished every upgrade it saw and applied its payload.
+        /// finished every upgrade it saw and applied its payload, at its
+        /// group's highest version.
         #[arg(long)]
         wait: bool,
     },
@@ -273,10 +274,15 @@ fn cluster_cmd(command: ClusterCmd) -> Result<()> {
             let until = std::time::Instant::now() + Duration::from_secs(60);
             let statuses = loop {
                 let statuses = rt.block_on(cluster::query(&dir, Duration::from_secs(2)))?;
+                // And no replica behind its group's highest version: one
+                // that just restarted has not seen the last upgrade yet.
+                let top = |g| statuses.iter().filter(|s| s.group == g).map(|s| s.version).max();
                 let settled = statuses.len() == total
-                    && statuses
-                        .iter()
-                        .all(|s| s.upgrading.is_empty() && s.upgrades.iter().all(|u| u.outcome.is_some()));
+                    && statuses.iter().all(|s| {
+                        s.upgrading.is_empty()
+                            && s.upgrades.iter().all(|u| u.outcome.is_some())
+                            && Some(s.version) == top(s.group)
+                    });
                 if !wait || settled || std::time::Instant::now() > until {
                     break statuses;
                 }
