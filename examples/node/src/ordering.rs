@@ -372,21 +372,39 @@ pub fn backup_path(data: &Path, epoch: u64) -> PathBuf {
 }
 
 /// Consensus frames by session: the transport's reader hands each to its
-/// session's AlephBFT network and notes which replicas were heard in it.
+/// session's AlephBFT network and notes which replicas were heard in it,
+/// and the newest session each replica was heard in at all.
 #[derive(Clone, Default)]
-pub struct Router(Arc<Mutex<BTreeMap<u64, Route>>>);
+pub struct Router(Arc<Mutex<Routes>>);
+
+#[derive(Default)]
+struct Routes {
+    sessions: BTreeMap<u64, Route>,
+    newest: BTreeMap<u8, u64>,
+}
 
 /// A session's consensus inbox, and the replicas heard in it (a bit each).
 type Route = (mpsc::Sender<Vec<u8>>, Arc<AtomicU64>);
 
 impl Router {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Hands `data` from replica `from` to session `epoch`, if it runs here.
     pub fn route(&self, epoch: u64, from: u8, data: Vec<u8>) {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((tx, heard)) = map.get(&epoch) {
+        let mut routes = self.lock();
+        let newest = routes.newest.entry(from).or_default();
+        *newest = (*newest).max(epoch);
+        if let Some((tx, heard)) = routes.sessions.get(&epoch) {
             heard.fetch_or(1u64 << (from % 64), Ordering::Relaxed);
             let _ = tx.try_send(data);
         }
+    }
+
+    /// How many replicas were heard in a session later than `epoch`.
+    pub fn ahead_of(&self, epoch: u64) -> usize {
+        self.lock().newest.values().filter(|e| **e > epoch).count()
     }
 }
 
@@ -445,7 +463,7 @@ impl Session {
         let (exit_tx, exit_rx) = futures::channel::oneshot::channel();
         let terminator = aleph_bft::Terminator::create_root(exit_rx, "AlephBFT-member");
         let config = config(p.n, usize::from(p.me), session_id(p.group, epoch), p.unit_delay_ms)?;
-        p.router.0.lock().unwrap_or_else(|e| e.into_inner()).insert(epoch, (cons_tx, heard.clone()));
+        p.router.lock().sessions.insert(epoch, (cons_tx, heard.clone()));
         let stopped = Arc::new(AtomicBool::new(false));
         let (watch, keys, group) = (stopped.clone(), p.keys.clone(), p.group);
         tokio::spawn(async move {
@@ -483,7 +501,7 @@ impl Session {
         }
         // Its network stays open while AlephBFT winds down (a closed one
         // makes every task log an error).
-        let route = p.router.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.epoch);
+        let route = p.router.lock().sessions.remove(&self.epoch);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
             drop(route);

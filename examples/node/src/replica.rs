@@ -218,13 +218,54 @@ fn group_config(cluster: &Cluster, group: u32) -> Result<GroupConfig> {
     })
 }
 
-/// How a replica starts: from its database, or (wiped) by state transfer
-/// into the empty one.
-// Built once at start and consumed at once: its size does not matter.
+/// How a replica starts: from its database, or by state transfer (wiped,
+/// left behind, or in the middle of either when it stopped).
+// Built once per start and consumed at once: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Start {
     Opened(ReplicaHost<Store>),
-    Wiped(Store),
+    Rejoin(Store),
+}
+
+/// What a replica's database holds besides the role.
+struct Loaded {
+    app: App,
+    seen: BTreeMap<u64, HashSet<[u8; 32]>>,
+    epoch: u64,
+    pending: Vec<Pending>,
+    kept: Vec<Digest>,
+    rejoins: BTreeMap<u8, (u64, u64)>,
+}
+
+/// The record under `key`, or `T`'s default where there is none.
+fn record<T: serde::de::DeserializeOwned + Default>(store: &Store, key: &str) -> Result<T> {
+    match store.get(key)? {
+        Some(b) => postcard::from_bytes(&b).with_context(|| format!("stored {key}")),
+        None => Ok(T::default()),
+    }
+}
+
+impl Loaded {
+    fn read(store: &Store) -> Result<Self> {
+        let mut seen: BTreeMap<u64, HashSet<[u8; 32]>> = BTreeMap::new();
+        for (epoch, id) in store.list(SEEN)?.iter().filter_map(|k| parse_seen(k)) {
+            seen.entry(epoch).or_default().insert(id);
+        }
+        let mut pending = Vec::new();
+        for key in store.list(PENDING)? {
+            let bytes = store.get(&key)?.ok_or_else(|| anyhow!("{key} listed, not stored"))?;
+            pending.push(postcard::from_bytes::<Pending>(&bytes).with_context(|| format!("stored {key}"))?);
+        }
+        pending.sort_by_key(|p| p.version);
+        Ok(Self {
+            app: record(store, APP)?,
+            seen,
+            epoch: record(store, SESSION)?,
+            pending,
+            kept: record(store, KEPT)?,
+            rejoins: record(store, REJOINS)?,
+        })
+    }
 }
 
 /// Runs replica `index` of `group` of the cluster in `dir` until killed.
@@ -243,42 +284,20 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
     crate::metrics::serve(info.replicas.get(usize::from(index)).and_then(|r| r.metrics), &labels)?;
     let data = dir.join("data").join(format!("replica-{group}-{index}"));
     let store = Store::open(&data.join("state.redb"))?;
-    let app: App = match store.get(APP)? {
-        Some(b) => postcard::from_bytes(&b).context("stored application state")?,
-        None => App::default(),
-    };
-    let mut seen: BTreeMap<u64, HashSet<[u8; 32]>> = BTreeMap::new();
-    for (epoch, id) in store.list(SEEN)?.iter().filter_map(|k| parse_seen(k)) {
-        seen.entry(epoch).or_default().insert(id);
-    }
-    let epoch: u64 = match store.get(SESSION)? {
-        Some(b) => postcard::from_bytes(&b).context("stored session")?,
-        None => 0,
-    };
-    let mut pending = Vec::new();
-    for key in store.list(PENDING)? {
-        let bytes = store.get(&key)?.ok_or_else(|| anyhow!("{key} listed, not stored"))?;
-        pending.push(postcard::from_bytes::<Pending>(&bytes).with_context(|| format!("stored {key}"))?);
-    }
-    pending.sort_by_key(|p| p.version);
-    let kept_payloads: Vec<Digest> = match store.get(KEPT)? {
-        Some(b) => postcard::from_bytes(&b).context("stored payload list")?,
-        None => Vec::new(),
-    };
-    let rejoins: BTreeMap<u8, (u64, u64)> = match store.get(REJOINS)? {
-        Some(b) => postcard::from_bytes(&b).context("stored rejoin requests")?,
-        None => BTreeMap::new(),
-    };
     // No role and no marker from `init`: the database was lost, so this
-    // replica rejoins by state transfer once the transport is up.
+    // replica rejoins by state transfer once the transport is up; so does
+    // one stopped in the middle of a rejoin.
     let stored = stored_replica(&store).map_err(|e| anyhow!("{e}"))?.is_some();
     let wiped = !stored && !data.join(FRESH).exists();
     if stored {
         let _ = std::fs::remove_file(data.join(FRESH));
     }
     let config = group_config(&cluster, group)?;
-    let start = if wiped {
-        Start::Wiped(store)
+    let mut start = if wiped {
+        warn!(group, index, "no database: rejoining by state transfer");
+        Start::Rejoin(store)
+    } else if transfer::rejoining(&store)? {
+        Start::Rejoin(store)
     } else {
         Start::Opened(ReplicaHost::open(store, || GroupReplica::new(config, index)).map_err(|e| anyhow!("{e}"))?)
     };
@@ -302,7 +321,7 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         | Frame::CheckpointRequest { .. }
         | Frame::Checkpoint { .. } => match peer {
             Peer::Replica { group: g, index: i } if g == gid && i != index && usize::from(i) < n => Ok(()),
-            _ => Err(format!("payload traffic from {peer:?}, not a replica of this group")),
+            _ => Err(format!("payload or checkpoint traffic from {peer:?}, not a replica of this group")),
         },
         Frame::Upgrading { group: g, .. } => match peer {
             Peer::Replica { group: from, .. } if from == *g => Ok(()),
@@ -331,15 +350,6 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
             }
         }
     });
-    let (replica, app, seen, epoch, rejoins) = match start {
-        Start::Opened(replica) => (replica, app, seen, epoch, rejoins),
-        Start::Wiped(store) => {
-            let r = transfer::rejoin(store, &cluster, (gid, index), &secrets, &net, &mut main_rx).await?;
-            (r.replica, r.app, r.seen, r.epoch, r.rejoins)
-        }
-    };
-    let version = replica.role().version();
-    info!(group, index, version, executed = app.executed, epoch, "replica starting from its database");
     let members = info.replicas.iter().map(|r| public_key(&r.sign_key)).collect::<Result<Vec<_>>>()?;
     let keys = Keys {
         index: NodeIndex(usize::from(index)),
@@ -356,7 +366,7 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         data: data.clone(),
         unit_delay_ms: cluster.unit_delay_ms,
         queue: queue.clone(),
-        router,
+        router: router.clone(),
     };
     // A session ends once `(f + 1) * session_rounds` batches are
     // finalized: every round holds at least `f + 1` correct replicas'
@@ -364,45 +374,90 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
     // rounds (plus the few not yet finalized) have passed, well short of
     // AlephBFT's limit (`ordering::config`).
     let session_units = (max_faulty(n) as u64 + 1) * u64::from(cluster.session_rounds);
-    let (mut current, mut fin_rx) = Session::start(&params, epoch)?;
+    let serving =
+        Serving { dir: dir.to_path_buf(), cluster: cluster.clone(), box_key: secrets.box_key.clone(), session_units };
+    loop {
+        let replica = match start {
+            Start::Opened(replica) => replica,
+            Start::Rejoin(store) => {
+                transfer::rejoin(store, &cluster, (gid, index), &secrets, &net, &mut main_rx).await?
+            }
+        };
+        let loaded = Loaded::read(replica.store())?;
+        let store = serve(&serving, &params, replica, loaded, &mut main_rx).await?;
+        start = Start::Rejoin(store);
+    }
+}
+
+/// What [`serve`] needs from [`run`] besides the sessions' parameters.
+struct Serving {
+    dir: PathBuf,
+    cluster: Arc<Cluster>,
+    box_key: ReplicaSecretKey,
+    session_units: u64,
+}
+
+/// Serves as replica `p.me` from `replica` and `loaded` until it is left
+/// behind: more than `f` peers are past every session this replica could
+/// still finish with them (they keep [`OLD_SESSIONS`] ended ones), so its
+/// own can never end; it then stops its sessions and hands its store back
+/// for state transfer.
+async fn serve(
+    s: &Serving,
+    p: &SessionParams,
+    replica: ReplicaHost<Store>,
+    loaded: Loaded,
+    frames: &mut mpsc::Receiver<(Peer, Frame)>,
+) -> Result<Store> {
+    let (group, index, n, cluster) = (p.group.0, p.me, p.n, &s.cluster);
+    let epoch = loaded.epoch;
+    info!(
+        group,
+        index,
+        version = replica.role().version(),
+        executed = loaded.app.executed,
+        epoch,
+        "replica starting from its database"
+    );
+    let (mut current, mut fin_rx) = Session::start(p, epoch)?;
     // Ended sessions keep running (proposing nothing) for replicas that
     // have not finished them yet, if their backups are still here; older
     // backups go.
     let mut previous: VecDeque<Session> = VecDeque::new();
     let kept = epoch.saturating_sub(OLD_SESSIONS as u64);
     for e in kept..epoch {
-        if ordering::backup_path(&data, e).exists() {
-            let (old, _) = Session::start(&params, e)?;
+        if ordering::backup_path(&p.data, e).exists() {
+            let (old, _) = Session::start(p, e)?;
             old.retire();
             previous.push_back(old);
         }
     }
     for e in 0..kept {
-        let _ = std::fs::remove_file(ordering::backup_path(&data, e));
+        let _ = std::fs::remove_file(ordering::backup_path(&p.data, e));
     }
     info!(group, index, epoch, "AlephBFT session started");
 
     let mut host = Host {
-        dir: dir.to_path_buf(),
-        me,
-        group: gid,
+        dir: s.dir.clone(),
+        me: Peer::Replica { group: p.group, index },
+        group: p.group,
         index,
         deployer: DeployerId(cluster.deployer_id),
         replica,
-        app,
-        seen,
+        app: loaded.app,
+        seen: loaded.seen,
         epoch,
         units: 0,
-        session_units,
+        session_units: s.session_units,
         rotated: false,
-        key: secrets.box_key,
-        net,
+        key: s.box_key.clone(),
+        net: p.net.clone(),
         cluster: cluster.clone(),
-        queue,
-        pending,
-        kept: kept_payloads,
+        queue: p.queue.clone(),
+        pending: loaded.pending,
+        kept: loaded.kept,
         callees_upgrading: 0,
-        rejoins,
+        rejoins: loaded.rejoins,
         force: None,
     };
     if let Some(p) = host.pending.first() {
@@ -431,11 +486,11 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
                     while previous.len() >= OLD_SESSIONS {
                         if let Some(old) = previous.pop_front() {
                             warn!(group, index, epoch = old.epoch, "AlephBFT session stopped with a replica not yet past it");
-                            old.stop(&params);
+                            old.stop(p);
                         }
                     }
                     let again = current.retire();
-                    let (next, rx) = Session::start(&params, host.epoch)?;
+                    let (next, rx) = Session::start(p, host.epoch)?;
                     previous.push_back(std::mem::replace(&mut current, next));
                     fin_rx = rx;
                     for item in again {
@@ -457,11 +512,20 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
                 if current.heard_all(n, index) {
                     for old in previous.drain(..) {
                         info!(group, index, epoch = old.epoch, "ended AlephBFT session stopped: every replica moved on");
-                        old.stop(&params);
+                        old.stop(p);
                     }
                 }
+                let past = p.router.ahead_of(host.epoch + OLD_SESSIONS as u64);
+                if past > max_faulty(n) {
+                    warn!(group, index, epoch = host.epoch, past, "left behind: peers are past every session kept for this replica; rejoining by state transfer");
+                    current.stop(p);
+                    for old in previous.drain(..) {
+                        old.stop(p);
+                    }
+                    return Ok(host.replica.into_store());
+                }
             }
-            Some((peer, frame)) = main_rx.recv() => host.on_frame(peer, frame)?,
+            Some((peer, frame)) = frames.recv() => host.on_frame(peer, frame)?,
             () = sleep => {
                 let report = host.replica.timeout(crate::now());
                 let mut out = Out::default();

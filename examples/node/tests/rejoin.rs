@@ -73,3 +73,104 @@ fn rejoin_a_wiped_replica_by_state_transfer_and_commit_the_next_upgrade_everywhe
     std::thread::sleep(Duration::from_millis(300));
     assert!(run(&["cluster", "check"], &c).status.success(), "the databases show a violation");
 }
+
+fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Killed in the middle of its rejoin (its request ordered and the
+/// checkpoint written at every peer, not yet installed here), a replica
+/// restarts into the same rejoin: it asks for that checkpoint again. A
+/// fresh request would need a second session change, which the peers
+/// refuse for `REJOIN_GAP` batches; the soak's install stalled behind
+/// such a replica when another of its group was killed meanwhile.
+#[test]
+fn a_replica_killed_while_rejoining_resumes_the_same_rejoin() {
+    let c = TempCluster::new("rejoin-crash", &["--groups", "1", "--app-interval-ms", "40"]);
+    assert!(run(&["cluster", "up"], &c).status.success());
+    upgrade(&c, "application v2");
+    assert!(cluster::kill(c.path(), Proc::Replica(1, 3)), "replica-1-3 was not running");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_dir_all(c.path().join("data").join("replica-1-3")).unwrap();
+    let mut child = restart(&c, Proc::Replica(1, 3));
+
+    // Its request is out (it goes at once); stop it before the checkpoint
+    // comes back, and kill it once every peer has written one.
+    wait_for("replica-1-3 asks to rejoin", Duration::from_secs(20), || c.log("replica-1-3").contains("no database"));
+    std::thread::sleep(Duration::from_millis(150));
+    let stop = std::process::Command::new("kill").args(["-STOP", &child.id().to_string()]).status().unwrap();
+    assert!(stop.success());
+    let written = |i: u8| c.log(&format!("replica-1-{i}")).contains("checkpoint written index=3");
+    wait_for("every peer writes the checkpoint", Duration::from_secs(30), || (0..3).all(written));
+    assert!(
+        !c.log("replica-1-3").contains("rejoined by state transfer"),
+        "replica-1-3 had rejoined before it was stopped: nothing was tested"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut child = restart(&c, Proc::Replica(1, 3));
+    wait_for("replica-1-3 rejoins after the restart", Duration::from_secs(90), || {
+        c.log("replica-1-3").contains("rejoined by state transfer")
+    });
+    assert!(c.log("replica-1-3").contains("resumed=true"), "the restart made a new request");
+    upgrade(&c, "application v3");
+    let line = stdout(&run(&["cluster", "status", "--wait"], &c))
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("committed at 4/4") && line.split_whitespace().nth(3) == Some("-"), "{line}");
+    for i in 0..3 {
+        let changes = c.log(&format!("replica-1-{i}")).matches("session ended for a rejoining replica").count();
+        assert_eq!(changes, 1, "replica-1-{i} changed sessions {changes} times for one rejoin");
+    }
+    assert!(run(&["cluster", "down"], &c).status.success());
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run(&["cluster", "check"], &c).status.success(), "the databases show a violation");
+}
+
+fn signal(c: &TempCluster, p: Proc, sig: &str) {
+    let pid = std::fs::read_to_string(c.path().join("pids").join(format!("{}.pid", p.name()))).unwrap();
+    assert!(std::process::Command::new("kill").args([sig, pid.trim()]).status().unwrap().success());
+}
+
+/// A replica paused while its peers change sessions more often than they
+/// keep ended ones can never finish its own session: no quorum runs it any
+/// more. Once more than `f` peers are past every session they keep for it,
+/// it rejoins by state transfer from its existing database and serves
+/// again (it used to stay behind for good, and the next kill in its group
+/// stalled the group: the 500-upgrade soak's stall).
+#[test]
+fn a_replica_left_behind_by_session_changes_rejoins_by_state_transfer() {
+    let c = TempCluster::new("left-behind", &["--groups", "1", "--app-interval-ms", "40", "--session-rounds", "20"]);
+    assert!(run(&["cluster", "up"], &c).status.success());
+    upgrade(&c, "application v2");
+    signal(&c, Proc::Replica(1, 3), "-STOP");
+    let changes = || c.log("replica-1-0").matches("AlephBFT session changed").count();
+    let before = changes();
+    let past = bft_upgrade_node::replica::OLD_SESSIONS + 2;
+    wait_for("the peers change sessions", Duration::from_secs(90), || changes() >= before + past);
+    upgrade(&c, "application v3");
+    signal(&c, Proc::Replica(1, 3), "-CONT");
+    wait_for("replica-1-3 rejoins", Duration::from_secs(60), || {
+        c.log("replica-1-3").contains("rejoined by state transfer")
+    });
+    assert!(c.log("replica-1-3").contains("left behind"));
+    upgrade(&c, "application v4");
+    let line = stdout(&run(&["cluster", "status", "--wait"], &c))
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .unwrap_or_default()
+        .to_string();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.get(2), Some(&"3"), "group 1's version: {line}");
+    assert!(line.contains("committed at 4/4") && fields.get(3) == Some(&"-"), "{line}");
+    assert!(run(&["cluster", "down"], &c).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run(&["cluster", "check"], &c).status.success(), "the databases show a violation");
+}

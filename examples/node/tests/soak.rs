@@ -2,17 +2,18 @@
 //! upgrades installed back to back with `deploy` and `install` as a user
 //! runs them, while in every other install one random replica per group
 //! (at most `f`) and one random guardian (at most `F` of any group's) are
-//! SIGKILLed mid-install and restarted after it; AlephBFT sessions change every few seconds
-//! (`--session-rounds 300`: every 15 s or so, so a replica down for one
-//! install misses fewer sessions than its peers keep serving); one stale upgrade (the deployer's record
-//! restored from a backup) is dropped with `node abort`. Every other
-//! With `SOAK_WIPES=1`, in every other install with kills one of the
-//! killed replicas also loses its disk and rejoins by state transfer (off
-//! by default: a known liveness failure, see below); one upgrade's payload
-//! file is truncated for a group until after its install, which leaves
-//! that group upgrading until the file is whole again. Every other
-//! upgrade commits at every replica, no guardian runs out of slots (the
-//! 34th upgrade used to stall), `check` is clean, and storage stays
+//! SIGKILLed mid-install and restarted after it. AlephBFT sessions change
+//! every few seconds (`--session-rounds 300`: every 15 s or so, so a
+//! replica down for one install misses fewer sessions than its peers keep
+//! serving). In every other round of kills one killed replica also loses
+//! its disk and rejoins by state transfer; a replica still rejoining counts
+//! as down, so it stays its group's victim until it is back
+//! (`SOAK_WIPES=0` turns wipes off). One stale upgrade (the deployer's
+//! record restored from a backup) is dropped with `node abort`; one
+//! upgrade's payload file is truncated for a group until after its install,
+//! which leaves that group upgrading until the file is whole again. Every
+//! other upgrade commits at every replica, no guardian runs out of slots
+//! (the 34th upgrade used to stall), `check` is clean, and storage stays
 //! bounded (the sizes are printed).
 //!
 //! The kills are drawn from a seed, printed; `SOAK_SEED=<n>` replays one.
@@ -48,6 +49,8 @@ fn upgrades() -> usize {
     std::env::var("SOAK_UPGRADES").ok().and_then(|s| s.parse().ok()).filter(|n| *n > TRUNCATED_AT).unwrap_or(40)
 }
 const STALE_AT: usize = 20;
+/// What a replica logs once it is back from a wipe.
+const REJOINED: &str = "rejoined by state transfer";
 const TRUNCATED_AT: usize = 30;
 
 #[test]
@@ -65,6 +68,9 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
     let guardians = bft_upgrade_node::config::Cluster::load(c.path()).unwrap().guardians.len() as u32;
     let (mut committed, mut aborted, mut kills, mut wipes) = (0, 0, 0, 0);
     let mut children = Vec::new();
+    // Per group, its last wiped replica and how many rejoins its log shows
+    // once it is back.
+    let mut rejoining: [Option<(u8, usize)>; 3] = [None; 3];
     let upgrades = upgrades();
     for i in 1..=upgrades {
         if i == STALE_AT - 1 {
@@ -111,7 +117,14 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
         if i % 2 == 1 {
             std::thread::sleep(Duration::from_millis(draw.below(1500)));
             for g in 1..=3u32 {
-                victims.push(Proc::Replica(g, draw.below(4) as u8));
+                // A wiped replica still rejoining is down: it is its
+                // group's one victim until it is back.
+                let r = draw.below(4) as u8;
+                let r = match rejoining[g as usize - 1] {
+                    Some((w, n)) if c.log(&format!("replica-{g}-{w}")).matches(REJOINED).count() < n => w,
+                    _ => r,
+                };
+                victims.push(Proc::Replica(g, r));
             }
             victims.push(Proc::Guardian(1 + draw.below(u64::from(guardians)) as u32));
         }
@@ -119,17 +132,24 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
             assert!(cluster::kill(c.path(), *p), "upgrade {i}: {} was not running", p.name());
             kills += 1;
         }
-        // With `SOAK_WIPES=1`, every other round of kills one killed
-        // replica also loses its disk. Off by default: it is a known
-        // liveness failure (an install timed out at upgrade 23 in CI and at
-        // upgrade 355 of a 500-upgrade run; issue 16's closing note), kept
-        // reproducible by this switch until it is fixed.
-        let wipes_on = std::env::var("SOAK_WIPES").is_ok_and(|v| v == "1");
-        let wiped = (wipes_on && i % 4 == 3).then(|| victims[draw.below(3) as usize]);
+        // Every other round of kills, one killed replica also loses its
+        // disk (not one still rejoining from its last wipe).
+        // `SOAK_WIPES=0` leaves disks alone.
+        let wipes_on = std::env::var("SOAK_WIPES").map_or(true, |v| v != "0");
+        let back = |p: &Proc| match p {
+            Proc::Replica(g, r) => rejoining[*g as usize - 1]
+                .is_none_or(|(w, n)| w != *r || c.log(&format!("replica-{g}-{w}")).matches(REJOINED).count() >= n),
+            Proc::Guardian(_) | Proc::Installer(_) => false,
+        };
+        let candidates: Vec<Proc> = victims.iter().copied().filter(back).collect();
+        let wiped = (wipes_on && i % 4 == 3 && !candidates.is_empty())
+            .then(|| candidates[draw.below(candidates.len() as u64) as usize]);
         if let Some(Proc::Replica(g, r)) = wiped {
             std::thread::sleep(Duration::from_millis(200));
             std::fs::remove_dir_all(c.path().join("data").join(format!("replica-{g}-{r}"))).unwrap();
             wipes += 1;
+            let before = c.log(&format!("replica-{g}-{r}")).matches(REJOINED).count();
+            rejoining[g as usize - 1] = Some((r, before + 1));
         }
         let out = install.wait_with_output().unwrap();
         let text = stdout(&out);
@@ -185,7 +205,7 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
     assert_eq!((committed, aborted), (upgrades - 1, 1));
     let logs: Vec<String> =
         (1..=3).flat_map(|g| (0..4).map(move |r| (g, r))).map(|(g, r)| c.log(&format!("replica-{g}-{r}"))).collect();
-    let rejoined: usize = logs.iter().map(|l| l.matches("rejoined by state transfer").count()).sum();
+    let rejoined: usize = logs.iter().map(|l| l.matches(REJOINED).count()).sum();
     assert_eq!(rejoined, wipes, "every wiped replica rejoins once");
     assert!(logs.iter().any(|l| l.contains("payload unavailable")), "the truncated payload went unnoticed");
     // Bounded: a replica keeps a few sessions' units and ids, a guardian

@@ -1,4 +1,5 @@
-//! State transfer for a wiped replica (issue 16, wedge 5).
+//! State transfer for a wiped replica (issue 16, wedge 5), and for one left
+//! behind.
 //!
 //! A replica whose database is gone (no stored role and no `fresh` marker,
 //! which `init` leaves for a replica that has never run) must neither start
@@ -12,8 +13,14 @@
 //! through the host layer's `ReplicaHost::rejoin`) and starts the session
 //! that batch opened: a session created after its request, so one it never
 //! ran.
+//!
+//! A replica whose session more than `f` peers have left for good (they
+//! keep `OLD_SESSIONS` ended ones running) can never finish it, and takes
+//! the same way back with its database: the checkpoint is its own ordered
+//! log further on. A rejoin is recorded before it starts, so a replica that
+//! stops in the middle resumes the same one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context, Result};
 use bft_upgrade::crypto::Digest;
@@ -26,7 +33,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{group_config, seen_key, App, APP, REJOINS, SESSION};
+use super::{group_config, seen_key, App, APP, PENDING, REJOINS, SEEN, SESSION};
 use crate::config::{max_faulty, Cluster, Secrets};
 use crate::frame::{random_u64, Body, Frame};
 use crate::store::Store;
@@ -63,17 +70,23 @@ pub(super) struct Checkpoint {
     pub rejoins: BTreeMap<u8, (u64, u64)>,
 }
 
-/// What a rejoined replica carries on from.
-pub(super) struct Rejoined {
-    pub replica: ReplicaHost<Store>,
-    pub app: App,
-    pub seen: BTreeMap<u64, HashSet<[u8; 32]>>,
-    pub epoch: u64,
-    pub rejoins: BTreeMap<u8, (u64, u64)>,
+/// The tag of the rejoin request this database is being rebuilt for,
+/// written before the request is sent and deleted once the checkpoint is
+/// installed: a replica that stops in between resumes that rejoin.
+const REJOINING: &str = "rejoining";
+
+/// Whether `store` holds a rejoin not finished: the replica stopped in
+/// the middle of one.
+///
+/// # Errors
+/// When `store` cannot be read.
+pub(super) fn rejoining(store: &Store) -> Result<bool> {
+    Ok(store.get(REJOINING)?.is_some())
 }
 
-/// Asks the group to end its session for this replica and waits until
-/// `f + 1` peers sent the same checkpoint; installs it in `store`.
+/// Asks the group to end its session for this replica (or resumes the
+/// request `store` records) and waits until `f + 1` peers sent the same
+/// checkpoint; installs it in `store`, over what it held.
 ///
 /// # Errors
 /// When the checkpoint does not decode or install, or `store` fails.
@@ -84,16 +97,30 @@ pub(super) async fn rejoin(
     secrets: &Secrets,
     net: &std::sync::Arc<Net>,
     frames: &mut mpsc::Receiver<(Peer, Frame)>,
-) -> Result<Rejoined> {
+) -> Result<ReplicaHost<Store>> {
     let (group, index) = me;
     let n = cluster.group(group.0)?.replicas.len();
     let need = max_faulty(n) + 1;
-    // Larger at each restart (the host's clock), so that peers can tell a
+    let mut store = store;
+    // A rejoin this database began and did not finish (a crash before the
+    // role was written) goes on with its tag: the peers' checkpoint for it
+    // is still good, since this replica never ran the session it opens, and
+    // a new request would wait `REJOIN_GAP` batches there. Otherwise a new
+    // tag, larger at each wipe (the host's clock), so that peers can tell a
     // late copy of an earlier request from this one.
-    let tag = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos())?;
+    let (tag, resumed) = match store.get(REJOINING)? {
+        Some(b) => (postcard::from_bytes(&b).context("stored rejoin tag")?, true),
+        None => {
+            let tag = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos())?;
+            let mut batch = Batch::new();
+            batch.put(REJOINING, postcard::to_allocvec(&tag)?);
+            store.commit(batch)?;
+            (tag, false)
+        }
+    };
     let peers: Vec<Peer> =
         cluster.replicas_of(group).into_iter().filter(|p| *p != Peer::Replica { group, index }).collect();
-    warn!(group = group.0, index, tag, "no database: rejoining by state transfer");
+    warn!(group = group.0, index, tag, resumed, "rejoining by state transfer");
     let mut answers: BTreeMap<u8, (Digest, Vec<u8>)> = BTreeMap::new();
     let mut again = tokio::time::interval(std::time::Duration::from_secs(1));
     let bytes = loop {
@@ -124,6 +151,11 @@ pub(super) async fn rejoin(
     // The application and the session first: a crash before the role is
     // written leaves no role, so the next start rejoins again.
     let mut batch = Batch::new();
+    // A replica left behind drops what it had: the checkpoint's state
+    // follows from it (the same ordered log, further on).
+    for key in store.list(SEEN)?.into_iter().chain(store.list(PENDING)?) {
+        batch.delete(key);
+    }
     batch.put(APP, postcard::to_allocvec(&cp.app)?);
     let ended = cp.epoch.saturating_sub(1);
     for id in &cp.seen {
@@ -131,7 +163,6 @@ pub(super) async fn rejoin(
     }
     batch.put(SESSION, postcard::to_allocvec(&cp.epoch)?);
     batch.put(REJOINS, postcard::to_allocvec(&cp.rejoins)?);
-    let mut store = store;
     store.commit(batch)?;
     let config = group_config(cluster, group.0)?;
     let mut crypto = WithKey(&secrets.box_key);
@@ -140,7 +171,10 @@ pub(super) async fn rejoin(
     for fault in &report.faults.faults {
         warn!(?fault, "found while rejoining");
     }
-    let seen = BTreeMap::from([(ended, cp.seen.into_iter().collect())]);
+    let mut done = Batch::new();
+    done.delete(REJOINING);
+    let mut replica = replica;
+    replica.store_mut().commit(done)?;
     info!(
         group = group.0,
         index,
@@ -148,5 +182,5 @@ pub(super) async fn rejoin(
         version = replica.role().version(),
         "rejoined by state transfer from {need} matching checkpoints"
     );
-    Ok(Rejoined { replica, app: cp.app, seen, epoch: cp.epoch, rejoins: cp.rejoins })
+    Ok(replica)
 }
