@@ -15,10 +15,8 @@ use bft_upgrade::wire::{DeployerId, GroupId, ResourceId, UpgradeId};
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-use crate::config::{
-    hex, key_path, unhex, write_private, Cluster, DialerInfo, GroupInfo, GuardianInfo, ReplicaInfo, Secrets,
-};
-use bft_upgrade::step::Peer;
+use crate::config::{hex, unhex, write_private, Cluster};
+use crate::hosts::{assemble, keygen, Party};
 
 use crate::store::Store;
 
@@ -94,83 +92,23 @@ pub fn init(dir: &Path, shape: &Shape) -> Result<Cluster> {
     }
     std::fs::create_dir_all(dir)?;
     let mut ports = Ports::default();
-    let mut groups = Vec::new();
+    let mut parties = Vec::new();
+    for g in 1..=shape.groups as u32 {
+        for i in 0..u8::try_from(shape.replicas)? {
+            parties.push(keygen(dir, Party::Replica(g, i), Some(ports.next()?), Some(ports.next()?))?);
+        }
+    }
+    // Group `i` takes guardians `i..i + K` of the pool (`assemble`).
     let pool = if shape.guardians == 0 { 0 } else { shape.groups + shape.guardians - 1 };
-    for gi in 0..shape.groups {
-        let id = gi as u32 + 1;
-        let mut replicas = Vec::new();
-        for ri in 0..shape.replicas {
-            let s = Secrets::random();
-            s.save(&key_path(dir, Peer::Replica { group: GroupId(id), index: ri as u8 }))?;
-            // Never run yet: an empty database here is genesis, not a wipe.
-            let data = dir.join("data").join(format!("replica-{id}-{ri}"));
-            std::fs::create_dir_all(&data)?;
-            std::fs::write(data.join(crate::replica::FRESH), b"")?;
-            replicas.push(ReplicaInfo {
-                addr: ports.next()?,
-                box_key: hex(&s.box_key.public_key().to_compressed()),
-                sign_key: hex(&s.sign_key.public_key().to_compressed()),
-                metrics: Some(ports.next()?),
-            });
-        }
-        // A ring: each group calls the next and is called by the previous.
-        let mut neighbors = Vec::new();
-        if shape.groups > 1 {
-            neighbors.push(((gi + 1) % shape.groups) as u32 + 1);
-            let prev = ((gi + shape.groups - 1) % shape.groups) as u32 + 1;
-            if !neighbors.contains(&prev) {
-                neighbors.push(prev);
-            }
-        }
-        // Guardians: group i takes i..i + K of the pool, so neighboring
-        // groups share guardians (and forwarding has paths).
-        let guardians =
-            if shape.guardians == 0 { vec![] } else { (gi..gi + shape.guardians).map(|k| k as u32 + 1).collect() };
-        groups.push(GroupInfo { id, replicas, neighbors, guardians });
+    for k in 1..=pool as u32 {
+        parties.push(keygen(dir, Party::Guardian(k), Some(ports.next()?), Some(ports.next()?))?);
     }
-    let mut guardians = Vec::new();
-    for k in 0..pool {
-        let id = k as u32 + 1;
-        let s = Secrets::random();
-        s.save(&key_path(dir, Peer::Guardian(id)))?;
-        guardians.push(GuardianInfo {
-            id,
-            addr: ports.next()?,
-            box_key: hex(&s.box_key.public_key().to_compressed()),
-            sign_key: hex(&s.sign_key.public_key().to_compressed()),
-            metrics: Some(ports.next()?),
-        });
+    for k in 1..=3 {
+        parties.push(keygen(dir, Party::Installer(k), None, None)?);
+        parties.push(keygen(dir, Party::Client(k), None, None)?);
     }
-    let dialers = |make: fn(u32) -> Peer| -> Result<Vec<DialerInfo>> {
-        (1..=3)
-            .map(|id| {
-                let s = Secrets::random();
-                s.save(&key_path(dir, make(id)))?;
-                Ok(DialerInfo { id, sign_key: hex(&s.sign_key.public_key().to_compressed()) })
-            })
-            .collect()
-    };
-    let installers = dialers(Peer::Installer)?;
-    let clients = dialers(Peer::Client)?;
-    let mut rng = os_rng();
-    let deployer = DeployerKey::random(&mut rng);
-    write_private(&dir.join("keys").join("deployer.key"), hex(deployer.to_bytes().as_slice()).as_bytes())?;
-    let mut genesis = [0u8; 32];
-    rand_core::Rng::fill_bytes(&mut rng, &mut genesis);
-    let cluster = Cluster {
-        groups,
-        guardians,
-        installers,
-        clients,
-        deployer_id: 1,
-        deployer_key: hex(&deployer.public_key().to_compressed()),
-        genesis: hex(&genesis),
-        unit_delay_ms: shape.unit_delay_ms,
-        retry_ms: 500,
-        proactive: shape.proactive,
-        app_interval_ms: shape.app_interval_ms,
-        session_rounds: shape.session_rounds,
-    };
+    parties.push(keygen(dir, Party::Deployer, None, None)?);
+    let cluster = assemble(&parties, shape)?;
     cluster.save(dir)?;
     Ok(cluster)
 }

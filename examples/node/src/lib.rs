@@ -22,6 +22,7 @@ pub mod config;
 pub mod deployer;
 pub mod frame;
 pub mod guardian;
+pub mod hosts;
 pub mod installer;
 pub mod metrics;
 pub mod ordering;

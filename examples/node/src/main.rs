@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use bft_upgrade_node::cluster::{self, Scenario};
 use bft_upgrade_node::config::Cluster;
 use bft_upgrade_node::deployer::{self, Shape};
+use bft_upgrade_node::hosts::{self, Party};
 use bft_upgrade_node::installer::Mode;
 use bft_upgrade_node::{guardian, installer, replica};
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +30,14 @@ struct ShapeArgs {
     /// Guardians per group (0: shares in replica custody).
     #[arg(long, default_value_t = 4)]
     guardians: usize,
+    #[command(flatten)]
+    timing: TimingArgs,
+}
+
+/// How fast a cluster runs: the parts of its configuration that are not
+/// its parties.
+#[derive(Args, Clone)]
+struct TimingArgs {
     /// AlephBFT unit creation delay.
     #[arg(long, default_value_t = 100)]
     unit_delay_ms: u64,
@@ -47,17 +56,23 @@ struct ShapeArgs {
     session_rounds: u16,
 }
 
-impl ShapeArgs {
-    fn shape(&self) -> Shape {
+impl TimingArgs {
+    fn shape(&self, groups: usize, replicas: usize, guardians: usize) -> Shape {
         Shape {
-            groups: self.groups,
-            replicas: self.replicas,
-            guardians: self.guardians,
+            groups,
+            replicas,
+            guardians,
             unit_delay_ms: self.unit_delay_ms,
             app_interval_ms: self.app_interval_ms,
             proactive: !self.no_proactive,
             session_rounds: self.session_rounds,
         }
+    }
+}
+
+impl ShapeArgs {
+    fn shape(&self) -> Shape {
+        self.timing.shape(self.groups, self.replicas, self.guardians)
     }
 }
 
@@ -70,6 +85,40 @@ enum Cmd {
         dir: PathBuf,
         #[command(flatten)]
         shape: ShapeArgs,
+    },
+    /// Make one party's keys on its own host: writes its secret key into
+    /// the directory (with a replica's data directory, and a replica's or
+    /// guardian's process configuration) and prints its public line, for
+    /// `node assemble`. Nothing secret is printed.
+    Keygen {
+        /// This host's cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// replica-G-I, guardian-K, installer-K, client-K or deployer.
+        #[arg(long)]
+        party: Party,
+        /// Where a replica or guardian listens (an address its peers reach).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// Where a replica or guardian serves its counters.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// Write `cluster.json` from every party's public line (files of
+    /// `node keygen` output; `-` reads standard input). The file holds no
+    /// secret: copy it into every host's cluster directory.
+    Assemble {
+        /// The cluster directory to write it in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Guardians per group (0: shares in replica custody).
+        #[arg(long, default_value_t = 4)]
+        guardians: usize,
+        #[command(flatten)]
+        timing: TimingArgs,
+        /// Files of public lines.
+        #[arg(required = true)]
+        public: Vec<PathBuf>,
     },
     /// Run one replica.
     Replica {
@@ -205,9 +254,34 @@ fn ensure_cluster(dir: &std::path::Path, shape: &ShapeArgs) -> Result<()> {
 }
 
 /// Every error ends the process with one line (its causes joined by `: `)
-/// and exit status 1, backtraces or not.
+/// and exit status 1, backtraces or not; a usage error is one line and
+/// exit status 2.
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    use clap::error::ErrorKind;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            // A usage error in one line too: clap's text without its usage
+            // and help hints, its lines joined.
+            let text = e.render().to_string();
+            let lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let what: Vec<&str> =
+                lines.take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more")).collect();
+            eprintln!("{}", what.join(" "));
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -225,6 +299,27 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Init { dir, shape } => {
             deployer::init(&dir, &shape.shape())?;
+            println!("{}", dir.join("cluster.json").display());
+        }
+        Cmd::Keygen { dir, party, addr, metrics } => {
+            println!("{}", serde_json::to_string(&hosts::keygen(&dir, party, addr, metrics)?)?);
+        }
+        Cmd::Assemble { dir, guardians, timing, public } => {
+            let mut parties = Vec::new();
+            for path in &public {
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+                };
+                parties.extend(hosts::read_public(&text, &path.display().to_string())?);
+            }
+            if dir.join("cluster.json").exists() {
+                bail!("{} already holds a cluster", dir.display());
+            }
+            std::fs::create_dir_all(&dir)?;
+            let cluster = hosts::assemble(&parties, &timing.shape(0, 0, guardians))?;
+            cluster.save(&dir)?;
             println!("{}", dir.join("cluster.json").display());
         }
         Cmd::Replica { config } => {
