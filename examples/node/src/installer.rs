@@ -177,23 +177,57 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
         outcome
     };
     info!(upgrade = ?upgrade, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "installer done");
-    // Every group finished, so the guardians may forget the upgrade (their
-    // slots would otherwise fill after a few dozen upgrades). Only the
-    // deployer can say so; its key is here when the deployer runs the
-    // install.
-    match crate::deployer::load_deployer(dir, &cluster)
-        .and_then(|d| d.retirement(upgrade).map_err(|e| anyhow!("{e:?}")))
-    {
-        Ok(retirement) => {
-            for g in &cluster.guardians {
-                net.send(Peer::Guardian(g.id), &Frame::Retire(retirement));
-            }
-        }
-        Err(e) => warn!("guardians not told to retire the upgrade: {e}"),
-    }
+    retire(dir, &cluster, &net, upgrade);
     // Let the last frames leave before the process ends.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(outcome)
+}
+
+/// How many finished upgrades each install retires again at the guardians.
+/// A guardian down when an upgrade's retirement went out (killed in the
+/// middle of the install) keeps that upgrade's records, and a record that
+/// released a share is never dropped to make room: a 500-upgrade soak
+/// stalled at upgrade 261 on a guardian whose 64 records all held such
+/// releases. Sent again with the next installs, the retirement reaches it
+/// once it is back.
+pub const RETIRE_AGAIN: usize = 16;
+
+/// Every group finished `upgrade`, so the guardians may forget it (their
+/// slots would otherwise fill after a few dozen upgrades). Only the
+/// deployer can say so; its key is here when the deployer runs the install.
+/// Its last [`RETIRE_AGAIN`] finished upgrades (`deployer/finished.json`)
+/// are retired again with it.
+fn retire(dir: &Path, cluster: &Cluster, net: &Arc<Net>, upgrade: UpgradeId) {
+    let path = dir.join("deployer").join("finished.json");
+    let mut recent: Vec<String> =
+        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    recent.retain(|u| *u != hex(&upgrade.0));
+    recent.push(hex(&upgrade.0));
+    let excess = recent.len().saturating_sub(RETIRE_AGAIN);
+    recent.drain(..excess);
+    let tmp = path.with_extension("tmp");
+    let written = serde_json::to_vec(&recent)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(std::fs::write(&tmp, b)?))
+        .and_then(|()| Ok(std::fs::rename(&tmp, &path)?));
+    if let Err(e) = written {
+        warn!("{}: finished upgrades not recorded: {e}", path.display());
+    }
+    let deployer = match crate::deployer::load_deployer(dir, cluster) {
+        Ok(d) => d,
+        Err(e) => return warn!("guardians not told to retire the upgrade: {e}"),
+    };
+    let ids = recent.iter().filter_map(|u| crate::config::unhex(u).ok()?.try_into().ok()).map(UpgradeId);
+    for id in ids {
+        match deployer.retirement(id) {
+            Ok(retirement) => {
+                for g in &cluster.guardians {
+                    net.send(Peer::Guardian(g.id), &Frame::Retire(retirement));
+                }
+            }
+            Err(e) => warn!(upgrade = ?id, "guardians not told to retire the upgrade: {e:?}"),
+        }
+    }
 }
 
 /// Waits until more than `f` replicas of every group report `upgrade`'s
