@@ -92,8 +92,10 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
     let mut out = NetOut { net: &net, cluster: &cluster };
     let mut report = host.start(crate::now(), &mut out).map_err(|e| anyhow!("{e}"))?;
     let mut refused: Vec<(GroupId, Refusal)> = Vec::new();
+    let mut shipped = std::collections::BTreeSet::new();
     loop {
         log(&report);
+        ship_payloads(dir, &net, &cluster, &pieces, &host, &mut shipped);
         for e in &report.effects {
             if let InstallerEffect::Refused { group, reason } = e {
                 if reason.is_permanent() && host.role().decided().is_none() {
@@ -181,6 +183,38 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
     // Let the last frames leave before the process ends.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(outcome)
+}
+
+/// Sends each group that accepted its piece (it holds it now) the sealed
+/// payload of its new version, read from the deployer's files here, once:
+/// so replicas on other hosts than the deployer's have it when the group
+/// commits. Ciphertext only; a replica takes it under the digest its piece
+/// signed. Without the files (an installer away from the deployer) the
+/// replicas read their own copies or ask their peers.
+fn ship_payloads(
+    dir: &Path,
+    net: &Arc<Net>,
+    cluster: &Cluster,
+    pieces: &[Piece],
+    host: &InstallerHost<Store, 64, 1024>,
+    shipped: &mut std::collections::BTreeSet<GroupId>,
+) {
+    for piece in pieces {
+        let (group, upgrade) = (piece.header.group, piece.header.upgrade);
+        let held = matches!(host.role().progress(group), Some(GroupProgress::Accepted | GroupProgress::Finished));
+        if !held || !shipped.insert(group) {
+            continue;
+        }
+        let Ok(sealed) = std::fs::read(crate::deployer::payload_path(dir, upgrade, group)) else { continue };
+        if sealed.len() + 1024 > crate::transport::MAX_FRAME {
+            warn!(group = group.0, len = sealed.len(), "a payload is too big for one frame: not shipped");
+            continue;
+        }
+        let frame = Frame::Payload { digest: piece.header.payload.digest, sealed };
+        for replica in cluster.replicas_of(group) {
+            net.send(replica, &frame);
+        }
+    }
 }
 
 /// How many finished upgrades each install retires again at the guardians.

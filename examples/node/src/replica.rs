@@ -186,6 +186,9 @@ struct Host {
     rejoins: BTreeMap<u8, (u64, u64)>,
     /// Set by a rejoin request in this batch: the session ends with it.
     force: Option<(u8, u64)>,
+    /// Sealed payloads installers shipped for held upgrades, by digest
+    /// (not stored: after a restart the file or the peers serve).
+    offered: Vec<(Digest, Vec<u8>)>,
 }
 
 fn group_config(cluster: &Cluster, group: u32) -> Result<GroupConfig> {
@@ -316,6 +319,8 @@ pub async fn run(dir: &Path, group: u32, index: u8) -> Result<()> {
         },
         Frame::Msg(_) | Frame::Submit { .. } => Ok(()),
         Frame::StatusRequest if matches!(peer, Peer::Client(_)) => Ok(()),
+        // Installers ship sealed payloads ahead of the commit.
+        Frame::Payload { .. } if matches!(peer, Peer::Installer(_)) => Ok(()),
         Frame::PayloadRequest(_)
         | Frame::Payload { .. }
         | Frame::CheckpointRequest { .. }
@@ -459,6 +464,7 @@ async fn serve(
         callees_upgrading: 0,
         rejoins: loaded.rejoins,
         force: None,
+        offered: Vec::new(),
     };
     if let Some(p) = host.pending.first() {
         warn!(group, index, upgrade = ?p.upgrade, "starting upgrading: a committed payload is not applied yet");
@@ -822,6 +828,9 @@ impl Host {
             if let Some((_, sealed)) = offered.filter(|(d, _)| *d == p.payload.digest) {
                 sources.push(("a peer", sealed.to_vec()));
             }
+            if let Some(i) = self.offered.iter().position(|(d, _)| *d == p.payload.digest) {
+                sources.push(("an installer", self.offered.swap_remove(i).1));
+            }
             if let Ok(Some(sealed)) = self.replica.store().get(&kept_key(p.payload.digest)) {
                 sources.push(("this replica's copy", sealed));
             }
@@ -931,6 +940,21 @@ impl Host {
                 let mut out = Out::default();
                 self.apply_pending(Some((digest, &sealed)), &mut out);
                 self.finish(out)?;
+            }
+            Frame::Payload { digest, sealed } if matches!(peer, Peer::Installer(_)) => {
+                // Ahead of the commit: kept (in memory) only for an upgrade
+                // this replica holds, one copy each.
+                let role = self.replica.role();
+                let held: Vec<Digest> = role
+                    .replicated()
+                    .held_upgrades()
+                    .filter_map(|u| self.replica.piece(u).ok().flatten())
+                    .map(|p| p.header.payload.digest)
+                    .collect();
+                self.offered.retain(|(d, _)| held.contains(d) && *d != digest);
+                if held.contains(&digest) {
+                    self.offered.push((digest, sealed));
+                }
             }
             Frame::CheckpointRequest { tag } => {
                 let Peer::Replica { index, .. } = peer else { return Ok(()) };
