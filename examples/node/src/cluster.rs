@@ -42,6 +42,18 @@ impl ProcessConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Ok(serde_json::from_str(&text)?)
     }
+
+    /// Writes the configuration of the replica or guardian `name` of the
+    /// cluster in `dir` (canonical) to `dir/<name>.json`; returns the path.
+    ///
+    /// # Errors
+    /// On I/O errors.
+    pub fn write(dir: &Path, name: &str, group: Option<u32>, id: u32) -> Result<PathBuf> {
+        let path = dir.join(format!("{name}.json"));
+        let config = Self { cluster: dir.to_path_buf(), group, id };
+        std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+        Ok(path)
+    }
 }
 
 /// A process of the cluster.
@@ -97,15 +109,11 @@ pub fn start(dir: &Path, p: Proc, extra: &[String]) -> Result<Child> {
     let mut cmd = Command::new(exe()?);
     match p {
         Proc::Replica(g, i) => {
-            let cfg = dir.join(format!("{}.json", p.name()));
-            let pc = ProcessConfig { cluster: dir.clone(), group: Some(g), id: u32::from(i) };
-            std::fs::write(&cfg, serde_json::to_string_pretty(&pc)?)?;
+            let cfg = ProcessConfig::write(&dir, &p.name(), Some(g), u32::from(i))?;
             cmd.arg("replica").arg("--config").arg(cfg);
         }
         Proc::Guardian(k) => {
-            let cfg = dir.join(format!("{}.json", p.name()));
-            let pc = ProcessConfig { cluster: dir.clone(), group: None, id: k };
-            std::fs::write(&cfg, serde_json::to_string_pretty(&pc)?)?;
+            let cfg = ProcessConfig::write(&dir, &p.name(), None, k)?;
             cmd.arg("guardian").arg("--config").arg(cfg);
         }
         Proc::Installer(k) => {

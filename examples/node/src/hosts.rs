@@ -123,19 +123,18 @@ pub fn keygen(dir: &Path, party: Party, addr: Option<SocketAddr>, metrics: Optio
     }
     let s = Secrets::random();
     s.save(&path)?;
-    let config = match party {
+    match party {
         Party::Replica(g, i) => {
             // Never run yet: an empty database here is genesis, not a wipe.
             let data = dir.join("data").join(&name);
             std::fs::create_dir_all(&data)?;
             std::fs::write(data.join(crate::replica::FRESH), b"")?;
-            Some(ProcessConfig { cluster: dir.canonicalize()?, group: Some(g), id: u32::from(i) })
+            ProcessConfig::write(&dir.canonicalize()?, &name, Some(g), u32::from(i))?;
         }
-        Party::Guardian(k) => Some(ProcessConfig { cluster: dir.canonicalize()?, group: None, id: k }),
-        _ => None,
-    };
-    if let Some(config) = config {
-        std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&config)?)?;
+        Party::Guardian(k) => {
+            ProcessConfig::write(&dir.canonicalize()?, &name, None, k)?;
+        }
+        _ => {}
     }
     Ok(PublicParty {
         party: name,
