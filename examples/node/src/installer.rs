@@ -95,7 +95,6 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
     let mut shipped = std::collections::BTreeSet::new();
     loop {
         log(&report);
-        ship_payloads(dir, &net, &cluster, &pieces, &host, &mut shipped);
         for e in &report.effects {
             if let InstallerEffect::Refused { group, reason } = e {
                 if reason.is_permanent() && host.role().decided().is_none() {
@@ -137,7 +136,13 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
                     continue;
                 }
                 match host.answer(crate::now(), peer, &answer, &mut out) {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        // Only an answer moves its group's progress.
+                        if let Peer::Replica { group, .. } = peer {
+                            ship_payload(dir, &net, &cluster, &pieces, &host, group, &mut shipped);
+                        }
+                        r
+                    }
                     Err(bft_upgrade::host::HostError::Misuse(e)) => {
                         warn!(?peer, "answer not taken: {e:?}");
                         continue;
@@ -185,35 +190,36 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
     Ok(outcome)
 }
 
-/// Sends each group that accepted its piece (it holds it now) the sealed
+/// Sends `group`, once it accepted its piece (it holds it now), the sealed
 /// payload of its new version, read from the deployer's files here, once:
 /// so replicas on other hosts than the deployer's have it when the group
 /// commits. Ciphertext only; a replica takes it under the digest its piece
 /// signed. Without the files (an installer away from the deployer) the
 /// replicas read their own copies or ask their peers.
-fn ship_payloads(
+fn ship_payload(
     dir: &Path,
     net: &Arc<Net>,
     cluster: &Cluster,
     pieces: &[Piece],
     host: &InstallerHost<Store, 64, 1024>,
+    group: GroupId,
     shipped: &mut std::collections::BTreeSet<GroupId>,
 ) {
-    for piece in pieces {
-        let (group, upgrade) = (piece.header.group, piece.header.upgrade);
-        let held = matches!(host.role().progress(group), Some(GroupProgress::Accepted | GroupProgress::Finished));
-        if !held || !shipped.insert(group) {
-            continue;
-        }
-        let Ok(sealed) = std::fs::read(crate::deployer::payload_path(dir, upgrade, group)) else { continue };
-        if sealed.len() + 1024 > crate::transport::MAX_FRAME {
-            warn!(group = group.0, len = sealed.len(), "a payload is too big for one frame: not shipped");
-            continue;
-        }
-        let frame = Frame::Payload { digest: piece.header.payload.digest, sealed };
-        for replica in cluster.replicas_of(group) {
-            net.send(replica, &frame);
-        }
+    let held = matches!(host.role().progress(group), Some(GroupProgress::Accepted | GroupProgress::Finished));
+    if !held || shipped.contains(&group) {
+        return;
+    }
+    let Some(piece) = pieces.iter().find(|p| p.header.group == group) else { return };
+    shipped.insert(group);
+    let upgrade = piece.header.upgrade;
+    let Ok(sealed) = std::fs::read(crate::deployer::payload_path(dir, upgrade, group)) else { return };
+    if sealed.len() + 1024 > crate::transport::MAX_FRAME {
+        warn!(group = group.0, len = sealed.len(), "a payload is too big for one frame: not shipped");
+        return;
+    }
+    let frame = Frame::Payload { digest: piece.header.payload.digest, sealed };
+    for replica in cluster.replicas_of(group) {
+        net.send(replica, &frame);
     }
 }
 
