@@ -9,12 +9,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{node, stdout, TempCluster};
+use common::{listens, node, parties, start_party, stdout, TempCluster};
 
 fn keygen(dir: &Path, party: &str, ports: &mut Vec<std::net::TcpListener>) -> String {
     let mut cmd = node();
     cmd.args(["keygen", "--party", party, "--dir"]).arg(dir);
-    if party.starts_with("replica") || party.starts_with("guardian") {
+    if listens(party) {
         for flag in ["--addr", "--metrics"] {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             cmd.args([flag, &l.local_addr().unwrap().to_string()]);
@@ -24,16 +24,6 @@ fn keygen(dir: &Path, party: &str, ports: &mut Vec<std::net::TcpListener>) -> St
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "keygen {party}: {}", String::from_utf8_lossy(&out.stderr));
     stdout(&out)
-}
-
-/// The parties of 2 groups x 4 replicas with 4 guardians each (a pool of
-/// 5), one installer, one client and the deployer; `host` says in which
-/// directory each one's keys are made.
-fn parties() -> Vec<String> {
-    let mut all: Vec<String> = (1..=2).flat_map(|g| (0..4).map(move |i| format!("replica-{g}-{i}"))).collect();
-    all.extend((1..=5).map(|k| format!("guardian-{k}")));
-    all.extend(["installer-1", "client-1", "deployer"].map(String::from));
-    all
 }
 
 fn fails(args: &[&str], dir: &Path) -> String {
@@ -119,18 +109,8 @@ fn keys_are_made_on_their_hosts_and_only_public_halves_are_assembled() {
     for other in ["group-1", "group-2", "guardians"] {
         std::fs::copy(deployer.join("cluster.json"), root.join(other).join("cluster.json")).unwrap();
     }
-    for p in parties().iter().filter(|p| p.starts_with("replica") || p.starts_with("guardian")) {
-        let role = p.split('-').next().unwrap();
-        let log = std::fs::File::create(host(p).join(format!("{p}.log"))).unwrap();
-        let child = node()
-            .arg(role)
-            .arg("--config")
-            .arg(host(p).join(format!("{p}.json")))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        procs.0.push(child);
+    for p in parties().iter().filter(|p| listens(p)) {
+        procs.0.push(start_party(node(), &host(p), p));
     }
     let at = |dir: &Path, args: &[&str]| {
         let out = node().args(args).arg("--dir").arg(dir).output().unwrap();

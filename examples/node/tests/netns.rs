@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{node, stdout};
+use common::{listens, node, parties, start_party, stdout};
 
 /// The namespaces and processes of one run, removed and stopped on drop.
 struct Net {
@@ -96,13 +96,6 @@ fn place(party: &str) -> (usize, u16) {
     }
 }
 
-fn parties() -> Vec<String> {
-    let mut all: Vec<String> = (1..=2).flat_map(|g| (0..4).map(move |i| format!("replica-{g}-{i}"))).collect();
-    all.extend((1..=5).map(|k| format!("guardian-{k}")));
-    all.extend(["installer-1", "client-1", "deployer"].map(String::from));
-    all
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     eprintln!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -155,18 +148,9 @@ fn a_cluster_over_network_namespaces_survives_partitions_of_a_replica_and_of_a_g
     for host in 1..=6 {
         std::fs::copy(dir(7).join("cluster.json"), dir(host).join("cluster.json")).unwrap();
     }
-    for p in parties().iter().filter(|p| p.starts_with("replica") || p.starts_with("guardian")) {
+    for p in parties().iter().filter(|p| listens(p)) {
         let (host, _) = place(p);
-        let log = std::fs::File::create(dir(host).join(format!("{p}.log"))).unwrap();
-        let child = net
-            .exec(host)
-            .arg(p.split('-').next().unwrap())
-            .arg("--config")
-            .arg(dir(host).join(format!("{p}.json")))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = start_party(net.exec(host), &dir(host), p);
         net.procs.push(child);
     }
     let at_deployer = |args: &[&str]| -> Command {

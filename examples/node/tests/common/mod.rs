@@ -108,3 +108,32 @@ impl Drop for TempCluster {
         }
     }
 }
+
+/// The parties of 2 groups x 4 replicas with 4 guardians each (a pool of
+/// 5), one installer, one client and the deployer, by name (the per-host
+/// tests make each one's keys with `node keygen`).
+pub fn parties() -> Vec<String> {
+    let mut all: Vec<String> = (1..=2).flat_map(|g| (0..4).map(move |i| format!("replica-{g}-{i}"))).collect();
+    all.extend((1..=5).map(|k| format!("guardian-{k}")));
+    all.extend(["installer-1", "client-1", "deployer"].map(String::from));
+    all
+}
+
+/// Whether `party` is a process that listens (a replica or a guardian).
+pub fn listens(party: &str) -> bool {
+    party.starts_with("replica") || party.starts_with("guardian")
+}
+
+/// Starts the replica or guardian `party` with `node` (`cmd`, which may
+/// wrap it) from the configuration `keygen` wrote in `dir`, logging to
+/// `dir/<party>.log`.
+pub fn start_party(mut cmd: Command, dir: &Path, party: &str) -> std::process::Child {
+    let log = std::fs::File::create(dir.join(format!("{party}.log"))).unwrap();
+    cmd.arg(party.split('-').next().unwrap())
+        .arg("--config")
+        .arg(dir.join(format!("{party}.json")))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
