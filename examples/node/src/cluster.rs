@@ -152,9 +152,18 @@ pub fn kill(dir: &Path, p: Proc) -> bool {
 /// # Errors
 /// When the client's key is missing.
 pub async fn query(dir: &Path, wait: Duration) -> Result<Vec<Status>> {
+    query_as(dir, 1, wait).await
+}
+
+/// [`query`] as operator client `client` (two commands running at once
+/// use different clients).
+///
+/// # Errors
+/// When the client's key is missing.
+pub async fn query_as(dir: &Path, client: u32, wait: Duration) -> Result<Vec<Status>> {
     let cluster = Cluster::load(dir)?;
     let peers = cluster.groups.iter().flat_map(|g| cluster.replicas_of(GroupId(g.id))).collect();
-    let answers = ask(dir, peers, wait).await?;
+    let answers = ask(dir, client, peers, wait).await?;
     Ok(answers.into_values().filter_map(|f| if let Frame::Status(s) = f { Some(s) } else { None }).collect())
 }
 
@@ -165,15 +174,15 @@ pub async fn query(dir: &Path, wait: Duration) -> Result<Vec<Status>> {
 pub async fn query_guardians(dir: &Path, wait: Duration) -> Result<Vec<GuardianStatus>> {
     let cluster = Cluster::load(dir)?;
     let peers = cluster.guardians.iter().map(|g| Peer::Guardian(g.id)).collect();
-    let answers = ask(dir, peers, wait).await?;
+    let answers = ask(dir, 1, peers, wait).await?;
     Ok(answers.into_values().filter_map(|f| if let Frame::GuardianStatus(s) = f { Some(s) } else { None }).collect())
 }
 
 /// Sends `StatusRequest` to `peers` as the operator's client and takes
 /// each one's first status answer, for up to `wait`.
-async fn ask(dir: &Path, peers: Vec<Peer>, wait: Duration) -> Result<BTreeMap<Peer, Frame>> {
+async fn ask(dir: &Path, client: u32, peers: Vec<Peer>, wait: Duration) -> Result<BTreeMap<Peer, Frame>> {
     let cluster = Arc::new(Cluster::load(dir)?);
-    let me = Peer::Client(1);
+    let me = Peer::Client(client);
     let secrets = Secrets::load(&key_path(dir, me))?;
     let policy: Policy = Arc::new(|peer, frame| match (peer, frame) {
         (Peer::Replica { .. }, Frame::Status(_)) | (Peer::Guardian(_), Frame::GuardianStatus(_)) => Ok(()),
@@ -246,8 +255,8 @@ pub fn status_table(cluster: &Cluster, statuses: &[Status]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:>8} {:>8} {:<16} {:>14}  {:<28} payload",
-        "group", "replicas", "version", "behind", "session", "latest upgrade"
+        "{:<6} {:>8} {:>8} {:<16} {:>14}  {:<28} {:>6} {:>8}  payload",
+        "group", "replicas", "version", "behind", "session", "latest upgrade", "module", "calls"
     );
     for g in &cluster.groups {
         let mine: Vec<&Status> = statuses.iter().filter(|s| s.group.0 == g.id).collect();
@@ -281,7 +290,10 @@ pub fn status_table(cluster: &Cluster, statuses: &[Status]) -> String {
             })
             .collect();
         let behind = if behind.is_empty() { "-".to_string() } else { behind.join(", ") };
-        let payload = mine.iter().find(|s| Some(s.version) == version).map_or("", |s| s.payload.as_str());
+        let top = mine.iter().find(|s| Some(s.version) == version);
+        let payload = top.map_or("", |s| s.payload.as_str());
+        let module = top.map_or_else(|| "-".to_string(), |s| format!("v{}", s.app.module));
+        let calls = mine.iter().map(|s| s.app_calls).max().unwrap_or(0);
         // No replica answered: unknown, not version 0.
         let version = version.map_or_else(|| "unknown".to_string(), |v| v.to_string());
         // The session most replicas are in, and the fewest units left in it.
@@ -297,7 +309,7 @@ pub fn status_table(cluster: &Cluster, statuses: &[Status]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<6} {:>5}/{:<2} {:>8} {:<16} {:>14}  {:<28} {}",
+            "{:<6} {:>5}/{:<2} {:>8} {:<16} {:>14}  {:<28} {:>6} {:>8}  {}",
             g.id,
             mine.len(),
             g.replicas.len(),
@@ -305,10 +317,52 @@ pub fn status_table(cluster: &Cluster, statuses: &[Status]) -> String {
             behind,
             session,
             state,
+            module,
+            calls,
             payload
         );
     }
     out
+}
+
+/// Prints, every `interval` (`count` times, or until killed), each
+/// group's module version and application calls per second since the last
+/// line, and the cluster's: availability through an install as the paper
+/// promises it. Asks as operator client 2, so `cluster status` runs beside.
+///
+/// # Errors
+/// When the client's key is missing.
+pub async fn watch(dir: &Path, interval: Duration, count: Option<u64>) -> Result<()> {
+    let cluster = Cluster::load(dir)?;
+    let started = tokio::time::Instant::now();
+    let mut last: Option<(tokio::time::Instant, BTreeMap<u32, u64>)> = None;
+    let mut lines = 0;
+    while count.is_none_or(|c| lines < c) {
+        let at = tokio::time::Instant::now();
+        let statuses = query_as(dir, 2, interval.min(Duration::from_secs(1))).await?;
+        let calls: BTreeMap<u32, u64> = cluster
+            .groups
+            .iter()
+            .map(|g| (g.id, statuses.iter().filter(|s| s.group.0 == g.id).map(|s| s.app_calls).max().unwrap_or(0)))
+            .collect();
+        if let Some((then, before)) = &last {
+            let secs = at.duration_since(*then).as_secs_f64().max(1e-3);
+            let mut line = format!("{:>7.1}s", at.duration_since(started).as_secs_f64());
+            let mut total = 0.0;
+            for g in &cluster.groups {
+                let rate = calls[&g.id].saturating_sub(before.get(&g.id).copied().unwrap_or(0)) as f64 / secs;
+                total += rate;
+                let module = statuses.iter().filter(|s| s.group.0 == g.id).map(|s| s.app.module).max();
+                let module = module.map_or_else(|| "v?".to_string(), |m| format!("v{m}"));
+                line.push_str(&format!("  group {} {module} {rate:>6.1}/s", g.id));
+            }
+            println!("{line}  total {total:>7.1} calls/s");
+            lines += 1;
+        }
+        last = Some((at, calls));
+        tokio::time::sleep_until(at + interval).await;
+    }
+    Ok(())
 }
 
 /// One line for the guardians: each one's records held of its capacity
@@ -425,6 +479,111 @@ pub struct Check {
     pub groups: Vec<(u32, usize, usize)>,
     /// Release-log rows read from the guardians.
     pub releases: usize,
+    /// The application, when every group's state was read.
+    pub app: Option<AppCheck>,
+}
+
+/// The application's checks over every group (each from the replica of
+/// the group that executed the most: its state holds every operation that
+/// any `f + 1` of its replicas executed, so a credit another group shows
+/// has its debit there). Money moves from a caller's account into its
+/// escrow, from there to the callee (served), or back (refused, failed);
+/// so with no money made or lost, the accounts and the calls in flight the
+/// callee has not credited hold the total exactly (up to what calls
+/// dropped unanswered hold: the callee may have it).
+#[derive(Debug, Clone, Default)]
+pub struct AppCheck {
+    /// Calls served, by (caller's module, callee's module) version.
+    pub served: BTreeMap<(u64, u64), u64>,
+    /// Σ accounts.
+    pub balances: i64,
+    /// Σ escrow and limbo: paid by calls not (yet) answered.
+    pub in_flight: i64,
+    /// Of that, the escrow of calls the callee has not credited.
+    pub uncredited: i64,
+    /// Paid by calls dropped unanswered.
+    pub limbo: i64,
+    /// What the groups started with together.
+    pub total: i64,
+    /// Refused, restarted and failed calls, summed.
+    pub refused: u64,
+    pub restarted: u64,
+    pub failed: u64,
+}
+
+impl AppCheck {
+    /// Sums the groups' applications.
+    pub fn of(groups: &[(u32, crate::replica::Ledger)]) -> Self {
+        let mut c = Self { total: crate::app::INITIAL_BALANCE * groups.len() as i64, ..Self::default() };
+        let credited: BTreeMap<u32, std::collections::BTreeSet<(u32, u64)>> =
+            groups.iter().map(|(g, l)| (*g, l.credited.iter().copied().collect())).collect();
+        for (g, l) in groups {
+            for (txn, callee, amount) in &l.escrow {
+                if !credited.get(callee).is_some_and(|s| s.contains(&(*g, *txn))) {
+                    c.uncredited += amount;
+                }
+            }
+            c.limbo += l.app.limbo;
+        }
+        for a in groups.iter().map(|(_, l)| &l.app) {
+            for (caller, callee, n) in &a.served {
+                *c.served.entry((*caller, *callee)).or_default() += n;
+            }
+            c.balances += a.balance;
+            c.in_flight += a.escrow + a.limbo;
+            c.refused += a.refused;
+            c.restarted += a.restarted;
+            c.failed += a.failed;
+        }
+        c
+    }
+
+    /// Calls served with the caller and the callee on different module
+    /// versions.
+    pub fn mixed(&self) -> u64 {
+        self.served.iter().filter(|((a, b), _)| a != b).map(|(_, n)| n).sum()
+    }
+
+    /// What is wrong: mixed versions, money made, money lost.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.mixed() > 0 {
+            let pairs: Vec<String> =
+                self.served.iter().filter(|((a, b), _)| a != b).map(|((a, b), n)| format!("v{a}->v{b}: {n}")).collect();
+            v.push(format!("{} calls ran between different module versions ({})", self.mixed(), pairs.join(", ")));
+        }
+        let held = self.balances + self.uncredited;
+        if held > self.total {
+            v.push(format!(
+                "money made: the accounts hold {} and calls not credited yet {} of {}",
+                self.balances, self.uncredited, self.total
+            ));
+        }
+        if held + self.limbo < self.total {
+            v.push(format!(
+                "money lost: the accounts hold {}, calls not credited yet {} and calls dropped {} of {}",
+                self.balances, self.uncredited, self.limbo, self.total
+            ));
+        }
+        v
+    }
+
+    /// One line: calls by versions, accounts, in flight.
+    pub fn line(&self) -> String {
+        let pairs: Vec<String> = self.served.iter().map(|((a, b), n)| format!("v{a}->v{b} {n}")).collect();
+        format!(
+            "application: calls served {}; mixed versions {}; refused {}, restarted {}, failed {}; accounts {} + not credited {} (in flight {}) (total {})",
+            if pairs.is_empty() { "none".to_string() } else { pairs.join(", ") },
+            self.mixed(),
+            self.refused,
+            self.restarted,
+            self.failed,
+            self.balances,
+            self.uncredited,
+            self.in_flight,
+            self.total
+        )
+    }
 }
 
 /// Reads every replica's and guardian's database (the processes must be
@@ -441,15 +600,20 @@ pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
     // Without an upgrade named, the latest one the first replica saw.
     let upgrade = match (upgrade, cluster.groups.first()) {
         (Some(u), _) => Some(u),
-        (None, Some(g)) => crate::replica::read_state(dir, g.id, 0)?.and_then(|(_, ups)| ups.last().map(|(u, _)| *u)),
+        (None, Some(g)) => {
+            crate::replica::read_state(dir, g.id, 0)?.and_then(|(_, ups, _, _)| ups.last().map(|(u, _)| *u))
+        }
         (None, None) => None,
     };
     let mut outcomes: BTreeMap<UpgradeId, Vec<(u32, Outcome)>> = BTreeMap::new();
+    // Per group, the application of the replica that executed the most.
+    let mut apps: Vec<(u32, crate::replica::Ledger)> = Vec::new();
     for g in &cluster.groups {
         let mut committed = 0;
+        let mut furthest: Option<(u64, crate::replica::Ledger)> = None;
         for i in 0..g.replicas.len() {
             let state = crate::replica::read_state(dir, g.id, i as u8)?;
-            let Some((_, ups)) = state else {
+            let Some((_, ups, app, executed)) = state else {
                 out.violations.push(format!("replica {}/{i} has no state", g.id));
                 continue;
             };
@@ -461,7 +625,11 @@ pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
             if upgrade.is_some_and(|want| ups.iter().any(|(u, o)| *u == want && *o == Some(Outcome::Committed))) {
                 committed += 1;
             }
+            if furthest.as_ref().is_none_or(|(e, _)| executed > *e) {
+                furthest = Some((executed, app));
+            }
         }
+        apps.extend(furthest.map(|(_, app)| (g.id, app)));
         if let Some(want) = upgrade {
             if committed < g.replicas.len() {
                 out.violations.push(format!(
@@ -473,6 +641,10 @@ pub fn check(dir: &Path, upgrade: Option<UpgradeId>) -> Result<Check> {
             }
         }
         out.groups.push((g.id, committed, g.replicas.len()));
+    }
+    if apps.len() == cluster.groups.len() {
+        out.app = Some(AppCheck::of(&apps));
+        out.violations.extend(out.app.as_ref().map(AppCheck::violations).unwrap_or_default());
     }
     for (u, list) in &outcomes {
         let c = list.iter().any(|(_, o)| *o == Outcome::Committed);
@@ -629,6 +801,7 @@ mod tests {
             version_code: None,
             executed: 0,
             app_calls: 0,
+            app: crate::frame::AppStatus::default(),
             payload: format!("v{version}"),
             upgrading: Vec::new(),
             callees_upgrading: 0,

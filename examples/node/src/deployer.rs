@@ -166,6 +166,24 @@ pub fn has_deployer(dir: &Path) -> bool {
 /// While the last upgrade is still in flight (install it, or abort it);
 /// on I/O or crypto errors.
 pub fn deploy(dir: &Path, text: &str) -> Result<PathBuf> {
+    deploy_content(dir, Content::Text(text))
+}
+
+/// What an upgrade installs at each group.
+#[derive(Clone, Copy)]
+pub enum Content<'a> {
+    /// Text (each group's says which upgrade and group it is).
+    Text(&'a str),
+    /// The application's next module (WebAssembly bytes), the same for
+    /// every group.
+    Module(&'a [u8]),
+}
+
+/// [`deploy`] of any [`Content`].
+///
+/// # Errors
+/// As [`deploy`].
+pub fn deploy_content(dir: &Path, content: Content<'_>) -> Result<PathBuf> {
     let cluster = Cluster::load(dir)?;
     let deployer = load_deployer(dir, &cluster)?;
     let mut host = open_deployer(dir, &cluster)?;
@@ -186,8 +204,11 @@ pub fn deploy(dir: &Path, text: &str) -> Result<PathBuf> {
     for g in &ids {
         let membership = cluster.membership(g.0)?;
         let guardians = cluster.guardian_set(g.0)?;
-        let body = format!("{text} (upgrade {seq}, group {})", g.0);
-        let (payload, ciphertext) = seal(&plan, *g, body.as_bytes())?;
+        let body = match content {
+            Content::Text(text) => format!("{text} (upgrade {seq}, group {})", g.0).into_bytes(),
+            Content::Module(bytes) => bytes.to_vec(),
+        };
+        let (payload, ciphertext) = seal(&plan, *g, &body)?;
         write_private(&payload_path(dir, upgrade, *g), &ciphertext)?;
         parts.push((membership, guardians, payload));
     }

@@ -89,6 +89,15 @@ pub enum Frame {
 pub enum Body {
     /// An upgrade operation (PrepareInstall, CommitInstall, AbortInstall).
     Op(Operation),
+    /// A PrepareInstall with its group's sealed payload, as the deployer
+    /// sealed it: the group's verdict on the piece may depend on the
+    /// payload (a module that does not validate is refused).
+    Prepare {
+        /// The PrepareInstall.
+        op: Operation,
+        /// The sealed payload.
+        sealed: Vec<u8>,
+    },
     /// The application: this group starts transaction `txn`, a call to a
     /// neighbor.
     Tick {
@@ -104,6 +113,15 @@ pub enum Body {
         txn: u64,
         /// Codes piggybacked on the request.
         codes: Attachment,
+        /// The caller's group version when the transaction started: a
+        /// callee at another version does not serve it (section 4.3).
+        version: u64,
+        /// The caller's module (interface) version, recorded by the callee.
+        module: u64,
+        /// What leaves the caller's account.
+        amount: i64,
+        /// The call's other arguments, as the caller's module made them.
+        args: Vec<i64>,
     },
     /// A wiped replica of this group (the envelope's origin) asks to
     /// rejoin: the AlephBFT session ends at this batch and every correct
@@ -126,6 +144,33 @@ pub enum Body {
         txn: u64,
         /// Codes piggybacked on the response.
         codes: Attachment,
+        /// What the callee did with the call.
+        answer: Answer,
+    },
+}
+
+/// What a callee did with a call.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Answer {
+    /// Served by the callee's module of this version: the amount is the
+    /// callee's now.
+    Served {
+        /// The callee's module version.
+        module: u64,
+    },
+    /// Not served: the callee's group is at another version (its own
+    /// here). The caller takes its money back; when the response's codes
+    /// bring it a commit, it restarts the transaction on the new version
+    /// (Figure 2).
+    Refused {
+        /// The callee's group version.
+        version: u64,
+    },
+    /// The callee's module failed the call (the arguments do not fit its
+    /// `serve`, or it trapped): the caller takes its money back.
+    Failed {
+        /// The callee's module version.
+        module: u64,
     },
 }
 
@@ -181,6 +226,9 @@ pub struct Status {
     pub executed: u64,
     /// Application calls completed.
     pub app_calls: u64,
+    /// The application: its module's interface version, the group's
+    /// account and what is in flight.
+    pub app: AppStatus,
     /// The installed payload (the application's "code"), as text.
     pub payload: String,
     /// Committed upgrades whose payload this replica has not applied yet,
@@ -196,6 +244,33 @@ pub struct Status {
     /// Finalized units until the session changes (rounds left are at least
     /// this divided by the group's size).
     pub units_left: u64,
+}
+
+/// The application as a replica runs it (the bank): what the checks read.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppStatus {
+    /// The running module's interface version.
+    pub module: u64,
+    /// The group's account.
+    pub balance: i64,
+    /// Paid by this group's calls in flight (back on a refusal).
+    pub escrow: i64,
+    /// Paid by calls dropped unanswered (the oldest of more than the calls
+    /// a group keeps in flight): the callee may have it, or nobody.
+    pub limbo: i64,
+    /// Calls this group served, by (caller's module, this group's module)
+    /// version: every pair should match.
+    pub served: Vec<(u64, u64, u64)>,
+    /// Calls refused by a callee at another version (the caller's money
+    /// back).
+    pub refused: u64,
+    /// Transactions restarted on a new version (Figure 2).
+    pub restarted: u64,
+    /// Calls a module failed (arguments that do not fit, or a trap).
+    pub failed: u64,
+    /// Application operations ordered while a committed module was
+    /// missing here, run once it is applied.
+    pub deferred: u64,
 }
 
 /// A guardian's status: how full it is.

@@ -84,7 +84,7 @@ pub async fn run(dir: &Path, id: u32) -> Result<()> {
     let (in_tx, mut in_rx) = mpsc::channel(8192);
     let net = Net::new(me, secrets.sign_key.clone(), cluster.clone(), in_tx, policy);
     net.listen(TcpListener::bind(addr).await.map_err(|e| anyhow!("listening on {addr}: {e}"))?);
-    let mut out = NetOut { net: &net, cluster: &cluster };
+    let mut out = NetOut { net: &net, cluster: &cluster, payloads: None };
     while let Some((peer, frame)) = in_rx.recv().await {
         let now = crate::now();
         let report = match frame {

@@ -72,7 +72,7 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
     }
     let pieces = bundle.pieces.clone();
     let store = Store::open(&dir.join("data").join(format!("installer-{id}")).join("state.redb"))?;
-    let options = InstallerOptions::default().retry_ms(cluster.retry_ms).finishing(Finishing::Diffusion { grace: 3 });
+    let options = InstallerOptions::default().retry_ms(cluster.retry_ms).finishing(Finishing::Diffusion { grace: 0 });
     // An abort runs its own installer record: it must see the refusals
     // again, which an install's record has already reported.
     let key = match mode {
@@ -89,7 +89,7 @@ pub async fn run(dir: &Path, id: u32, path: &Path, timeout: Duration, mode: Mode
     });
     let (in_tx, mut in_rx) = mpsc::channel(8192);
     let net = Net::new(me, secrets.sign_key.clone(), cluster.clone(), in_tx, policy);
-    let mut out = NetOut { net: &net, cluster: &cluster };
+    let mut out = NetOut { net: &net, cluster: &cluster, payloads: Some(dir) };
     let mut report = host.start(crate::now(), &mut out).map_err(|e| anyhow!("{e}"))?;
     let mut refused: Vec<(GroupId, Refusal)> = Vec::new();
     let mut shipped = std::collections::BTreeSet::new();
@@ -332,7 +332,7 @@ async fn deployer_abort(
 ) -> Result<()> {
     let mut d = open_deployer(dir, cluster)?;
     let abort = d.abort(upgrade, reason).map_err(|e| anyhow!("abort: {e}"))?;
-    let mut out = NetOut { net, cluster };
+    let mut out = NetOut { net, cluster, payloads: Some(dir) };
     let held: Vec<GroupId> = pieces.iter().map(|p| p.header.group).filter(|g| !refusing.contains(g)).collect();
     let mut submit = || {
         for piece in pieces.iter().filter(|p| held.contains(&p.header.group)) {

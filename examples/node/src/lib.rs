@@ -14,9 +14,12 @@
 //! - [`outbound`]: the host layer's `Transport` over this network;
 //! - [`ordering`]: the AlephBFT glue (keychain, network, data provider,
 //!   finalization handler, unit backup);
+//! - [`app`]: the replicated application's code, a WebAssembly module
+//!   (`wasmi`) that upgrades replace;
 //! - [`replica`], [`guardian`], [`installer`], [`deployer`]: the processes;
 //! - [`cluster`]: the local launcher, the scenario and the database check.
 
+pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod deployer;

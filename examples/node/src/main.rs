@@ -141,6 +141,14 @@ enum Cmd {
         /// The new payload's text.
         #[arg(long, default_value = "application v2")]
         text: String,
+        /// Install the application's next module instead: WebAssembly text
+        /// (`.wat`, compiled here) or binary (`.wasm`).
+        #[arg(long, conflicts_with = "text")]
+        module: Option<PathBuf>,
+        /// Deploy the module even if it does not validate here (each group
+        /// then refuses it: the upgrade aborts).
+        #[arg(long, requires = "module")]
+        unchecked: bool,
     },
     /// Install an upgrade from its bundle; exits once decided, acknowledged
     /// and reported by every group.
@@ -208,6 +216,19 @@ enum ClusterCmd {
         /// group's highest version.
         #[arg(long)]
         wait: bool,
+    },
+    /// Every second, each group's module version and application calls
+    /// per second (availability through an install).
+    Watch {
+        /// The cluster directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Milliseconds between lines.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many lines (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Read the databases of a stopped cluster and check the run.
     Check {
@@ -333,9 +354,28 @@ fn run(cli: Cli) -> Result<()> {
             let c = cluster::ProcessConfig::load(&config)?;
             runtime()?.block_on(guardian::run(&c.cluster, c.id))?;
         }
-        Cmd::Deploy { dir, text } => {
+        Cmd::Deploy { dir, text, module, unchecked } => {
             bft_upgrade_node::init_logging("warn");
-            println!("{}", deployer::deploy(&dir, &text)?.display());
+            let path = match module {
+                None => deployer::deploy(&dir, &text)?,
+                Some(file) => {
+                    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                    let bytes = if bft_upgrade_node::app::is_module(&bytes) {
+                        bytes
+                    } else {
+                        let text =
+                            String::from_utf8(bytes).with_context(|| format!("{} is not text", file.display()))?;
+                        bft_upgrade_node::app::compile(&text)
+                            .with_context(|| format!("compiling {}", file.display()))?
+                    };
+                    if !unchecked {
+                        bft_upgrade_node::app::Program::new(&bytes)
+                            .with_context(|| format!("{} is not a bank module", file.display()))?;
+                    }
+                    deployer::deploy_content(&dir, deployer::Content::Module(&bytes))?
+                }
+            };
+            println!("{}", path.display());
         }
         Cmd::Install { bundle, dir, id, timeout_s } => install(&dir, id, &bundle, timeout_s, Mode::Install)?,
         Cmd::Abort { bundle, dir, id, timeout_s } => install(&dir, id, &bundle, timeout_s, Mode::Abort)?,
@@ -387,6 +427,9 @@ fn cluster_cmd(command: ClusterCmd) -> Result<()> {
             let guardians = rt.block_on(cluster::query_guardians(&dir, Duration::from_secs(2)))?;
             println!("{}", cluster::guardian_line(&cluster, &guardians));
         }
+        ClusterCmd::Watch { dir, interval_ms, count } => {
+            runtime()?.block_on(cluster::watch(&dir, Duration::from_millis(interval_ms.max(100)), count))?;
+        }
         ClusterCmd::Check { dir, upgrade } => {
             let upgrade = upgrade.map(|u| cluster::parse_upgrade(&u)).transpose()?;
             report(&cluster::check(&dir, upgrade)?)?;
@@ -424,12 +467,15 @@ fn report(c: &cluster::Check) -> Result<()> {
         println!("database check: group {g}: {committed}/{n} replicas committed");
     }
     println!("database check: {} guardian release records read", c.releases);
+    if let Some(app) = &c.app {
+        println!("database check: {}", app.line());
+    }
     for v in &c.violations {
         println!("VIOLATION: {v}");
     }
     if !c.violations.is_empty() {
         bail!("{} violations", c.violations.len());
     }
-    println!("database check: every group committed, no guardian released both kinds");
+    println!("database check: every group committed, no guardian released both kinds, no call mixed module versions, no money made or lost");
     Ok(())
 }

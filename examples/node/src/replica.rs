@@ -16,20 +16,24 @@ use std::time::Duration;
 
 use aleph_bft::NodeIndex;
 use anyhow::{anyhow, Context, Result};
-use bft_upgrade::crypto::{Binding, Digest, GroupKey, PayloadRef, ReplicaSecretKey};
+use bft_upgrade::crypto::{Binding, Digest, GroupKey, PayloadRef, PublicKey, ReplicaSecretKey, Share};
+use bft_upgrade::error::CryptoError;
 use bft_upgrade::group::{
     AuthorizedDeployer, GroupConfig, GroupEffect, GroupReplica, GuardianIds, Neighbor, TxnId, Verdict,
 };
 use bft_upgrade::host::{open_payload, payload_key, stored_replica, Batch, ReplicaHost, ReplicaReport, Store as _};
 use bft_upgrade::step::Peer;
-use bft_upgrade::wire::{DeployerId, GroupId, Outcome, UpgradeId};
+use bft_upgrade::wire::{
+    Attachment, DeployerId, GroupId, Opened, Outcome, Piece, PieceCrypto, PieceHeader, Token, UpgradeId,
+};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::app::Program;
 use crate::config::{hex, key_path, max_faulty, public_key, Cluster, Secrets};
-use crate::frame::{self, Body, Envelope, Frame, Status, UpgradeStatus};
+use crate::frame::{self, Answer, AppStatus, Body, Envelope, Frame, Status, UpgradeStatus};
 use crate::ordering::{self, Keys, Queue, Router, Session, SessionParams};
 use crate::outbound::NetOut;
 use crate::store::Store;
@@ -42,12 +46,27 @@ pub use transfer::FRESH;
 /// A call from another group: (group, txn, is response).
 type CallKey = (u32, u64, bool);
 
-/// What a replica's database says: its version and each upgrade's outcome.
-pub type StoredState = (u64, Vec<(UpgradeId, Option<Outcome>)>);
+/// What a replica's database says: its version, each upgrade's outcome,
+/// its application and how many operations it executed.
+pub type StoredState = (u64, Vec<(UpgradeId, Option<Outcome>)>, Ledger, u64);
 
-/// The replicated application: a ring of groups calling each other, and
-/// the installed payload. Deterministic: every correct replica holds the
-/// same after the same ordered operations.
+/// A group's application as the check reads it: its status, its calls in
+/// flight (txn, callee, amount) and the calls it served most recently
+/// (caller, txn).
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    /// The status.
+    pub app: AppStatus,
+    /// Calls in flight.
+    pub escrow: Vec<(u64, u32, i64)>,
+    /// Calls served, most recent last.
+    pub credited: Vec<(u32, u64)>,
+}
+
+/// The replicated application: a ring of groups calling each other (the
+/// bank of [`crate::app`]: each transaction pays a neighbor), the module
+/// it runs and the installed payload. Deterministic: every correct replica
+/// holds the same after the same ordered operations.
 #[derive(Clone, Default, Serialize, Deserialize)]
 struct App {
     executed: u64,
@@ -63,9 +82,116 @@ struct App {
     /// of the body, replicas that sent it).
     votes: BTreeMap<CallKey, Vec<([u8; 32], u64)>>,
     done: BTreeSet<CallKey>,
-    /// This group's calls in flight: txn → callee.
+    /// This group's calls in flight: txn → callee (kept as they are
+    /// ordered, whatever module runs).
+    pending: BTreeMap<u64, u32>,
+    /// Transactions refused by a callee at another version, each waiting
+    /// for this group to reach a version (the callee's, when it is ahead)
+    /// to run again on it, at a tick.
+    parked: VecDeque<(u64, u64)>,
+    /// The running module (WebAssembly bytes) and its interface version.
+    module: Vec<u8>,
+    module_version: u64,
+    /// The group's account, and what its calls in flight paid: txn →
+    /// amount (kept as the module runs them).
+    balance: i64,
+    escrow: BTreeMap<u64, (u32, i64)>,
+    /// The calls this group served most recently (caller, txn), for the
+    /// check to tell which calls in flight the callee has credited
+    /// (more than any caller keeps in flight).
+    credited: VecDeque<(u32, u64)>,
+    limbo: i64,
+    /// Calls served, by (caller's module, this module) version.
+    served: BTreeMap<(u64, u64), u64>,
+    refused: u64,
+    restarted: u64,
+    failed: u64,
+    /// The application's part of operations ordered while a committed
+    /// payload is missing here, with the group version they were ordered
+    /// at: each runs once the module of that version is applied.
+    deferred: VecDeque<(u64, AppOp)>,
+}
+
+/// The application record of builds before the module (no account, no
+/// module): read once, then written as an [`App`] running version 1.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct AppBefore {
+    executed: u64,
+    calls: u64,
+    payload: String,
+    finished: Vec<(UpgradeId, u64, String)>,
+    votes: BTreeMap<CallKey, Vec<([u8; 32], u64)>>,
+    done: BTreeSet<CallKey>,
     pending: BTreeMap<u64, u32>,
 }
+
+impl App {
+    /// The stored record, in this build's form or an earlier one's (a
+    /// database from before the module starts on the shipped one).
+    fn read(store: &Store) -> Result<Self> {
+        let Some(bytes) = store.get(APP)? else { return Ok(Self::default()) };
+        if let Ok(app) = postcard::from_bytes::<App>(&bytes) {
+            return Ok(app);
+        }
+        let old: AppBefore = postcard::from_bytes(&bytes).context("stored application")?;
+        Ok(Self {
+            executed: old.executed,
+            calls: old.calls,
+            payload: old.payload,
+            finished: old.finished,
+            votes: old.votes,
+            done: old.done,
+            pending: old.pending,
+            ..Self::default()
+        })
+    }
+}
+
+/// The application's part of an ordered operation: what needs the module.
+/// Everything the module does not decide (which calls are in flight, the
+/// core's Figure 2 steps, the codes piggybacked) happens when the
+/// operation is ordered, at every replica alike.
+#[derive(Clone, Serialize, Deserialize)]
+enum AppOp {
+    /// Transaction `txn` calls `callee` with these codes, started at group
+    /// version `version`.
+    Call { txn: u64, callee: u32, codes: Attachment, version: u64 },
+    /// Group `from`'s call `txn`, answered with `back`; refused (with this
+    /// group's version) when the caller was at another version.
+    Serve { from: GroupId, txn: u64, back: Attachment, refuse: Option<u64>, module: u64, amount: i64, args: Vec<i64> },
+    /// The answer to this group's call `txn`; a refused transaction whose
+    /// answer brought a commit runs again as `again` (Figure 2).
+    Answer { txn: u64, answer: Answer, again: Option<AgainCall> },
+    /// Call `txn` dropped unanswered (more than [`MAX_CALLS`] in flight).
+    Lost { txn: u64 },
+    /// A refused transaction runs again.
+    Again(AgainCall),
+}
+
+/// A restarted transaction's new call.
+#[derive(Clone, Serialize, Deserialize)]
+struct AgainCall {
+    txn: u64,
+    callee: u32,
+    codes: Attachment,
+    version: u64,
+}
+
+/// Calls a group keeps in flight; beyond, the oldest is dropped.
+const MAX_CALLS: usize = 1024;
+
+/// Served calls a group remembers for the check: more than its neighbors
+/// keep in flight together.
+const MAX_CREDITED: usize = 8 * MAX_CALLS;
+
+/// Refused transactions a group keeps to run again; beyond, the oldest is
+/// given up.
+const MAX_PARKED: usize = 256;
+
+/// Ordered application operations a replica without a committed module
+/// defers; beyond, it rejoins by state transfer.
+const MAX_DEFERRED: usize = 4096;
 
 /// What a batch of inputs sends besides the role's own messages (the
 /// application's calls), and what the application changed; all of it
@@ -189,6 +315,91 @@ struct Host {
     /// Sealed payloads installers shipped for held upgrades, by digest
     /// (not stored: after a restart the file or the peers serve).
     offered: Vec<(Digest, Vec<u8>)>,
+    /// The running module, compiled from `app.module`.
+    program: Program,
+    /// Set when more application operations wait for a missing module than
+    /// [`MAX_DEFERRED`]: the replica rejoins by state transfer.
+    overflowed: bool,
+    /// A deliberate bug, for the tests that show the checks catch it.
+    planted: Planted,
+}
+
+/// [`WithKey`](bft_upgrade::wire::WithKey) that notes the payload key of
+/// each box it opens, for the validation verdict.
+struct Noting<'k> {
+    key: &'k ReplicaSecretKey,
+    seen: &'k std::cell::RefCell<Option<GroupKey>>,
+}
+
+impl PieceCrypto for Noting<'_> {
+    fn verify(&mut self, piece: &Piece, signer: &PublicKey) -> bool {
+        piece.verify(signer).is_ok()
+    }
+
+    fn open(&mut self, piece: &Piece, index: usize) -> Result<Opened, CryptoError> {
+        let opened = piece.open_for(index, self.key)?;
+        *self.seen.borrow_mut() = Some(opened.key.clone());
+        Ok(opened)
+    }
+
+    fn open_token(&mut self, piece: &Piece, index: usize) -> Result<(GroupKey, Token), CryptoError> {
+        let (key, token) = piece.open_token(index, self.key)?;
+        *self.seen.borrow_mut() = Some(key.clone());
+        Ok((key, token))
+    }
+
+    fn open_guardian(&mut self, piece: &Piece, index: usize) -> Result<(Share, Share), CryptoError> {
+        piece.open_guardian(index, self.key)
+    }
+}
+
+/// A group's verdict on a piece from the sealed payload its prepare
+/// carried: bytes that open under the signed digest with the group's key
+/// and are a module that does not validate are `Reject`; anything else
+/// gives no reason to refuse (bytes that are not the signed payload say
+/// nothing about it: its availability is the commit's business).
+fn verdict(key: &GroupKey, h: &PieceHeader, sealed: &[u8]) -> Verdict {
+    let mut plain = Vec::new();
+    let binding = Binding::group(h.upgrade, h.group);
+    if open_payload(key, &binding, &h.payload, &mut &sealed[..], &mut plain).is_err() {
+        return Verdict::Accept;
+    }
+    if crate::app::is_module(&plain) {
+        if let Err(e) = Program::new(&plain) {
+            warn!(upgrade = ?h.upgrade, "the module this piece installs does not validate: rejected: {e:#}");
+            return Verdict::Reject;
+        }
+    }
+    Verdict::Accept
+}
+
+/// A deliberate bug in the replica (`BFTUP_PLANTED`, read only in builds
+/// with the `planted` feature), for the tests that show the application's
+/// checks find it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Planted {
+    /// No bug.
+    None,
+    /// A callee serves a caller at another group version (the check of
+    /// section 4.3 skipped): calls mix versions.
+    NoVersionCheck,
+    /// A caller whose call was refused neither aborts the transaction (its
+    /// money back) nor restarts it (Figure 2's abort-and-restart skipped):
+    /// money is lost.
+    NoRestart,
+}
+
+impl Planted {
+    fn from_env() -> Self {
+        if !cfg!(feature = "planted") {
+            return Self::None;
+        }
+        match std::env::var("BFTUP_PLANTED").as_deref() {
+            Ok("no-version-check") => Self::NoVersionCheck,
+            Ok("no-restart") => Self::NoRestart,
+            _ => Self::None,
+        }
+    }
 }
 
 fn group_config(cluster: &Cluster, group: u32) -> Result<GroupConfig> {
@@ -261,7 +472,7 @@ impl Loaded {
         }
         pending.sort_by_key(|p| p.version);
         Ok(Self {
-            app: record(store, APP)?,
+            app: App::read(store)?,
             seen,
             epoch: record(store, SESSION)?,
             pending,
@@ -442,6 +653,15 @@ async fn serve(
     }
     info!(group, index, epoch, "AlephBFT session started");
 
+    // A fresh database: the module the node ships with, and the group's
+    // opening balance (the same at every replica).
+    let mut loaded = loaded;
+    if loaded.app.module.is_empty() {
+        loaded.app.module = crate::app::compile(crate::app::BANK_V1)?;
+        loaded.app.balance = crate::app::INITIAL_BALANCE;
+    }
+    let program = Program::new(&loaded.app.module).context("the stored module")?;
+    loaded.app.module_version = program.version();
     let mut host = Host {
         dir: s.dir.clone(),
         me: Peer::Replica { group: p.group, index },
@@ -465,7 +685,13 @@ async fn serve(
         rejoins: loaded.rejoins,
         force: None,
         offered: Vec::new(),
+        program,
+        overflowed: false,
+        planted: Planted::from_env(),
     };
+    if host.planted != Planted::None {
+        warn!(group, index, planted = ?host.planted, "running with a planted bug");
+    }
     if let Some(p) = host.pending.first() {
         warn!(group, index, upgrade = ?p.upgrade, "starting upgrading: a committed payload is not applied yet");
     }
@@ -499,7 +725,11 @@ async fn serve(
                     let (next, rx) = Session::start(p, host.epoch)?;
                     previous.push_back(std::mem::replace(&mut current, next));
                     fin_rx = rx;
-                    for item in again {
+                    // Only what the ended session did not order: a copy
+                    // proposed again after being executed would come back
+                    // every session, and once its first execution's session
+                    // was dropped from the executed ids it ran again.
+                    for item in again.into_iter().filter(|i| !host.executed(i)) {
                         host.queue.push(item);
                     }
                     info!(group, index, epoch = host.epoch, "AlephBFT session changed");
@@ -522,8 +752,8 @@ async fn serve(
                     }
                 }
                 let past = p.router.ahead_of(host.epoch + OLD_SESSIONS as u64);
-                if past > max_faulty(n) {
-                    warn!(group, index, epoch = host.epoch, past, "left behind: peers are past every session kept for this replica; rejoining by state transfer");
+                if past > max_faulty(n) || host.overflowed {
+                    warn!(group, index, epoch = host.epoch, past, overflowed = host.overflowed, "left behind: peers are past every session kept for this replica, or its deferred operations overflowed; rejoining by state transfer");
                     current.stop(p);
                     for old in previous.drain(..) {
                         old.stop(p);
@@ -586,7 +816,13 @@ impl Host {
                 }
             };
             let id = env.id();
-            if self.seen.values().any(|s| s.contains(&id)) {
+            if let Some(first) = self.seen.iter().find(|(_, s)| s.contains(&id)).map(|(e, _)| *e) {
+                // A late copy: it stays known for as long as copies come
+                // (recorded in this session too, so dropping its first
+                // session's ids does not make the next copy new).
+                if first < self.epoch && self.seen.entry(self.epoch).or_default().insert(id) {
+                    out.ids.push((self.epoch, id));
+                }
                 continue;
             }
             self.seen.entry(self.epoch).or_default().insert(id);
@@ -599,6 +835,13 @@ impl Host {
             self.next_session(&mut out);
         }
         self.finish(out)
+    }
+
+    /// Whether the encoded envelope `item` was executed (in this session or
+    /// the last).
+    fn executed(&self, item: &[u8]) -> bool {
+        let id: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(item).into();
+        self.seen.values().any(|s| s.contains(&id))
     }
 
     /// The session ends here, at the same batch at every correct replica:
@@ -624,6 +867,12 @@ impl Host {
     /// written with this batch: the state the session `self.epoch` starts
     /// from, identical at every correct replica.
     fn checkpoint(&mut self, index: u8, tag: u64, out: &mut Out) {
+        // Behind its own group's module: its application state is not the
+        // one to rejoin from (the `f + 1` others' are).
+        if !self.pending.is_empty() || !self.app.deferred.is_empty() {
+            warn!(index, tag, "checkpoint not written: a committed module is missing here");
+            return;
+        }
         let role = self.replica.role();
         let state = role.replicated();
         let pieces = state.held_upgrades().filter_map(|u| self.replica.piece(u).ok().flatten()).collect();
@@ -649,15 +898,38 @@ impl Host {
                 let via = format!("ordered operation from {:?}", env.origin);
                 self.carry(report, &via, out);
             }
+            Body::Prepare { op, sealed } => {
+                // The core asks for the verdict after opening this
+                // replica's box: the payload key it held decides whether the
+                // carried bytes are the signed payload, and a module among
+                // them that does not validate is this group's `Reject`
+                // (the same at every replica: the same ordered bytes, the
+                // same key).
+                let seen = std::cell::RefCell::new(None);
+                let mut crypto = Noting { key: &self.key, seen: &seen };
+                let validate = |h: &PieceHeader| match seen.borrow().as_ref() {
+                    Some(key) => verdict(key, h, &sealed),
+                    None => Verdict::Accept,
+                };
+                let report = self.replica.ordered_with(now, env.origin, &op, &mut crypto, validate);
+                let via = format!("ordered operation from {:?}", env.origin);
+                self.carry(report, &via, out);
+            }
             Body::Tick { txn } => {
                 if matches!(env.origin, Peer::Replica { group, .. } if group == self.group) {
-                    // Upgrading: the call is the group's (its record stays in
-                    // step with the peers'), but this replica makes none
-                    // from a version it no longer serves.
-                    let sent = out.frames.len();
-                    self.call(txn, out);
-                    if !self.pending.is_empty() {
-                        out.frames.truncate(sent);
+                    // Refused transactions whose version came run again
+                    // first (Figure 2's restart, once the commit is here).
+                    let version = self.replica.role().version();
+                    while let Some(i) = self.app.parked.iter().position(|(v, _)| *v <= version) {
+                        let Some((_, old)) = self.app.parked.remove(i) else { break };
+                        if let Some(AppOp::Call { txn, callee, codes, version }) =
+                            self.start_call(old.wrapping_add(1 << 40), out)
+                        {
+                            self.app_op(AppOp::Again(AgainCall { txn, callee, codes, version }), out);
+                        }
+                    }
+                    if let Some(op) = self.start_call(txn, out) {
+                        self.app_op(op, out);
                     }
                 }
             }
@@ -681,49 +953,218 @@ impl Host {
                     }
                 }
             }
-            Body::Request { from, txn, codes } => {
-                if !self.vote(env.origin, from, txn, false, &codes) {
+            Body::Request { .. } | Body::Response { .. } => self.call_or_answer(env, out),
+        }
+    }
+
+    /// A request from another group, or a response to this group's call,
+    /// decided by `f + 1` matching copies: the core's Figure 2 step now,
+    /// the module's part as [`AppOp`]s.
+    fn call_or_answer(&mut self, env: Envelope, out: &mut Out) {
+        let now = crate::now();
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(frame::encode(&env.body)).into();
+        match env.body {
+            Body::Request { from, txn, codes, version, module, amount, args } => {
+                if !self.vote(env.origin, from, txn, false, digest) {
                     return;
                 }
                 let report = self.replica.request(now, from, &codes);
                 self.carry(report, "piggyback on a request", out);
                 let back = self.replica.attachment(from);
-                // Upgrading: a typed answer, not old-version service.
-                let frame = match self.pending.first() {
-                    Some(p) => Frame::Upgrading { group: self.group, txn, upgrade: p.upgrade },
-                    None => Frame::Submit { nonce: txn, body: Body::Response { from: self.group, txn, codes: back } },
-                };
-                for peer in self.cluster.replicas_of(from) {
-                    out.frames.push((peer, frame.clone()));
+                // Section 4.3: a caller at another version is not served.
+                let here = self.replica.role().version();
+                let refuse = (version != here && self.planted != Planted::NoVersionCheck).then_some(here);
+                if let Some(p) = self.pending.first() {
+                    // Upgrading: a typed answer now; the call is served once
+                    // the module is here.
+                    let frame = Frame::Upgrading { group: self.group, txn, upgrade: p.upgrade };
+                    for peer in self.cluster.replicas_of(from) {
+                        out.frames.push((peer, frame.clone()));
+                    }
                 }
+                self.app_op(AppOp::Serve { from, txn, back, refuse, module, amount, args }, out);
             }
-            Body::Response { from, txn, codes } => {
-                if !self.vote(env.origin, from, txn, true, &codes) || self.app.pending.get(&txn) != Some(&from.0) {
+            Body::Response { from, txn, codes, answer } => {
+                if !self.vote(env.origin, from, txn, true, digest) || self.app.pending.get(&txn) != Some(&from.0) {
                     return;
                 }
                 self.app.pending.remove(&txn);
                 let report = self.replica.response(now, TxnId(txn), from, &codes);
                 let restart = report.effects.iter().any(|e| matches!(e, GroupEffect::RestartTransaction(_)));
                 self.carry(report, "piggyback on a response", out);
-                if restart {
-                    // Figure 2: the transaction runs again on the new version.
-                    self.call(txn.wrapping_add(1 << 40), out);
-                } else {
-                    self.app.calls += 1;
-                }
+                // Figure 2: a refused transaction that learned of a commit
+                // runs again on the new version (a served one cannot be
+                // undone at the callee, and the versions matched there).
+                let again = match answer {
+                    Answer::Refused { .. } if self.planted == Planted::NoRestart => None,
+                    Answer::Refused { .. } if restart => {
+                        self.start_call(txn.wrapping_add(1 << 40), out).and_then(|op| match op {
+                            AppOp::Call { txn, callee, codes, version } => {
+                                Some(AgainCall { txn, callee, codes, version })
+                            }
+                            _ => None,
+                        })
+                    }
+                    // No commit came with it: this group runs it again once
+                    // at the callee's version (a callee behind catches up
+                    // meanwhile).
+                    Answer::Refused { version } => {
+                        let here = self.replica.role().version();
+                        if self.app.parked.len() >= MAX_PARKED {
+                            self.app.parked.pop_front();
+                        }
+                        self.app.parked.push_back((version.max(here), txn));
+                        None
+                    }
+                    _ => None,
+                };
+                self.app_op(AppOp::Answer { txn, answer, again }, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// The ordered half of starting transaction `txn` (Figure 2,
+    /// MakeRequest): its callee, the call in flight, the codes for it. The
+    /// oldest call in flight is dropped to make room, its money in limbo.
+    fn start_call(&mut self, txn: u64, out: &mut Out) -> Option<AppOp> {
+        let neighbors = self.cluster.group(self.group.0).map(|g| g.neighbors.clone()).unwrap_or_default();
+        let callee = neighbors.get((txn % neighbors.len().max(1) as u64) as usize).copied()?;
+        // A transaction runs once at a time: a second start of one still
+        // in flight would pay again over its escrow.
+        if self.app.pending.contains_key(&txn) {
+            warn!(txn, "a transaction still in flight was started again: ignored");
+            return None;
+        }
+        if self.app.pending.len() >= MAX_CALLS {
+            if let Some((old, _)) = self.app.pending.pop_first() {
+                self.app_op(AppOp::Lost { txn: old }, out);
+            }
+        }
+        self.app.pending.insert(txn, callee);
+        let codes = self.replica.attachment(GroupId(callee));
+        Some(AppOp::Call { txn, callee, codes, version: self.replica.role().version() })
+    }
+
+    /// Runs the module's part of an operation now, or defers it while a
+    /// committed module is missing here (the operations after it wait too,
+    /// in order).
+    fn app_op(&mut self, op: AppOp, out: &mut Out) {
+        out.dirty = true;
+        if self.pending.is_empty() && self.app.deferred.is_empty() {
+            self.run_op(op, out);
+            return;
+        }
+        if self.app.deferred.len() >= MAX_DEFERRED {
+            if !self.overflowed {
+                warn!(
+                    deferred = self.app.deferred.len(),
+                    "a committed module is missing for too long: rejoining by state transfer"
+                );
+            }
+            self.overflowed = true;
+            return;
+        }
+        self.app.deferred.push_back((self.replica.role().version(), op));
+    }
+
+    /// Runs the deferred operations whose version's module is applied.
+    fn run_deferred(&mut self, out: &mut Out) {
+        let applied = self.replica.role().version().saturating_sub(self.pending.len() as u64);
+        while self.app.deferred.front().is_some_and(|(v, _)| *v <= applied) {
+            if let Some((_, op)) = self.app.deferred.pop_front() {
+                self.run_op(op, out);
             }
         }
     }
 
+    /// The module's part of an operation.
+    fn run_op(&mut self, op: AppOp, out: &mut Out) {
+        let module = self.app.module_version;
+        match op {
+            AppOp::Call { txn, callee, codes, version } => self.send_call(txn, callee, codes, version, out),
+            AppOp::Serve { from, txn, back, refuse, module: caller, amount, args } => {
+                let answer = match refuse {
+                    Some(version) => Answer::Refused { version },
+                    None => {
+                        *self.app.served.entry((caller, module)).or_default() += 1;
+                        match self.program.serve(self.app.balance, amount, &args) {
+                            Ok(balance) => {
+                                self.app.balance = balance;
+                                self.app.credited.push_back((from.0, txn));
+                                while self.app.credited.len() > MAX_CREDITED {
+                                    self.app.credited.pop_front();
+                                }
+                                Answer::Served { module }
+                            }
+                            Err(e) => {
+                                warn!(from = from.0, txn, "call failed: {e}");
+                                Answer::Failed { module }
+                            }
+                        }
+                    }
+                };
+                let body = Body::Response { from: self.group, txn, codes: back, answer };
+                for peer in self.cluster.replicas_of(from) {
+                    out.frames.push((peer, Frame::Submit { nonce: txn, body: body.clone() }));
+                }
+            }
+            AppOp::Answer { txn, answer, again } => {
+                let paid = self.app.escrow.remove(&txn).map_or(0, |(_, a)| a);
+                match answer {
+                    Answer::Served { .. } => self.app.calls += 1,
+                    // The planted bug: the abort skipped, the money kept
+                    // as if the call went through.
+                    Answer::Refused { .. } if self.planted == Planted::NoRestart => self.app.calls += 1,
+                    Answer::Refused { .. } => {
+                        self.app.balance += paid;
+                        self.app.refused += 1;
+                    }
+                    Answer::Failed { .. } => {
+                        self.app.balance += paid;
+                        self.app.failed += 1;
+                    }
+                }
+                if let Some(a) = again {
+                    self.app.restarted += 1;
+                    self.send_call(a.txn, a.callee, a.codes, a.version, out);
+                }
+            }
+            AppOp::Again(a) => {
+                self.app.restarted += 1;
+                self.send_call(a.txn, a.callee, a.codes, a.version, out);
+            }
+            AppOp::Lost { txn } => {
+                let paid = self.app.escrow.remove(&txn).map_or(0, |(_, a)| a);
+                self.app.limbo += paid;
+            }
+        }
+    }
+
+    /// Pays and sends call `txn` to `callee`'s replicas.
+    fn send_call(&mut self, txn: u64, callee: u32, codes: Attachment, version: u64, out: &mut Out) {
+        let (amount, args) = match self.program.pay(txn, self.app.balance) {
+            Ok(paid) => paid,
+            Err(e) => {
+                // No call goes out: the one in flight is dropped when it
+                // is the oldest, with nothing paid.
+                warn!(txn, "the module did not pay: {e}");
+                self.app.failed += 1;
+                return;
+            }
+        };
+        self.app.balance -= amount;
+        self.app.escrow.insert(txn, (callee, amount));
+        let body =
+            Body::Request { from: self.group, txn, codes, version, module: self.app.module_version, amount, args };
+        for peer in self.cluster.replicas_of(GroupId(callee)) {
+            out.frames.push((peer, Frame::Submit { nonce: txn, body: body.clone() }));
+        }
+    }
+
     /// `f + 1` matching copies from distinct replicas of `from` decide.
-    fn vote(
-        &mut self,
-        origin: Peer,
-        from: GroupId,
-        txn: u64,
-        response: bool,
-        codes: &bft_upgrade::wire::Attachment,
-    ) -> bool {
+    /// `f + 1` matching copies from distinct replicas of `from` decide.
+    fn vote(&mut self, origin: Peer, from: GroupId, txn: u64, response: bool, digest: [u8; 32]) -> bool {
         let Peer::Replica { group, index } = origin else { return false };
         if group != from || index >= 64 {
             return false;
@@ -732,7 +1173,6 @@ impl Host {
         if self.app.done.contains(&key) {
             return false;
         }
-        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(frame::encode(codes)).into();
         let entry = self.app.votes.entry(key).or_default();
         let i = match entry.iter().position(|(d, _)| *d == digest) {
             Some(i) => i,
@@ -755,21 +1195,6 @@ impl Host {
             self.app.votes.pop_first();
         }
         true
-    }
-
-    /// Transaction `txn` calls the next neighbor (Figure 2, MakeRequest).
-    fn call(&mut self, txn: u64, out: &mut Out) {
-        let neighbors = &self.cluster.group(self.group.0).map(|g| g.neighbors.clone()).unwrap_or_default();
-        let Some(callee) = neighbors.get((txn % neighbors.len().max(1) as u64) as usize).copied() else { return };
-        let codes = self.replica.attachment(GroupId(callee));
-        self.app.pending.insert(txn, callee);
-        while self.app.pending.len() > 1024 {
-            self.app.pending.pop_first();
-        }
-        let body = Body::Request { from: self.group, txn, codes };
-        for peer in self.cluster.replicas_of(GroupId(callee)) {
-            out.frames.push((peer, Frame::Submit { nonce: txn, body: body.clone() }));
-        }
     }
 
     /// Carries out the application's part of a step now (the host layer
@@ -857,7 +1282,7 @@ impl Host {
                 return;
             };
             let p = self.pending.remove(0);
-            self.app.payload = String::from_utf8_lossy(&plain).into_owned();
+            self.install(&plain);
             out.dirty = true;
             out.records.push((pending_key(p.version), None));
             if !self.kept.contains(&p.payload.digest) {
@@ -870,6 +1295,35 @@ impl Host {
                 out.records.push((KEPT.to_string(), Some(postcard::to_allocvec(&self.kept).unwrap_or_default())));
             }
             info!(upgrade = ?p.upgrade, version = p.version, from, payload = %self.app.payload, "payload applied");
+            // What was ordered meanwhile runs now, on this version.
+            self.run_deferred(out);
+        }
+    }
+
+    /// Installs a committed payload's plaintext: a module replaces the
+    /// running one, its state transformation run first (before any call
+    /// under the new version); anything else is the payload's text. A
+    /// module that does not validate or whose transformation traps leaves
+    /// the old one running, at every replica alike.
+    fn install(&mut self, plain: &[u8]) {
+        if !crate::app::is_module(plain) {
+            self.app.payload = String::from_utf8_lossy(plain).into_owned();
+            return;
+        }
+        let next = Program::new(plain).and_then(|p| p.migrate(self.app.balance).map(|b| (p, b)));
+        match next {
+            Ok((program, balance)) => {
+                info!(from = self.app.module_version, to = program.version(), balance, "module installed");
+                self.app.balance = balance;
+                self.app.module = plain.to_vec();
+                self.app.module_version = program.version();
+                self.app.payload = format!("bank module v{} ({} bytes)", program.version(), plain.len());
+                self.program = program;
+            }
+            Err(e) => {
+                warn!(module = self.app.module_version, "the committed module does not run, the old one stays: {e:#}");
+                self.app.payload = format!("bank module v{} (a committed module did not run)", self.app.module_version);
+            }
         }
     }
 
@@ -900,7 +1354,7 @@ impl Host {
                 }
             }
         }
-        let mut net = NetOut { net: &self.net, cluster: &self.cluster };
+        let mut net = NetOut { net: &self.net, cluster: &self.cluster, payloads: None };
         self.replica.flush(app, &mut net).map_err(|e| anyhow!("replica store: {e}"))?;
         for (peer, frame) in &out.frames {
             self.net.send(*peer, frame);
@@ -1008,6 +1462,7 @@ impl Host {
             version_code: role.version_code(self.deployer).cloned(),
             executed: self.app.executed,
             app_calls: self.app.calls,
+            app: app_status(&self.app),
             payload: self.app.payload.clone(),
             upgrading: self.pending.iter().map(|p| p.upgrade).collect(),
             callees_upgrading: self.callees_upgrading,
@@ -1015,6 +1470,21 @@ impl Host {
             epoch: self.epoch,
             units_left: self.session_units.saturating_sub(self.units),
         }
+    }
+}
+
+/// The application's part of a replica's status.
+fn app_status(app: &App) -> AppStatus {
+    AppStatus {
+        module: app.module_version,
+        balance: app.balance,
+        escrow: app.escrow.values().map(|(_, a)| a).sum(),
+        limbo: app.limbo,
+        served: app.served.iter().map(|((c, m), k)| (*c, *m, *k)).collect(),
+        refused: app.refused,
+        restarted: app.restarted,
+        failed: app.failed,
+        deferred: app.deferred.len() as u64,
     }
 }
 
@@ -1038,7 +1508,8 @@ fn upgrades(role: &GroupReplica, app: &App) -> Vec<UpgradeStatus> {
 }
 
 /// A replica's state as its database holds it (for the checker, with the
-/// replica stopped): the role's version and each upgrade's outcome.
+/// replica stopped): the role's version, each upgrade's outcome, the
+/// application and the operations executed.
 ///
 /// # Errors
 /// When the database cannot be opened or read.
@@ -1049,7 +1520,50 @@ pub fn read_state(dir: &Path, group: u32, index: u8) -> Result<Option<StoredStat
     }
     let store = Store::open(&path)?;
     let Some(role) = stored_replica(&store).map_err(|e| anyhow!("{e}"))? else { return Ok(None) };
-    let app: App = store.get(APP)?.map(|b| postcard::from_bytes(&b)).transpose()?.unwrap_or_default();
+    let app = App::read(&store)?;
     let outcomes = upgrades(&role, &app).into_iter().map(|u| (u.upgrade, u.outcome)).collect();
-    Ok(Some((role.version(), outcomes)))
+    let ledger = Ledger {
+        app: app_status(&app),
+        escrow: app.escrow.iter().map(|(t, (g, a))| (*t, *g, *a)).collect(),
+        credited: app.credited.iter().copied().collect(),
+    };
+    Ok(Some((role.version(), outcomes, ledger, app.executed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bft_upgrade::host::Store as _;
+
+    #[test]
+    fn an_application_record_from_before_the_module_reads_as_version_one() {
+        let dir = std::env::temp_dir().join(format!("bftup-app-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::open(&dir.join("state.redb")).unwrap();
+        let old = AppBefore {
+            executed: 7,
+            calls: 3,
+            payload: "application v2".into(),
+            finished: Vec::new(),
+            votes: BTreeMap::new(),
+            done: [(2, 5, true)].into_iter().collect(),
+            pending: [(9, 2)].into_iter().collect(),
+        };
+        let mut batch = Batch::new();
+        batch.put(APP, postcard::to_allocvec(&old).unwrap());
+        store.commit(batch).unwrap();
+        let app = App::read(&store).unwrap();
+        assert_eq!((app.executed, app.calls, app.payload.as_str()), (7, 3, "application v2"));
+        assert!(app.done.contains(&(2, 5, true)) && app.pending.get(&9) == Some(&2));
+        // No module yet: the replica starts the shipped one.
+        assert!(app.module.is_empty() && app.escrow.is_empty());
+        // This build's own record reads back as it is.
+        let mut batch = Batch::new();
+        let now = App { balance: 42, module_version: 2, ..app };
+        batch.put(APP, postcard::to_allocvec(&now).unwrap());
+        store.commit(batch).unwrap();
+        assert_eq!(App::read(&store).unwrap().balance, 42);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -12,8 +12,12 @@
 //! record restored from a backup) is dropped with `node abort`; one
 //! upgrade's payload file is truncated for a group until after its install,
 //! which leaves that group upgrading until the file is whole again. Every
+//! fourth upgrade, and the truncated one, replaces the application's
+//! module (bank v2, then back to v1, and so on: the interface changes both
+//! ways) while the groups keep calling each other. Every
 //! other upgrade commits at every replica, no guardian runs out of slots
-//! (the 34th upgrade used to stall), `check` is clean, and storage stays
+//! (the 34th upgrade used to stall), `check` is clean (no call mixed
+//! module versions, no money made or lost), and storage stays
 //! bounded (the sizes are printed).
 //!
 //! The kills are drawn from a seed, printed; `SOAK_SEED=<n>` replays one.
@@ -72,6 +76,8 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
     // once it is back.
     let mut rejoining: [Option<(u8, usize)>; 3] = [None; 3];
     let upgrades = upgrades();
+    // The module version the groups run.
+    let mut running = 1;
     for i in 1..=upgrades {
         if i == STALE_AT - 1 {
             std::fs::copy(&state, &backup).unwrap();
@@ -79,7 +85,15 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
         if i == STALE_AT {
             std::fs::copy(&backup, &state).unwrap();
         }
-        let deploy = run(&["deploy", "--text", &format!("application v{}", i + 1)], &c);
+        // The module's interface changes both ways; the truncated payload
+        // is a module too (its group defers its calls until it is whole).
+        let modules = i % 4 == 0 || i == TRUNCATED_AT;
+        let next = if running == 1 { 2 } else { 1 };
+        let deploy = if modules {
+            run(&["deploy", "--module", &common::module(&format!("bank-v{next}"))], &c)
+        } else {
+            run(&["deploy", "--text", &format!("application v{}", i + 1)], &c)
+        };
         assert!(deploy.status.success(), "deploy {i}: {}", String::from_utf8_lossy(&deploy.stderr));
         let bundle = stdout(&deploy);
         // Group 2's payload, cut in half until the install is over.
@@ -159,6 +173,9 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
             String::from_utf8_lossy(&out.stderr)
         );
         committed += 1;
+        if modules {
+            running = next;
+        }
         if let Some((file, good)) = truncated {
             std::fs::write(file, good).unwrap();
         }
@@ -174,6 +191,7 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
         assert_eq!(fields.get(2), Some(&committed.to_string().as_str()), "group {g}: {line}");
         assert!(line.contains("committed at 4/4"), "group {g}: {line}");
         assert_eq!(fields.get(3), Some(&"-"), "a replica is behind or silent: {line}");
+        assert!(line.contains(&format!(" v{running} ")), "group {g} does not run module v{running}: {line}");
         let epoch: u64 = fields.get(4).and_then(|s| s.split('/').next()?.parse().ok()).unwrap_or(0);
         assert!(epoch >= 3, "group {g} changed sessions {epoch} times");
     }
@@ -190,6 +208,7 @@ fn forty_upgrades_back_to_back_with_kills_session_changes_and_an_abort() {
     std::thread::sleep(Duration::from_millis(300));
     let check = run(&["cluster", "check"], &c);
     assert!(check.status.success(), "{}", stdout(&check));
+    assert!(stdout(&check).contains("mixed versions 0"), "{}", stdout(&check));
     let data = c.path().join("data");
     let replica_max = (1..=3)
         .flat_map(|g| (0..4).map(move |r| (g, r)))

@@ -137,3 +137,46 @@ pub fn start_party(mut cmd: Command, dir: &Path, party: &str) -> std::process::C
         .spawn()
         .unwrap()
 }
+
+/// Every replica's status, as `node cluster status` asks for it.
+pub fn statuses(c: &TempCluster) -> Vec<bft_upgrade_node::frame::Status> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(bft_upgrade_node::cluster::query(c.path(), Duration::from_secs(2))).unwrap()
+}
+
+/// Application calls completed so far, cluster-wide (each group's most
+/// advanced replica), and when that was read.
+pub fn calls(c: &TempCluster) -> (std::time::Instant, u64) {
+    let s = statuses(c);
+    let mut groups: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for x in &s {
+        let e = groups.entry(x.group.0).or_default();
+        *e = (*e).max(x.app_calls);
+    }
+    (std::time::Instant::now(), groups.values().sum())
+}
+
+/// Calls per second between two [`calls`] readings.
+pub fn rate(from: (std::time::Instant, u64), to: (std::time::Instant, u64)) -> f64 {
+    to.1.saturating_sub(from.1) as f64 / to.0.duration_since(from.0).as_secs_f64().max(1e-3)
+}
+
+/// A module shipped in `modules/`.
+pub fn module(name: &str) -> String {
+    format!("{}/modules/{name}.wat", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls until every group's replicas all run module `version` (60 s at
+/// most).
+pub fn wait_for_module(c: &TempCluster, groups: usize, replicas: usize, version: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let s = statuses(c);
+        if s.len() == groups * replicas && s.iter().all(|x| x.app.module == version && x.upgrading.is_empty()) {
+            return;
+        }
+        let seen: Vec<(u32, u8, u64)> = s.iter().map(|x| (x.group.0, x.index, x.app.module)).collect();
+        assert!(started.elapsed() < Duration::from_secs(60), "not every replica runs module v{version}: {seen:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
