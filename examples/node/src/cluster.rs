@@ -328,7 +328,8 @@ pub fn status_table(cluster: &Cluster, statuses: &[Status]) -> String {
 /// Prints, every `interval` (`count` times, or until killed), each
 /// group's module version and application calls per second since the last
 /// line, and the cluster's: availability through an install as the paper
-/// promises it. Asks as operator client 2, so `cluster status` runs beside.
+/// promises it. Asks as operator client 2 where there is one, so
+/// `cluster status` (client 1) runs beside.
 ///
 /// # Errors
 /// When the client's key is missing.
@@ -337,9 +338,11 @@ pub async fn watch(dir: &Path, interval: Duration, count: Option<u64>) -> Result
     let started = tokio::time::Instant::now();
     let mut last: Option<(tokio::time::Instant, BTreeMap<u32, u64>)> = None;
     let mut lines = 0;
+    // Client 2 where its key is here (`init` makes three), else the only one.
+    let client = if key_path(dir, Peer::Client(2)).exists() { 2 } else { 1 };
     while count.is_none_or(|c| lines < c) {
         let at = tokio::time::Instant::now();
-        let statuses = query_as(dir, 2, interval.min(Duration::from_secs(1))).await?;
+        let statuses = query_as(dir, client, interval.min(Duration::from_secs(1))).await?;
         let calls: BTreeMap<u32, u64> = cluster
             .groups
             .iter()
