@@ -1533,7 +1533,6 @@ pub fn read_state(dir: &Path, group: u32, index: u8) -> Result<Option<StoredStat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bft_upgrade::host::Store as _;
 
     #[test]
     fn an_application_record_from_before_the_module_reads_as_version_one() {
