@@ -53,6 +53,8 @@ const N: usize = 4;
 const F: usize = (N - 1) / 3;
 /// Application call interval of the piggyback runs, ms.
 const APP_INTERVAL_MS: u64 = 20;
+/// Out-degree of the diffusion overlay the scaling runs use by default.
+const OVERLAY: usize = 3;
 /// The simulator's seed and material seed.
 const SEED: u64 = 9;
 /// ECDSA P-256 signature (`r || s`) and a one-byte signer index.
@@ -86,7 +88,7 @@ impl Mode {
             Mode::Piggyback => "piggyback only (application call every 20 ms per group, no proactive calls)",
             Mode::Proactive => "proactive only (no application traffic)",
             Mode::Both => "piggyback and proactive",
-            Mode::Guardians => "guardians only (4 per group, shared along the ring; no piggyback, no proactive)",
+            Mode::Guardians => "guardians only (4 per group, shared along the overlay, or the ring without one; no piggyback, no proactive)",
         }
     }
 
@@ -104,6 +106,9 @@ struct Args {
     criterion: PathBuf,
     criterion_seconds: Option<u64>,
     budget_ms: u64,
+    /// Out-degree of the diffusion overlay (`bft_upgrade::overlay`); 0: the
+    /// ring alone.
+    overlay: usize,
 }
 
 fn args() -> Args {
@@ -118,6 +123,7 @@ fn args() -> Args {
         criterion: target.join("criterion"),
         criterion_seconds: None,
         budget_ms: 900_000,
+        overlay: OVERLAY,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -135,6 +141,7 @@ fn args() -> Args {
             "--criterion" => a.criterion = PathBuf::from(value()),
             "--criterion-seconds" => a.criterion_seconds = value().parse().ok(),
             "--budget-ms" => a.budget_ms = value().parse().unwrap_or_else(|_| usage("bad --budget-ms")),
+            "--overlay" => a.overlay = value().parse().unwrap_or_else(|_| usage("bad --overlay")),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -148,7 +155,7 @@ fn usage(msg: &str) -> ! {
     }
     eprintln!(
         "usage: scale [--groups 10,100,1000,10000] [--modes piggyback,proactive,both,guardians] [--out DIR] \
-         [--no-write] [--json] [--criterion DIR] [--criterion-seconds N] [--budget-ms N]"
+         [--no-write] [--json] [--criterion DIR] [--criterion-seconds N] [--budget-ms N] [--overlay D]"
     );
     std::process::exit(2)
 }
@@ -342,11 +349,13 @@ impl SimRun {
 /// still in flight at full commit are counted (through the "fault phase",
 /// which with a perfect network injects nothing, or, with application
 /// traffic, as the deadline); `None` stops at full commit.
-fn sim_config(groups: usize, mode: Mode, drain_until: Option<u64>) -> SimConfig {
+fn sim_config(groups: usize, mode: Mode, drain_until: Option<u64>, overlay: usize) -> SimConfig {
     let mut cfg = SimConfig::simple(SEED, groups, N);
     cfg.material_seed = SEED;
-    // A ring: every group has two neighbors, whatever the count.
+    // Calls on a ring: every group calls two neighbors, whatever the count.
     cfg.extra_edges = 0;
+    // Codes also follow the overlay, and guardians are shared along it.
+    cfg.overlay = overlay;
     // The installer commits through one group; diffusion does the rest.
     cfg.finish_all = false;
     match mode {
@@ -408,7 +417,8 @@ fn predict_ms(prev: Option<&SimRun>, groups: usize) -> Option<f64> {
     Some(p.run.as_secs_f64() * 1e3 * events)
 }
 
-fn simulate(groups: usize, mode: Mode, prev: Option<&SimRun>, budget_ms: u64, drain_until: Option<u64>) -> SimRun {
+fn simulate(groups: usize, mode: Mode, prev: Option<&SimRun>, args: &Args, drain_until: Option<u64>) -> SimRun {
+    let budget_ms = args.budget_ms;
     if let Some(ms) = predict_ms(prev, groups) {
         if ms > budget_ms as f64 {
             let p = prev.expect("predicted from a run");
@@ -424,7 +434,7 @@ fn simulate(groups: usize, mode: Mode, prev: Option<&SimRun>, budget_ms: u64, dr
         }
     }
     let t = ThreadTime::now();
-    let world = World::new(sim_config(groups, mode, drain_until));
+    let world = World::new(sim_config(groups, mode, drain_until, args.overlay));
     let setup = t.elapsed();
     let t = ThreadTime::now();
     let report = world.run();
@@ -444,7 +454,7 @@ struct TwoPhase {
 }
 
 fn two_phase(groups: usize, piece_bytes: usize) -> TwoPhase {
-    let r = bft_upgrade::sim::twopc::run(&sim_config(groups, Mode::Piggyback, None), piece_bytes as u64);
+    let r = bft_upgrade::sim::twopc::run(&sim_config(groups, Mode::Piggyback, None, 0), piece_bytes as u64);
     TwoPhase {
         time_to_install_ms: r.time_to_install_ms,
         messages_per_replica: r.messages_per_replica,
@@ -631,7 +641,7 @@ fn run() {
                 .find(|r| r.groups == g && r.mode == Mode::Proactive)
                 .and_then(|r| r.report.as_ref().ok())
                 .and_then(|r| r.finished_at_ms);
-            let r = simulate(g, mode, prev, args.budget_ms, drain(mode, proactive_finish));
+            let r = simulate(g, mode, prev, &args, drain(mode, proactive_finish));
             match &r.report {
                 Ok(rep) => eprintln!(
                     "sim G={g} {}: setup {:.1} s, run {:.1} s, {} events, finished at {:?} ms, msgs/replica {:.2}, \
@@ -743,6 +753,24 @@ impl Context<'_> {
         let (_, base) = *vals.first()?;
         let dev = vals.iter().map(|(_, v)| (v / base - 1.0).abs()).fold(0.0, f64::max);
         Some((dev, vals.last()?.0 * N))
+    }
+
+    /// Time to full commit at the largest run of `mode` over the time at
+    /// 10 groups, with that largest group count.
+    fn install_time_ratio(&self, mode: Mode) -> Option<(f64, usize)> {
+        let at = |g: usize| self.run(g, mode).and_then(SimRun::ok).and_then(|r| r.finished_at_ms);
+        let base = at(10)? as f64;
+        let (g, t) = self.args.groups.iter().filter_map(|&g| at(g).map(|t| (g, t))).max_by_key(|(g, _)| *g)?;
+        Some((t as f64 / base, g))
+    }
+
+    /// Issue 18's install-time goal, for the modes it names: the ratio at
+    /// 250,000 groups (the worse mode), if both ran that far.
+    fn install_time_ratio_250k(&self) -> Option<f64> {
+        [Mode::Proactive, Mode::Guardians]
+            .iter()
+            .map(|&m| self.install_time_ratio(m).filter(|(_, g)| *g == 250_000).map(|(r, _)| r))
+            .try_fold(0.0f64, |worst, r| r.map(|r| worst.max(r)))
     }
 
     /// The group count the availability keys speak of: 1,000, or the
@@ -874,6 +902,17 @@ impl Context<'_> {
             "shamir_split_vs_vsss": by_n(&|n| m.shamir("split", n), &[4, 16, 64, 100]),
             "shamir_reconstruct_vs_vsss": by_n(&|n| m.shamir("reconstruct", n), &[4, 16, 64, 100]),
             "payload_open_over_raw_aead": num(m.payload(65536)),
+            "diffusion_overlay_degree": self.args.overlay,
+            "install_time_ratio_250k_over_10": num(self.install_time_ratio_250k()),
+            "install_time_ratio_largest_over_10_by_mode": Value::Object(
+                Mode::ALL
+                    .iter()
+                    .filter_map(|&mode| {
+                        let (r, g) = self.install_time_ratio(mode)?;
+                        Some((mode.name().to_owned(), json!({ "groups": g, "ratio": num(Some(r)) })))
+                    })
+                    .collect()
+            ),
             "deployer_parallel_speedup": num(self.parallel().map(Cpu::parallel_speedup)),
             "deployer_parallel_groups": self.parallel().map(|c| c.groups),
             "deployer_parallel_threads": self.parallel().map(|c| c.threads),
@@ -965,6 +1004,21 @@ impl Context<'_> {
                     }
                 );
             }
+        }
+        for mode in [Mode::Proactive, Mode::Guardians] {
+            let ratio = self.install_time_ratio(mode);
+            let _ = writeln!(
+                w,
+                "| time to install, {}, at 250,000 groups over 10 groups (overlay of degree {}) | ≤ 3× | {} | {} |",
+                mode.name(),
+                self.args.overlay,
+                ratio.map_or_else(|| "n/a".to_owned(), |(r, g)| format!("{r:.2}× at {g} groups")),
+                match ratio {
+                    Some((r, g)) if g < 250_000 && r <= 3.0 => format!("met up to {g} groups (larger runs not made)"),
+                    Some((_, g)) if g < 250_000 => format!("missed already at {g} groups"),
+                    _ => status(ratio.map(|(r, _)| r), &|r| r <= 3.0, &|r| format!("{r:.2}×")),
+                }
+            );
         }
         let sc = self.sigcollect_over_ours(1_000);
         let _ = writeln!(
@@ -1100,11 +1154,14 @@ impl Context<'_> {
         let _ = writeln!(w, "## One upgrade in the simulator\n");
         let _ = writeln!(
             w,
-            "Groups of {N} on a ring (`extra_edges = 0`: two neighbors each), one correct installer that prepares \
+            "Groups of {N} calling each other on a ring (`extra_edges = 0`: two neighbors each), codes diffusing \
+             also along the overlay of degree {} (`bft_upgrade::overlay`: group i passes them to groups d·i + r \
+             mod G, and guardians are shared along it; 0: the ring alone), one correct installer that prepares \
              every group and commits through one (`finish_all = false`), 5 ms links, no faults, seed {SEED}. \
              Messages and bytes count everything replicas, installers and guardians send (pieces included; codes \
              piggybacked on application messages ride on traffic the simulator does not count). Virtual time is \
-             `Report::finished_at_ms`: every replica of every group has committed.\n"
+             `Report::finished_at_ms`: every replica of every group has committed.\n",
+            self.args.overlay
         );
         for &mode in &self.args.modes {
             let _ = writeln!(w, "### {}\n", mode.describe());

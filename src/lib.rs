@@ -108,6 +108,7 @@ pub mod guardian;
 pub mod host;
 pub mod ids;
 pub mod installer;
+pub mod overlay;
 /// The names of the planted bugs; they act only with `planted-bugs`.
 pub mod planted;
 #[doc = include_str!("../docs/protocol.md")]

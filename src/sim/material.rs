@@ -93,16 +93,43 @@ impl<T: Clone> Memo<T> {
     }
 }
 
+/// The pool indices of group `gi`'s `per_group` guardians (sorted). Without
+/// an overlay, `gi..gi + per_group`: neighbouring groups share guardians,
+/// so forwarding has paths along the ring. With one, group `gi`'s own
+/// guardian `gi` and those of its overlay targets (each guardian forwards
+/// a code to the groups it guards, so a code takes overlay hops), then
+/// `gi + 1..` to make up the count.
+fn guardians_of(gi: usize, groups: usize, per_group: usize, overlay: usize) -> Vec<usize> {
+    let mut set: Vec<usize> = core::iter::once(gi)
+        .chain(crate::overlay::targets(gi, groups, overlay))
+        .chain(gi + 1..gi + per_group)
+        .fold(Vec::new(), |mut v, k| {
+            if !v.contains(&k) {
+                v.push(k);
+            }
+            v
+        });
+    set.truncate(per_group);
+    set.sort_unstable();
+    set
+}
+
 impl Material {
     /// The material for this shape, built on first use.
-    pub(crate) fn get(seed: u64, sizes: &[usize], upgrades: &[UpgradeSpec], guardians: usize) -> Arc<Material> {
+    pub(crate) fn get(
+        seed: u64,
+        sizes: &[usize],
+        upgrades: &[UpgradeSpec],
+        guardians: usize,
+        overlay: usize,
+    ) -> Arc<Material> {
         static CACHE: OnceLock<Mutex<BTreeMap<String, Arc<Material>>>> = OnceLock::new();
-        let key = format!("{seed}/{sizes:?}/{upgrades:?}/{guardians}");
+        let key = format!("{seed}/{sizes:?}/{upgrades:?}/{guardians}/{overlay}");
         let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
         if let Some(m) = cache.lock().map(|c| c.get(&key).cloned()).ok().flatten() {
             return m;
         }
-        let built = Arc::new(Self::build(seed, sizes, upgrades, guardians));
+        let built = Arc::new(Self::build(seed, sizes, upgrades, guardians, overlay));
         if let Ok(mut c) = cache.lock() {
             // Shapes used once (e.g. scaling runs) are not worth keeping
             // alongside many others.
@@ -114,7 +141,7 @@ impl Material {
         built
     }
 
-    fn build(seed: u64, sizes: &[usize], upgrades: &[UpgradeSpec], per_group: usize) -> Self {
+    fn build(seed: u64, sizes: &[usize], upgrades: &[UpgradeSpec], per_group: usize, overlay: usize) -> Self {
         let mut s = [0u8; 32];
         s[..8].copy_from_slice(&seed.to_le_bytes());
         s[8..16].copy_from_slice(b"material");
@@ -132,15 +159,16 @@ impl Material {
             keys.push(k);
         }
 
-        // Guardians: a pool of G + per_group - 1; group i takes i..i+per_group,
-        // so neighbouring groups share guardians (and forwarding has paths).
+        // Guardians: a pool of G + per_group - 1 (see `guardians_of`).
         let pool = if per_group == 0 { 0 } else { sizes.len() + per_group - 1 };
         let guardian_keys: Vec<ReplicaSecretKey> = (0..pool).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
         let guardian_sets: Vec<Option<GuardianSet>> = (0..sizes.len())
             .map(|gi| {
                 (per_group > 0).then(|| {
-                    let members: Vec<(u32, PublicKey)> =
-                        (gi..gi + per_group).map(|k| (k as u32 + 1, guardian_keys[k].public_key())).collect();
+                    let members: Vec<(u32, PublicKey)> = guardians_of(gi, sizes.len(), per_group, overlay)
+                        .into_iter()
+                        .map(|k| (k as u32 + 1, guardian_keys[k].public_key()))
+                        .collect();
                     GuardianSet::new(&members).expect("guardian count within capacity")
                 })
             })

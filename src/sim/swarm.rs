@@ -482,6 +482,14 @@ impl Swarm {
                 .map(|i| (i, kinds[below(&mut rng, kinds.len())]))
                 .collect();
         }
+        // A third of the shapes diffuse along an overlay too (its own
+        // draws). Not with guardians, whose Byzantine placement above
+        // assumes ring windows, nor with isolated groups, which must stay
+        // out of reach of diffusion.
+        let mut drawn = rng_for(seed, b"overlay");
+        if cfg.guardians == 0 && cfg.isolated.is_empty() && drawn.next_u32().is_multiple_of(3) {
+            cfg.overlay = 2 + below(&mut drawn, 3);
+        }
     }
 
     /// Deadlines and event limits that grow with the deployment and the

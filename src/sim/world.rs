@@ -437,7 +437,7 @@ impl World {
         seed[8..16].copy_from_slice(b"bftupsim");
         let mut rng = ChaCha20Rng::from_seed(seed);
 
-        let material = Material::get(cfg.material_seed, &cfg.group_sizes, &cfg.upgrades, cfg.guardians);
+        let material = Material::get(cfg.material_seed, &cfg.group_sizes, &cfg.upgrades, cfg.guardians, cfg.overlay);
 
         // Neighbor graph: a ring plus random extra edges.
         let g = cfg.group_sizes.len();
@@ -482,8 +482,11 @@ impl World {
             for ((id, key), gen) in material.deployers.iter().zip(&material.genesis) {
                 let _ = config.deployers.push(AuthorizedDeployer { id: *id, key: *key, genesis: gen.clone() });
             }
-            for nb in &neighbors[gi] {
-                let _ = config.neighbors.push(Neighbor { group: memberships[*nb].group, f: memberships[*nb].f });
+            // Calls go to the call graph's neighbors; codes also follow
+            // the overlay, as far as the capacity allows.
+            let overlay = crate::overlay::targets(gi, g, cfg.overlay).filter(|t| !neighbors[gi].contains(t));
+            for nb in neighbors[gi].iter().copied().chain(overlay) {
+                let _ = config.neighbors.push(Neighbor { group: memberships[nb].group, f: memberships[nb].f });
             }
             let f = membership.f;
             let mut byz_here: Vec<(usize, u8, ByzantineReplica)> =

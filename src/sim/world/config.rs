@@ -197,6 +197,11 @@ pub struct SimConfig {
     /// Whether the neighbor graph starts from a ring (else only the random
     /// edges: disconnected components are likely).
     pub ring: bool,
+    /// Out-degree of the diffusion overlay ([`crate::overlay`]) added to
+    /// every group's neighbors (not to its calls), and along which guardians
+    /// are shared; 0: none, neighbors are the call graph and group `i`
+    /// shares guardians with groups `i ± 1..`.
+    pub overlay: usize,
     /// Groups with no neighbors at all (isolated in the call graph).
     pub isolated: Vec<usize>,
     /// Installers at the smallest capacity that fits their upgrade, so a
@@ -247,6 +252,7 @@ impl SimConfig {
             compromised: vec![],
             planted: Planted::None,
             ring: true,
+            overlay: 0,
             isolated: vec![],
             tight_installers: false,
         }
