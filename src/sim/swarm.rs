@@ -484,8 +484,8 @@ impl Swarm {
         }
         // A third of the shapes diffuse along an overlay too (its own
         // draws). Not with guardians, whose Byzantine placement above
-        // assumes ring windows, nor with isolated groups, which must stay
-        // out of reach of diffusion.
+        // assumes ring windows; the world keeps isolated groups out of the
+        // overlay, and shapes with them stay without one as first drawn.
         let mut drawn = rng_for(seed, b"overlay");
         if cfg.guardians == 0 && cfg.isolated.is_empty() && drawn.next_u32().is_multiple_of(3) {
             cfg.overlay = 2 + below(&mut drawn, 3);

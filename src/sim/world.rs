@@ -483,8 +483,11 @@ impl World {
                 let _ = config.deployers.push(AuthorizedDeployer { id: *id, key: *key, genesis: gen.clone() });
             }
             // Calls go to the call graph's neighbors; codes also follow
-            // the overlay, as far as the capacity allows.
-            let overlay = crate::overlay::targets(gi, g, cfg.overlay).filter(|t| !neighbors[gi].contains(t));
+            // the overlay, as far as the capacity allows, except to and
+            // from isolated groups (no neighbors at all, as above).
+            let isolated = |k: &usize| cfg.isolated.contains(k);
+            let overlay = crate::overlay::targets(gi, g, if isolated(&gi) { 0 } else { cfg.overlay })
+                .filter(|t| !neighbors[gi].contains(t) && !isolated(t));
             for nb in neighbors[gi].iter().copied().chain(overlay) {
                 let _ = config.neighbors.push(Neighbor { group: memberships[nb].group, f: memberships[nb].f });
             }
