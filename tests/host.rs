@@ -342,3 +342,58 @@ fn a_deployer_retirement_frees_every_guardian_in_one_write() {
         assert!(GROUPS.iter().all(|gr| g.role().released(h.upgrade, *gr).is_none()));
     }
 }
+
+/// Answers the installer took in, in `h`'s delivery log.
+fn installer_answers(h: &Host) -> usize {
+    h.delivered
+        .iter()
+        .filter(|(_, o)| matches!(o, Outbound::Send { to: INSTALLER, message: Message::Answer(_) }))
+        .count()
+}
+
+#[test]
+fn an_installer_writes_an_answer_not_its_whole_state() {
+    for guardians in [0, 4] {
+        let mut h = Host::new(1, guardians);
+        h.start();
+        let (before, answers_before) = (h.installer.store().written, installer_answers(&h));
+        let whole = h.installer.store().inner.get(support::cluster::INSTALLER_KEY).unwrap().unwrap().len();
+        for _ in 0..40 {
+            if h.installer.role().is_done() {
+                break;
+            }
+            h.tick(50);
+        }
+        assert!(h.installer.role().is_done(), "{guardians} guardians: the installer is not done");
+        assert!(h.committed_everywhere());
+        // Written whole on every answer, the checkpoint of a 10,000-group
+        // installer cost two thirds of a simulated install.
+        let answers = installer_answers(&h) - answers_before;
+        let per_answer = (h.installer.store().written - before) / answers.max(1);
+        assert!(answers >= 8, "{answers} answers");
+        assert!(per_answer * 2 < whole, "{guardians} guardians: {per_answer} bytes per answer, {whole} for the role");
+        // What was logged replays to the same role.
+        let live = h.installer.role().decided().map(|(o, c)| (o, c.clone()));
+        h.installer.reopen().unwrap();
+        assert_eq!(h.installer.role().decided().map(|(o, c)| (o, c.clone())), live);
+        assert!(h.installer.role().is_done());
+    }
+}
+
+#[test]
+fn an_installer_reopened_before_every_tick_finishes() {
+    // Each reopen reads the checkpoint and replays the log over it.
+    for guardians in [0, 4] {
+        let mut h = Host::new(1, guardians);
+        h.start();
+        for _ in 0..80 {
+            if h.installer.role().is_done() {
+                break;
+            }
+            h.installer.reopen().unwrap();
+            h.tick(50);
+        }
+        assert!(h.installer.role().is_done(), "{guardians} guardians: the installer is not done");
+        assert!(h.committed_everywhere());
+    }
+}

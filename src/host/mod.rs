@@ -79,7 +79,7 @@ use crate::wire::{self, GroupId, Message, Operation, Piece, UpgradeHeader};
 
 pub use deployer::DeployerHost;
 pub use guardian::{releases, GuardianHost, GuardianReport, Release};
-pub use installer::{InstallerHost, InstallerReport};
+pub use installer::{InstallerHost, InstallerReport, LOG_MIN};
 pub use payload::{check_payload, open_payload, payload_key, seal_payload, PayloadError, DEFAULT_CHUNK};
 pub use replica::{stored_replica, ReplicaHost, ReplicaReport};
 

@@ -24,6 +24,8 @@ use rand_core::SeedableRng;
 pub struct Flaky {
     pub inner: MemStore,
     pub fail: bool,
+    /// Bytes of the values committed so far.
+    pub written: usize,
 }
 
 #[derive(Debug)]
@@ -41,6 +43,7 @@ impl Store for Flaky {
         if self.fail {
             return Err(DiskFull);
         }
+        self.written += batch.clone().into_writes().iter().filter_map(|(_, v)| v.as_ref()).map(Vec::len).sum::<usize>();
         self.inner.commit(batch).unwrap();
         Ok(())
     }
