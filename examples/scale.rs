@@ -161,8 +161,8 @@ fn usage(msg: &str) -> ! {
 }
 
 fn main() {
-    // Installers for 16,384 groups are built by value before boxing: give
-    // the work a deep stack.
+    // Installers for 16,384 and 262,144 groups (about 4.7 and 75 MB) are
+    // built by value before boxing: give the work a deep stack.
     let worker = std::thread::Builder::new().stack_size(1 << 30).spawn(run).expect("thread");
     worker.join().expect("scale run");
 }
@@ -285,8 +285,11 @@ fn cpu(groups: usize) -> Cpu {
     let (installer, decided) = if groups <= 256 {
         let mut i = Box::new(Installer::<256, 4096>::new(1, header, &list, diffusion()).expect("installer"));
         time_installer(&mut i, &answers, &pieces)
-    } else {
+    } else if groups <= 16_384 {
         let mut i = Box::new(Installer::<16384, 32768>::new(1, header, &list, diffusion()).expect("installer"));
+        time_installer(&mut i, &answers, &pieces)
+    } else {
+        let mut i = Box::new(Installer::<262_144, 524_288>::new(1, header, &list, diffusion()).expect("installer"));
         time_installer(&mut i, &answers, &pieces)
     };
     Cpu {

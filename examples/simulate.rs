@@ -37,8 +37,9 @@ enum Protocol {
     Both,
 }
 
-/// The most groups a world may have: what the simulator's largest installer
-/// holds (`SimInstaller::Large` in `src/sim/world.rs`).
+/// The most groups a world may have here: what `SimInstaller::Large` in
+/// `src/sim/world.rs` holds (the 250,000-group `Huge` one, about 75 MB built
+/// by value, is left to `examples/scale.rs` and its 1 GiB stack).
 const MAX_GROUPS: usize = 16_384;
 /// Above this many groups the simulator builds its large installers (about
 /// 4.7 MB each, built and restored by value): the workers need deep stacks.

@@ -41,7 +41,8 @@ use crate::wire::{
 };
 use std::sync::Arc;
 
-/// The installer type the simulator runs (up to 256 groups per upgrade).
+/// The installer type the simulator runs, in the smallest size that holds
+/// the upgrade's groups.
 pub enum SimInstaller {
     /// Up to 64 groups, 512 pooled shares: the crate's `DefaultInstaller`,
     /// the smallest size; runs with `tight_installers` use it when it fits.
@@ -50,6 +51,8 @@ pub enum SimInstaller {
     Small(SimInstallerHost<256, 4096>),
     /// Up to 16,384 groups (the scaling runs).
     Large(SimInstallerHost<16384, 32768>),
+    /// Up to 262,144 groups of up to 4 replicas (the 250,000-group runs).
+    Huge(SimInstallerHost<262_144, 524_288>),
 }
 
 /// An installer as the simulator hosts it: through the host layer, over
@@ -66,6 +69,7 @@ macro_rules! each {
             SimInstaller::Tiny($i) => $e,
             SimInstaller::Small($i) => $e,
             SimInstaller::Large($i) => $e,
+            SimInstaller::Huge($i) => $e,
         }
     };
 }
@@ -90,8 +94,10 @@ impl SimInstaller {
             Self::Tiny(hosted(id, bundle, options))
         } else if groups.len() <= 256 && need <= 4096 {
             Self::Small(hosted(id, bundle, options))
-        } else {
+        } else if groups.len() <= 16_384 && need <= 32_768 {
             Self::Large(hosted(id, bundle, options))
+        } else {
+            Self::Huge(hosted(id, bundle, options))
         }
     }
     fn peer(&self) -> Peer {

@@ -32,10 +32,13 @@ struct Slots {
 
 static SLOTS: StaticCell<Slots> = StaticCell::new();
 
-/// Decodes the piece into its static slot.
+/// Decodes the piece into its static slot, in place (`wire::decode_into`):
+/// decoded by value, it is copied up through every level of the decoder.
 #[inline(never)]
 fn decode_piece(slot: &mut Option<Piece>) -> Result<&mut Piece, Failure> {
-    Ok(slot.insert(wire::decode::<Piece>(PIECE).or_fail("decode piece")?))
+    let piece = slot.get_or_insert_with(Piece::default);
+    wire::decode_into(PIECE, piece).or_fail("decode piece")?;
+    Ok(piece)
 }
 
 /// `Guardian::new` on the decoded configuration, into its static slot.

@@ -27,11 +27,13 @@ type OneGroupInstaller = Installer<1, 8>;
 /// it); it lives in static memory.
 static PIECE_SLOT: StaticCell<Piece> = StaticCell::new();
 
-/// Decodes the piece into its static slot.
+/// Decodes the piece into its static slot, in place (`wire::decode_into`):
+/// decoded by value, it is copied up through every level of the decoder.
 #[inline(never)]
 fn decode_piece() -> Result<&'static mut Piece, Failure> {
-    let piece = wire::decode::<Piece>(PIECE).or_fail("decode piece")?;
-    Ok(PIECE_SLOT.init(piece))
+    let piece = PIECE_SLOT.init_with(Piece::default);
+    wire::decode_into(PIECE, piece).or_fail("decode piece")?;
+    Ok(piece)
 }
 
 pub fn run(meter: &Meter) -> Result<(), Failure> {
