@@ -109,6 +109,16 @@ struct Args {
     /// Out-degree of the diffusion overlay (`bft_upgrade::overlay`); 0: the
     /// ring alone.
     overlay: usize,
+    /// Whether `--groups` / `--modes` were given.
+    groups_given: bool,
+    modes_given: bool,
+    /// `--million-run PATH`: only the million-replica runs, written to PATH.
+    million_run: Option<PathBuf>,
+    /// `--million PATH`: a million-replica result to fold into the report.
+    million: Option<PathBuf>,
+    /// `--million-one MODE GROUPS`: one run of `--million-run`, in its own
+    /// process.
+    million_one: Option<(Mode, usize)>,
 }
 
 fn args() -> Args {
@@ -124,16 +134,30 @@ fn args() -> Args {
         criterion_seconds: None,
         budget_ms: 900_000,
         overlay: OVERLAY,
+        groups_given: false,
+        modes_given: false,
+        million_run: None,
+        million: None,
+        million_one: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
         match arg.as_str() {
             "--groups" => {
-                a.groups = value().split(',').map(|s| s.parse().unwrap_or_else(|_| usage("bad --groups"))).collect()
+                a.groups = value().split(',').map(|s| s.parse().unwrap_or_else(|_| usage("bad --groups"))).collect();
+                a.groups_given = true;
             }
             "--modes" => {
-                a.modes = value().split(',').map(|s| Mode::parse(s).unwrap_or_else(|| usage("bad --modes"))).collect()
+                a.modes = value().split(',').map(|s| Mode::parse(s).unwrap_or_else(|| usage("bad --modes"))).collect();
+                a.modes_given = true;
+            }
+            "--million-run" => a.million_run = Some(PathBuf::from(value())),
+            "--million" => a.million = Some(PathBuf::from(value())),
+            "--million-one" => {
+                let mode = Mode::parse(&value()).unwrap_or_else(|| usage("bad --million-one mode"));
+                let groups = value().parse().unwrap_or_else(|_| usage("bad --million-one groups"));
+                a.million_one = Some((mode, groups));
             }
             "--out" => a.out = PathBuf::from(value()),
             "--no-write" => a.write = false,
@@ -155,7 +179,8 @@ fn usage(msg: &str) -> ! {
     }
     eprintln!(
         "usage: scale [--groups 10,100,1000,10000] [--modes piggyback,proactive,both,guardians] [--out DIR] \
-         [--no-write] [--json] [--criterion DIR] [--criterion-seconds N] [--budget-ms N] [--overlay D]"
+         [--no-write] [--json] [--criterion DIR] [--criterion-seconds N] [--budget-ms N] [--overlay D] \
+         [--million FILE]\n       scale --million-run FILE [--groups 10,250000] [--modes proactive,guardians]"
     );
     std::process::exit(2)
 }
@@ -608,10 +633,199 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+// ----- a million replicas ------------------------------------------------------
+
+/// The group count of the million-replica runs (issue 18 §2): 250,000
+/// groups of 4.
+const MILLION_GROUPS: usize = 250_000;
+
+/// `--million-run PATH`: one upgrade at 10 and at 250,000 groups in each
+/// mode (proactive, guardians), each run's wall time, CPU time and peak
+/// memory, written to PATH for the main run (`--million PATH`) to report.
+/// `benches/full.sh` builds it with capacities that fit groups of 4; the
+/// 10-group runs are the same build's baseline for the time-to-install
+/// ratio and the per-replica messages.
+fn million_run(args: &Args, path: &Path) {
+    let groups = if args.groups_given { args.groups.clone() } else { vec![10, MILLION_GROUPS] };
+    let modes = if args.modes_given { args.modes.clone() } else { vec![Mode::Proactive, Mode::Guardians] };
+    let exe = std::env::current_exe().expect("this program's path");
+    let mut runs = Vec::new();
+    for &mode in &modes {
+        for &g in &groups {
+            // Each run in a process of its own: its peak memory is its own,
+            // not what an earlier run left the allocator holding.
+            let child = std::process::Command::new(&exe)
+                .args(["--million-one", mode.name(), &g.to_string(), "--overlay", &args.overlay.to_string()])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("run this program");
+            let line = String::from_utf8_lossy(&child.stdout);
+            let run: Value = match serde_json::from_str(line.trim()) {
+                Ok(v) if child.status.success() => v,
+                _ => json!({ "mode": mode.name(), "groups": g, "replicas": g * N,
+                             "liveness": format!("the run's process failed: {}", child.status) }),
+            };
+            runs.push(run);
+        }
+    }
+    use bft_upgrade::capacity as c;
+    let out = json!({
+        "machine": machine(),
+        "date": date(),
+        "rustc": rustc(),
+        "overlay": args.overlay,
+        "capacities": {
+            "MAX_REPLICAS": c::MAX_REPLICAS, "MAX_GUARDIANS": c::MAX_GUARDIANS, "MAX_RESOURCES": c::MAX_RESOURCES,
+            "MAX_IN_FLIGHT": c::MAX_IN_FLIGHT, "HISTORY": c::HISTORY, "MAX_NEIGHBORS": c::MAX_NEIGHBORS,
+            "MAX_ATTACHED": c::MAX_ATTACHED, "MAX_DIFFUSING": c::MAX_DIFFUSING, "MAX_GUARDED": c::MAX_GUARDED,
+        },
+        "runs": runs,
+    });
+    let text = serde_json::to_string_pretty(&out).expect("json") + "\n";
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).expect("million-run output directory");
+    }
+    std::fs::write(path, text).expect("write the million-run result");
+    eprintln!("wrote {}", path.display());
+}
+
+/// `--million-one MODE GROUPS`: one run of [`million_run`], printed as one
+/// line of JSON.
+fn million_one(args: &Args, mode: Mode, g: usize) {
+    {
+        {
+            let wall = Clock::now();
+            let r = simulate(g, mode, None, args, drain(mode, None));
+            let wall = wall.elapsed();
+            let peak = peak_rss_mib();
+            let rep = r.report.as_ref().ok();
+            eprintln!(
+                "million G={g} {}: wall {:.1} s (setup {:.1} s, run {:.1} s CPU), peak {:.0} MiB, {} events, \
+                 finished at {:?} ms, msgs/replica {:.2}{}{}",
+                mode.name(),
+                wall.as_secs_f64(),
+                r.setup.as_secs_f64(),
+                r.run.as_secs_f64(),
+                peak.unwrap_or(f64::NAN),
+                rep.map_or(0, |x| x.metrics.events),
+                rep.and_then(|x| x.finished_at_ms),
+                r.messages_per_replica().unwrap_or(f64::NAN),
+                rep.and_then(|x| x.violation.as_ref()).map_or(String::new(), |v| format!(", VIOLATION {v:?}")),
+                rep.and_then(|x| x.liveness.as_ref()).map_or(String::new(), |l| format!(", LIVENESS {l}")),
+            );
+            let run = json!({
+                "mode": mode.name(),
+                "groups": g,
+                "replicas": g * N,
+                "wall_s": wall.as_secs_f64(),
+                "setup_cpu_s": r.setup.as_secs_f64(),
+                "run_cpu_s": r.run.as_secs_f64(),
+                "peak_rss_mib": num(peak),
+                "events": rep.map(|x| x.metrics.events),
+                "finished_at_ms": rep.and_then(|x| x.finished_at_ms),
+                "messages_per_replica": num(r.messages_per_replica()),
+                "bytes_per_replica": num(r.bytes_per_replica()),
+                "violation": rep.and_then(|x| x.violation.as_ref().map(|v| v.what.clone())),
+                "liveness": rep.and_then(|x| x.liveness.clone()),
+            });
+            println!("{run}");
+        }
+    }
+}
+
+/// One run of a million-run result.
+struct MillionRun {
+    mode: Mode,
+    groups: usize,
+    wall_s: f64,
+    peak_mib: Option<f64>,
+    finished_at_ms: Option<u64>,
+    messages_per_replica: Option<f64>,
+    events: Option<u64>,
+    /// A violation or a liveness failure, if any.
+    failed: Option<String>,
+}
+
+/// A million-run result read back (`--million PATH`).
+struct Million {
+    raw: Value,
+    runs: Vec<MillionRun>,
+}
+
+impl Million {
+    fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let raw: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let runs = raw["runs"]
+            .as_array()
+            .ok_or_else(|| format!("{}: no runs", path.display()))?
+            .iter()
+            .filter_map(|r| {
+                Some(MillionRun {
+                    mode: Mode::parse(r["mode"].as_str()?)?,
+                    groups: usize::try_from(r["groups"].as_u64()?).ok()?,
+                    wall_s: r["wall_s"].as_f64()?,
+                    peak_mib: r["peak_rss_mib"].as_f64(),
+                    finished_at_ms: r["finished_at_ms"].as_u64(),
+                    messages_per_replica: r["messages_per_replica"].as_f64(),
+                    events: r["events"].as_u64(),
+                    failed: r["violation"].as_str().or_else(|| r["liveness"].as_str()).map(str::to_owned),
+                })
+            })
+            .collect();
+        Ok(Self { raw, runs })
+    }
+
+    fn run(&self, groups: usize, mode: Mode) -> Option<&MillionRun> {
+        self.runs.iter().find(|r| r.groups == groups && r.mode == mode && r.failed.is_none())
+    }
+
+    /// The 250,000-group runs that finished clean.
+    fn big(&self) -> impl Iterator<Item = &MillionRun> {
+        self.runs.iter().filter(|r| r.groups == MILLION_GROUPS && r.failed.is_none())
+    }
+
+    /// Time to full commit at 250,000 groups over 10, in `mode`.
+    fn ratio(&self, mode: Mode) -> Option<f64> {
+        let base = self.run(10, mode)?.finished_at_ms? as f64;
+        Some(self.run(MILLION_GROUPS, mode)?.finished_at_ms? as f64 / base)
+    }
+
+    /// The largest relative deviation of messages per replica at 250,000
+    /// groups from 10 groups, over the modes.
+    fn flatness(&self) -> Option<f64> {
+        let devs: Vec<f64> = self
+            .big()
+            .filter_map(|r| Some((r.messages_per_replica? / self.run(10, r.mode)?.messages_per_replica? - 1.0).abs()))
+            .collect();
+        devs.iter().copied().reduce(f64::max)
+    }
+
+    /// The worst 250,000-group run: most peak memory (GiB), longest wall
+    /// time (s); `None` unless every mode that ran got that far clean.
+    fn worst(&self) -> Option<(f64, f64)> {
+        let all: Vec<&MillionRun> = self.runs.iter().filter(|r| r.groups == MILLION_GROUPS).collect();
+        if all.is_empty() || all.iter().any(|r| r.failed.is_some()) {
+            return None;
+        }
+        let peak = all.iter().map(|r| r.peak_mib.map(|m| m / 1024.0)).try_fold(0.0f64, |w, p| p.map(|p| w.max(p)))?;
+        Some((peak, all.iter().map(|r| r.wall_s).fold(0.0, f64::max)))
+    }
+}
+
 // ----- the run ----------------------------------------------------------------
 
 fn run() {
     let args = args();
+    if let Some((mode, groups)) = args.million_one {
+        million_one(&args, mode, groups);
+        return;
+    }
+    if let Some(path) = &args.million_run {
+        million_run(&args, path);
+        return;
+    }
+    let million = args.million.as_deref().map(|p| Million::read(p).unwrap_or_else(|e| usage(&e)));
     let started = Clock::now();
     let load_start = loadavg();
     let micro = Micro { t: criterion_results(&args.criterion) };
@@ -681,8 +895,17 @@ fn run() {
 
     let elapsed = started.elapsed();
     let load = (load_start, loadavg());
-    let ctx =
-        Context { args: &args, micro: &micro, cpus: &cpus, runs: &runs, twopc: &twopc, peak: &peak, elapsed, load };
+    let ctx = Context {
+        args: &args,
+        micro: &micro,
+        cpus: &cpus,
+        runs: &runs,
+        twopc: &twopc,
+        peak: &peak,
+        million: million.as_ref(),
+        elapsed,
+        load,
+    };
     let json = ctx.json();
     let text = serde_json::to_string_pretty(&json).expect("json") + "\n";
     let md = ctx.markdown();
@@ -710,6 +933,8 @@ struct Context<'a> {
     runs: &'a [SimRun],
     twopc: &'a BTreeMap<usize, TwoPhase>,
     peak: &'a BTreeMap<usize, f64>,
+    /// The million-replica runs, from their own build (`--million`).
+    million: Option<&'a Million>,
     elapsed: Duration,
     /// Load averages at the start and the end of this program.
     load: (String, String),
@@ -760,11 +985,20 @@ impl Context<'_> {
 
     /// Time to full commit at the largest run of `mode` over the time at
     /// 10 groups, with that largest group count.
+    /// The million-replica runs' ratio (their own build, at 250,000 groups
+    /// over 10) where they went further than this run's groups.
     fn install_time_ratio(&self, mode: Mode) -> Option<(f64, usize)> {
         let at = |g: usize| self.run(g, mode).and_then(SimRun::ok).and_then(|r| r.finished_at_ms);
-        let base = at(10)? as f64;
-        let (g, t) = self.args.groups.iter().filter_map(|&g| at(g).map(|t| (g, t))).max_by_key(|(g, _)| *g)?;
-        Some((t as f64 / base, g))
+        let here = at(10).and_then(|base| {
+            let (g, t) = self.args.groups.iter().filter_map(|&g| at(g).map(|t| (g, t))).max_by_key(|(g, _)| *g)?;
+            Some((t as f64 / base as f64, g))
+        });
+        let million = self.million.and_then(|m| m.ratio(mode)).map(|r| (r, MILLION_GROUPS));
+        match (here, million) {
+            (Some(h), Some(m)) if h.1 >= m.1 => Some(h),
+            (_, Some(m)) => Some(m),
+            (h, None) => h,
+        }
     }
 
     /// Issue 18's install-time goal, for the modes it names: the ratio at
@@ -907,6 +1141,10 @@ impl Context<'_> {
             "payload_open_over_raw_aead": num(m.payload(65536)),
             "diffusion_overlay_degree": self.args.overlay,
             "install_time_ratio_250k_over_10": num(self.install_time_ratio_250k()),
+            "sim_million_peak_gib": num(self.million.and_then(Million::worst).map(|w| w.0)),
+            "sim_million_run_s": num(self.million.and_then(Million::worst).map(|w| w.1)),
+            "sim_million_messages_per_replica_deviation": num(self.million.and_then(Million::flatness)),
+            "sim_million": self.million.map_or(Value::Null, |m| m.raw.clone()),
             "install_time_ratio_largest_over_10_by_mode": Value::Object(
                 Mode::ALL
                     .iter()
@@ -932,6 +1170,53 @@ impl Context<'_> {
             "load_average": { "start": self.load.0, "end": self.load.1 },
             "criterion_run_s": self.args.criterion_seconds,
         })
+    }
+
+    /// The million-replica section: its build's capacities and each run.
+    fn million_markdown(&self, w: &mut String, m: &Million) {
+        let _ = writeln!(w, "## A million replicas\n");
+        let caps = m.raw["capacities"]
+            .as_object()
+            .map(|c| c.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            w,
+            "One upgrade over 250,000 groups of {N} (1,000,000 replicas), and the same build at 10 groups for the \
+             ratios, in the world above (overlay of degree {}), from its own build of the crate at capacities that \
+             fit groups of {N} (`benches/full.sh`: {caps}), on {} ({}). Wall time is the whole run, building the \
+             world's material included; each run is a process of its own, and peak memory is its peak resident \
+             set.\n",
+            m.raw["overlay"],
+            m.raw["machine"].as_str().unwrap_or("?"),
+            m.raw["date"].as_str().unwrap_or("?"),
+        );
+        let _ = writeln!(
+            w,
+            "| mode | groups | replicas | wall time | peak memory | time to full commit | messages / replica | events |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
+        for r in &m.runs {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.1} s | {} | {}{} | {} | {} |",
+                r.mode.name(),
+                r.groups,
+                r.groups * N,
+                r.wall_s,
+                r.peak_mib.map_or_else(|| "n/a".to_owned(), |p| format!("{:.2} GiB", p / 1024.0)),
+                r.finished_at_ms.map_or_else(|| "—".to_owned(), |t| format!("{t} ms")),
+                r.failed.as_ref().map_or_else(String::new, |f| format!(" ({f})")),
+                r.messages_per_replica.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}")),
+                r.events.map_or_else(|| "n/a".to_owned(), |e| e.to_string()),
+            );
+        }
+        let _ = writeln!(w);
+        for mode in [Mode::Proactive, Mode::Guardians] {
+            if let Some(r) = m.ratio(mode) {
+                let _ = writeln!(w, "- {}: time to full commit at 250,000 groups over 10 groups {r:.2}×", mode.name());
+            }
+        }
+        let _ = writeln!(w);
     }
 
     fn markdown(&self) -> String {
@@ -1023,6 +1308,26 @@ impl Context<'_> {
                 }
             );
         }
+        let worst = self.million.and_then(Million::worst);
+        let _ = writeln!(
+            w,
+            "| a million replicas (250,000 groups × {N}) in the simulator, per mode: wall time | ≤ 30 min | {} | {} |",
+            worst.map_or_else(|| "n/a".to_owned(), |(_, t)| format!("{:.1} min (longest mode)", t / 60.0)),
+            status(worst.map(|w| w.1), &|t| t <= 1800.0, &|t| format!("{:.1} min", t / 60.0))
+        );
+        let _ = writeln!(
+            w,
+            "| a million replicas: peak resident memory | ≤ 16 GiB | {} | {} |",
+            worst.map_or_else(|| "n/a".to_owned(), |(p, _)| format!("{p:.2} GiB (largest mode)")),
+            status(worst.map(|w| w.0), &|p| p <= 16.0, &|p| format!("{p:.2} GiB"))
+        );
+        let flat = self.million.and_then(Million::flatness);
+        let _ = writeln!(
+            w,
+            "| a million replicas: messages per replica against 40 replicas (same build) | within ±10% | {} | {} |",
+            flat.map_or_else(|| "n/a".to_owned(), |d| format!("largest deviation {:.1}%", d * 100.0)),
+            status(flat, &|d| d <= 0.1, &|d| format!("{:.1}% deviation", d * 100.0))
+        );
         let sc = self.sigcollect_over_ours(1_000);
         let _ = writeln!(
             w,
@@ -1205,6 +1510,10 @@ impl Context<'_> {
         if !self.peak.is_empty() {
             let list: Vec<String> = self.peak.iter().map(|(g, p)| format!("{:.0} MiB after {g} groups", p)).collect();
             let _ = writeln!(w, "Peak resident memory of the program: {}.\n", list.join(", "));
+        }
+
+        if let Some(m) = self.million {
+            self.million_markdown(w, m);
         }
 
         // ---- baselines

@@ -303,13 +303,15 @@ impl<E> From<MisuseError> for HostError<E> {
 }
 
 /// A record's bytes (postcard, as [`wire::encode`]), in one pass into a
-/// buffer that grows until the value fits.
+/// buffer that grows until the value fits, then shrinks to it: a store
+/// may keep the value as it is (the simulator's holds a million of them).
 pub(crate) fn to_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut buf = std::vec![0u8; 4096];
     loop {
         if let Ok(used) = wire::encode(value, &mut buf) {
             let len = used.len();
             buf.truncate(len);
+            buf.shrink_to_fit();
             return buf;
         }
         if buf.len() >= 1 << 26 {
@@ -385,4 +387,21 @@ pub(crate) fn unhex16(s: &str) -> Option<[u8; 16]> {
         *b = u8::from_str_radix(s.get(at..at.checked_add(2)?)?, 16).ok()?;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_bytes;
+    use crate::wire;
+
+    /// A record holds its bytes and no more: a store may keep the vector
+    /// as it is, a million of them in the simulator.
+    #[test]
+    fn a_record_is_exactly_its_encoding() {
+        for value in [std::vec![7u8; 3], std::vec![1u8; 5000]] {
+            let bytes = to_bytes(&value);
+            assert_eq!(bytes.len(), wire::encoded_len(&value));
+            assert_eq!(bytes.capacity(), bytes.len());
+        }
+    }
 }

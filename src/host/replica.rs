@@ -315,7 +315,9 @@ impl<S: Store> ReplicaHost<S> {
             batch.extend(app);
             self.store.commit(batch).map_err(HostError::Store)?;
             self.stored = stored;
-            self.taken.clear();
+            // Freed, not cleared: pieces are taken rarely, and a cleared
+            // vector would keep a piece's room for good.
+            self.taken = Vec::new();
             self.dirty = false;
         }
         for item in self.out.drain(..) {

@@ -36,7 +36,9 @@ pub(crate) const DEPLOYERS: usize = 4;
 /// One upgrade's bundle.
 pub(crate) struct Bundle {
     pub(crate) header: UpgradeHeader,
-    pub(crate) pieces: BTreeMap<GroupId, Piece>,
+    /// Shared with the worlds built from it, and with the pieces in flight
+    /// to guardians: a million-replica world holds each piece once.
+    pub(crate) pieces: BTreeMap<GroupId, Arc<Piece>>,
     pub(crate) trigger: Code,
     pub(crate) cancel: Code,
 }
@@ -222,7 +224,7 @@ impl Material {
                     payload,
                     next: next.as_ref(),
                 };
-                pieces.insert(m.group, plan.piece(deployer, &target).expect("piece"));
+                pieces.insert(m.group, Arc::new(plan.piece(deployer, &target).expect("piece")));
                 if let Some(next) = next {
                     rotations.insert((ui, *gi));
                     slots[*gi] = slots[*gi].max(next.membership.n());
@@ -263,7 +265,7 @@ impl Material {
 
     /// The genuine piece of `upgrade` for `group`, if there is one.
     fn genuine(&self, upgrade: UpgradeId, group: GroupId) -> Option<&Piece> {
-        self.bundles.iter().find(|b| b.header.upgrade == upgrade).and_then(|b| b.pieces.get(&group))
+        self.bundles.iter().find(|b| b.header.upgrade == upgrade).and_then(|b| b.pieces.get(&group)).map(|p| &**p)
     }
 }
 

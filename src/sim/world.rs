@@ -270,7 +270,7 @@ impl Tally {
 
 struct Built {
     header: UpgradeHeader,
-    pieces: BTreeMap<GroupId, Piece>,
+    pieces: BTreeMap<GroupId, Arc<Piece>>,
     groups: Vec<usize>,
     rejected_by: Vec<usize>,
     trigger: Code,
@@ -305,7 +305,7 @@ enum Event {
     /// An external client calls a group.
     ClientCall { client: usize, group: usize },
     /// A replica's host hands a piece to a guardian.
-    PieceToGuardian { guardian: usize, piece: Box<Piece>, from: Peer },
+    PieceToGuardian { guardian: usize, piece: Arc<Piece>, from: Peer },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -411,13 +411,102 @@ pub struct World {
 
 struct GuardianSlot {
     /// The guardian, through the host layer, over an in-memory store.
-    host: GuardianHost<MemStore, 64>,
+    host: SimGuardianHost,
     config: GuardianConfig,
     byz: Option<ByzantineGuardian>,
 }
 
-/// The guardian type the simulator runs.
-pub type SimGuardian = Guardian<64>;
+/// Records of the small guardian: a world whose guardians each guard at
+/// most this many (upgrade, group) pairs runs them at this size (a
+/// million-replica world has a quarter of a million of them).
+const SMALL_GUARDIAN: usize = 8;
+
+/// Records of the large guardian, for every other world.
+const LARGE_GUARDIAN: usize = 64;
+
+/// A guardian as the simulator hosts it, at the smallest size that holds
+/// the records its world can give it.
+enum SimGuardianHost {
+    // Both boxed: a slot would be the size of its largest variant.
+    Small(Box<GuardianHost<MemStore, SMALL_GUARDIAN>>),
+    Large(Box<GuardianHost<MemStore, LARGE_GUARDIAN>>),
+}
+
+/// Calls the same method on either size.
+macro_rules! each_guardian {
+    ($self:expr, $h:ident => $e:expr) => {
+        match $self {
+            SimGuardianHost::Small($h) => $e,
+            SimGuardianHost::Large($h) => $e,
+        }
+    };
+}
+
+impl SimGuardianHost {
+    /// A fresh guardian for `config`, sized for `records` (upgrade, group)
+    /// pairs.
+    fn open(config: &GuardianConfig, records: usize) -> Self {
+        if records <= SMALL_GUARDIAN {
+            Self::Small(Box::new(
+                GuardianHost::open(MemStore::default(), || Guardian::new(config.clone())).expect("memory store"),
+            ))
+        } else {
+            Self::Large(Box::new(
+                GuardianHost::open(MemStore::default(), || Guardian::new(config.clone())).expect("memory store"),
+            ))
+        }
+    }
+    /// Crash and restart from what the host wrote.
+    fn reopen(&mut self, config: GuardianConfig) {
+        each_guardian!(self, h => h.reopen(|| Guardian::new(config)).expect("own state decodes"));
+    }
+    #[cfg(feature = "planted-bugs")]
+    fn plant(&mut self, bug: crate::planted::Planted) {
+        each_guardian!(self, h => h.plant(bug));
+    }
+    fn piece_with(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        piece: &Piece,
+        crypto: &mut impl crate::wire::PieceCrypto,
+        out: &mut Vec<Outbound>,
+    ) -> crate::host::GuardianReport {
+        each_guardian!(self, h => h.piece_with(now, from, piece, crypto, out).expect("memory store"))
+    }
+    fn message(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        message: &Message,
+        out: &mut Vec<Outbound>,
+    ) -> crate::host::GuardianReport {
+        each_guardian!(self, h => h.message(now, from, message, out).expect("memory store"))
+    }
+    fn follow(&mut self, group: GroupId, members: crate::crypto::Digest) {
+        each_guardian!(self, h => h.follow(group, members).expect("memory store"));
+    }
+    fn retirement(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        retirement: &crate::wire::Retirement,
+    ) -> crate::host::GuardianReport {
+        each_guardian!(self, h => h.retirement(now, from, retirement).expect("memory store"))
+    }
+    fn commits(&self) -> u64 {
+        each_guardian!(self, h => h.store().commits())
+    }
+    fn config(&self) -> &GuardianConfig {
+        each_guardian!(self, h => h.role().config())
+    }
+    fn holds(&self, upgrade: UpgradeId, group: GroupId) -> bool {
+        each_guardian!(self, h => h.role().holds(upgrade, group))
+    }
+    fn released(&self, upgrade: UpgradeId, group: GroupId) -> Option<crate::crypto::ShareKind> {
+        each_guardian!(self, h => h.role().released(upgrade, group))
+    }
+}
 
 /// Uniform float in [0, 1) from the world's rng.
 fn unit(rng: &mut ChaCha20Rng) -> f64 {
@@ -543,8 +632,8 @@ impl World {
                     }
                 }
                 let byz = cfg.byzantine_guardians.iter().find(|(i, _)| *i == k).map(|(_, b)| *b);
-                let host =
-                    GuardianHost::open(MemStore::default(), || SimGuardian::new(config.clone())).expect("memory store");
+                // A record per (upgrade, group) it guards, at most.
+                let host = SimGuardianHost::open(&config, config.groups.len().saturating_mul(cfg.upgrades.len()));
                 GuardianSlot { host, config, byz }
             })
             .collect();
@@ -608,8 +697,11 @@ impl World {
             let mut list = list;
             list.sort();
             list.dedup();
-            let bundle =
-                Bundle { header: b.header.clone(), groups: list, pieces: b.pieces.values().cloned().collect() };
+            let bundle = Bundle {
+                header: b.header.clone(),
+                groups: list,
+                pieces: b.pieces.values().map(|p| (**p).clone()).collect(),
+            };
             for k in 0..cfg.installers + cfg.byzantine_installers {
                 let tight = cfg.tight_installers;
                 let role = SimInstaller::new(next_id, bundle.clone(), cfg.finish_all, cfg.retry_ms, tight);
@@ -972,8 +1064,7 @@ impl World {
                 let key = &self.material.guardian_keys[guardian];
                 let mut crypto = Cached { material: &self.material, key };
                 let mut out = Vec::new();
-                let report =
-                    slot.host.piece_with(Instant(self.now), from, &piece, &mut crypto, &mut out).expect("memory store");
+                let report = slot.host.piece_with(Instant(self.now), from, &piece, &mut crypto, &mut out);
                 self.route_guardian(guardian, &report.faults, out);
             }
             Event::AppCall { caller, callee, txn } => {
@@ -1150,8 +1241,7 @@ impl World {
                     return;
                 }
                 let mut out = Vec::new();
-                let report =
-                    self.guardians[k].host.message(Instant(self.now), from, &message, &mut out).expect("memory store");
+                let report = self.guardians[k].host.message(Instant(self.now), from, &message, &mut out);
                 self.route_guardian(k, &report.faults, out);
             }
             (Peer::Installer(id), Message::Answer(answer)) => {
@@ -1252,8 +1342,7 @@ impl World {
                 // A guardian restarts from what its host wrote, and loses
                 // whatever it had not.
                 let slot = &mut self.guardians[k];
-                let config = slot.config.clone();
-                slot.host.reopen(|| SimGuardian::new(config)).expect("own state decodes");
+                slot.host.reopen(slot.config.clone());
             }
             Who::Replica(gi, ri) => {
                 // A replica restarts from its host's last flush.

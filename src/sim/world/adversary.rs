@@ -190,7 +190,7 @@ impl World {
                 // Replay some piece of some upgrade to its group.
                 if let Some((g, p)) = self.upgrades[ui].pieces.iter().next() {
                     if let Some(target) = self.group_index(*g) {
-                        let op = Operation::PrepareInstall(p.clone());
+                        let op = Operation::PrepareInstall((**p).clone());
                         self.submit(me, target, op);
                     }
                 }
@@ -198,7 +198,7 @@ impl World {
             2 => {
                 // A piece sent to the wrong group.
                 if let Some(p) = self.upgrades[ui].pieces.values().next() {
-                    self.submit(me, gi, Operation::PrepareInstall(p.clone()));
+                    self.submit(me, gi, Operation::PrepareInstall((**p).clone()));
                 }
             }
             3 => self.squat(me, ui),
@@ -219,7 +219,7 @@ impl World {
         if genuine.header.deployer == id {
             return;
         }
-        let mut piece = genuine.clone();
+        let mut piece = (**genuine).clone();
         piece.header.deployer = id;
         piece.header.prev_version = self.material.genesis[squatter].clone();
         piece.signature =

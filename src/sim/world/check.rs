@@ -343,7 +343,7 @@ impl World {
         let answer = self.upgrades[ui].pieces.get(&id).map(|piece| {
             let mut copy = r.host.role().clone();
             let mut crypto = Cached { material: &self.material, key: &self.material.keys[gi][self.key_at[gi][ri]] };
-            let op = Operation::PrepareInstall(piece.clone());
+            let op = Operation::PrepareInstall((**piece).clone());
             let step =
                 copy.handle_ordered_with(Instant(self.now), Peer::Installer(0), &op, &mut crypto, |_| Verdict::Accept);
             step.messages.iter().find_map(|m| match &m.message {
@@ -390,7 +390,7 @@ impl World {
             .iter()
             .enumerate()
             .filter_map(|(k, slot)| {
-                let role = slot.host.role();
+                let role = &slot.host;
                 let set = role.config().groups.iter().find(|s| s.group == id)?;
                 let held = if role.holds(u, id) { format!("{:?}", role.released(u, id)) } else { "-".into() };
                 let follows = if set.members == members { "" } else { " stale members" };
@@ -453,11 +453,11 @@ impl World {
         let availability =
             (!window.is_empty()).then(|| window.iter().filter(|ok| **ok).count() as f64 / window.len() as f64);
         let piece_bytes =
-            self.upgrades.first().and_then(|b| b.pieces.values().next()).map_or(0, wire::encoded_len) as u64;
+            self.upgrades.first().and_then(|b| b.pieces.values().next()).map_or(0, |p| wire::encoded_len(&**p)) as u64;
         let mut metrics = self.metrics;
         metrics.store_writes =
             self.groups.iter().flat_map(|g| &g.replicas).map(|r| r.host.store().commits()).sum::<u64>()
-                + self.guardians.iter().map(|g| g.host.store().commits()).sum::<u64>()
+                + self.guardians.iter().map(|g| g.host.commits()).sum::<u64>()
                 + self.installers.iter().map(|i| i.role.store_writes()).sum::<u64>();
         Report {
             piece_bytes,

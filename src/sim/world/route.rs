@@ -43,7 +43,8 @@ impl World {
         for item in out {
             let (to, message) = match item {
                 Outbound::Piece { guardian, piece } => {
-                    self.piece_to_guardian(me, guardian, *piece);
+                    let piece = self.shared_piece(*piece);
+                    self.piece_to_guardian(me, guardian, piece);
                     continue;
                 }
                 Outbound::Submit { group, op } => {
@@ -98,17 +99,28 @@ impl World {
         self.metrics.faults_reported += faults.faults.len() as u64 + u64::from(faults.dropped);
     }
 
+    /// `piece`, shared with the upgrade's own copy when it is that one (a
+    /// million-replica world has a million pieces in flight at once).
+    fn shared_piece(&self, piece: Piece) -> Arc<Piece> {
+        let h = &piece.header;
+        let genuine = self.upgrade_index(h.upgrade).and_then(|ui| self.upgrades[ui].pieces.get(&h.group));
+        match genuine {
+            Some(g) if **g == piece => Arc::clone(g),
+            _ => Arc::new(piece),
+        }
+    }
+
     /// A replica's host sends `piece` to guardian `id`, over the lossy
     /// network.
-    pub(super) fn piece_to_guardian(&mut self, from: Peer, id: u32, piece: Piece) {
+    pub(super) fn piece_to_guardian(&mut self, from: Peer, id: u32, piece: Arc<Piece>) {
         let Some(k) = (id as usize).checked_sub(1).filter(|k| *k < self.guardians.len()) else { return };
-        self.count(from, wire::encoded_len(&piece) as u64);
+        self.count(from, wire::encoded_len(&*piece) as u64);
         if self.faulty_network() && unit(&mut self.rng) < self.cfg.network.drop {
             self.metrics.dropped += 1;
             return;
         }
         let at = self.now + self.cfg.latency_ms;
-        self.push(at, Event::PieceToGuardian { guardian: k, piece: Box::new(piece), from });
+        self.push(at, Event::PieceToGuardian { guardian: k, piece, from });
     }
 
     /// A compromised replica's host sends the genuine piece of `upgrade`
@@ -119,7 +131,7 @@ impl World {
         let Some(set) = self.material.guardian_sets[gi].clone() else { return };
         let Some(piece) = self.upgrades[ui].pieces.get(&group).cloned() else { return };
         for (id, _) in &set.members {
-            self.piece_to_guardian(from, *id, piece.clone());
+            self.piece_to_guardian(from, *id, Arc::clone(&piece));
         }
     }
 
@@ -196,7 +208,7 @@ impl World {
         let now = Instant(self.now);
         let guards = |slot: &GuardianSlot| slot.config.groups.iter().any(|g| covered.contains(&g.group));
         for slot in self.guardians.iter_mut().filter(|s| guards(s)) {
-            let report = slot.host.retirement(now, Peer::Deployer(d), &retirement).expect("memory store");
+            let report = slot.host.retirement(now, Peer::Deployer(d), &retirement);
             assert!(report.faults.faults.is_empty(), "a guardian refused its deployer's retirement");
         }
     }

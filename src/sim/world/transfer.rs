@@ -68,7 +68,7 @@ impl World {
         let members = self.groups[gi].replicas[ri].host.role().config().membership.digest();
         for slot in self.guardians.iter_mut().filter(|s| s.byz.is_none()) {
             if slot.config.groups.iter().any(|g| g.group == id) {
-                slot.host.follow(id, members).expect("memory store");
+                slot.host.follow(id, members);
             }
         }
     }
