@@ -227,6 +227,12 @@ pub struct Installer<const G: usize, const P: usize> {
     sweeps: u32,
     deadline: Instant,
     done: bool,
+    /// Every slot below this one has finished: a hint that keeps
+    /// [`Self::check_done`] from reading every slot at every answer (an
+    /// install was O(|G|²)). Not stored: a restored installer starts it
+    /// at 0.
+    #[serde(skip)]
+    finished_below: u32,
     #[cfg(feature = "planted-bugs")]
     planted: crate::planted::Planted,
 }
@@ -300,6 +306,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             sweeps: 0,
             deadline: Instant(0),
             done: false,
+            finished_below: 0,
             #[cfg(feature = "planted-bugs")]
             planted: crate::planted::Planted::None,
         })
@@ -544,7 +551,7 @@ impl<const G: usize, const P: usize> Installer<G, P> {
             }
             Reply::Conflict | Reply::NoShare | Reply::Pending => {}
         }
-        self.check_done(&mut step);
+        self.check_done(&mut step, si);
         step.deadline = self.deadline();
         Ok(step)
     }
@@ -735,19 +742,26 @@ impl<const G: usize, const P: usize> Installer<G, P> {
         self.deadline = now;
     }
 
-    fn check_done(&mut self, step: &mut Step<InstallerEffect>) {
+    /// After an answer for slot `si`, the only slot an answer changes.
+    fn check_done(&mut self, step: &mut Step<InstallerEffect>, si: usize) {
         if self.done || self.decided.is_none() {
             return;
         }
-        for s in self.slots.iter_mut() {
+        if let Some(s) = self.slots.get_mut(si) {
             if s.finished_acks.count_ones() > u32::from(s.f) {
                 s.progress = GroupProgress::Finished;
             }
+            if s.progress != GroupProgress::Finished {
+                self.finished_below = self.finished_below.min(u32::try_from(si).unwrap_or(u32::MAX));
+            }
+        }
+        while self.slots.get(self.finished_below as usize).is_some_and(|s| s.progress == GroupProgress::Finished) {
+            self.finished_below = self.finished_below.saturating_add(1);
         }
         let one = self.planted(crate::planted::Planted::DoneAfterOneGroup)
             && matches!(self.finishing, Finishing::Diffusion { .. })
             && self.slots.iter().any(|s| s.progress == GroupProgress::Finished);
-        if one || self.slots.iter().all(|s| s.progress == GroupProgress::Finished) {
+        if one || self.finished_below as usize >= self.slots.len() {
             self.done = true;
             step.emit_effect(InstallerEffect::Done);
         }

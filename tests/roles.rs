@@ -1988,6 +1988,49 @@ mod installer {
         assert_eq!(inst.deadline(), None);
     }
 
+    /// Groups acknowledging the commit in any order, the last slot first
+    /// and the first slot last, across a restore: done exactly when every
+    /// group has finished (the installer keeps only a hint of where the
+    /// finished slots end, not stored).
+    #[test]
+    fn done_after_the_last_group_whatever_the_order_and_restores() {
+        let sizes = [4, 1, 4, 7, 1, 4];
+        let mut w = Deployment::new(61, &sizes);
+        let all: Vec<usize> = (0..sizes.len()).collect();
+        let up = w.upgrade(1, &all, &[1]);
+        let mut inst = new_installer(&w, &up, &all, false);
+        let mut step = inst.start(T0);
+        while step.deadline == Some(T0) {
+            step = inst.handle_timeout(T0);
+        }
+        let mut groups: Vec<Vec<GroupReplica>> = all.iter().map(|&g| w.replicas(g, &[])).collect();
+        for (g, reps) in groups.iter_mut().enumerate() {
+            let gid = w.gid(g);
+            let steps = order(reps, w.keys(g), &up.prepare(gid), inst.peer(), Verdict::Accept);
+            feed(&mut inst, T0, &steps, up.piece(gid));
+        }
+        assert_eq!(inst.decided(), Some((Outcome::Committed, &up.trigger)));
+        // Slots are in group order: finish from the last slot to the first.
+        let mut by_slot = all.clone();
+        by_slot.sort_by_key(|&g| w.gid(g));
+        for (i, &g) in by_slot.iter().rev().enumerate() {
+            if i == 2 {
+                let restored: DefaultInstaller = bft_upgrade::wire::decode(&bytes(&inst)).expect("own state");
+                inst = restored;
+            }
+            let gid = w.gid(g);
+            let steps = order(&mut groups[g], w.keys(g), &up.commit(), inst.peer(), Verdict::Accept);
+            let out = feed(&mut inst, T0, &steps, up.piece(gid));
+            assert_eq!(inst.progress(gid), Some(GroupProgress::Finished));
+            if i + 1 < all.len() {
+                assert!(effects(&out).is_empty() && !inst.is_done(), "done before slot {i} from the end finished");
+            } else {
+                assert_eq!(effects(&out), vec![InstallerEffect::Done]);
+            }
+        }
+        assert!(inst.is_done());
+    }
+
     /// A rebuilt `s_g` (guardian custody's answer) counts once f + 1
     /// replicas sent the same value: one replica's value, wrong or right,
     /// does not, and neither do two different values.

@@ -1,13 +1,15 @@
 //! An installer's host: pieces from the bundle, state checkpoints.
 
 use std::boxed::Box;
+use std::collections::BTreeMap;
 use std::string::String;
 use std::vec::Vec;
 
 use super::{load, route, to_bytes, Batch, Bundle, Faults, HostError, Outbound, Store, Transport};
+use crate::ids::GroupId;
 use crate::installer::{Installer, InstallerEffect};
 use crate::step::{FaultKind, Instant, Peer, Step};
-use crate::wire::{Answer, Operation};
+use crate::wire::{Answer, Operation, Piece};
 use serde::{Deserialize, Serialize};
 use std::format;
 
@@ -35,6 +37,9 @@ pub struct InstallerHost<S, const G: usize, const P: usize> {
     key: String,
     role: Box<Installer<G, P>>,
     bundle: Bundle,
+    /// Each group's piece in `bundle.pieces` (the first, if listed twice):
+    /// found by a scan, every answer cost O(|G|).
+    by_group: BTreeMap<GroupId, usize>,
     /// Inputs in the log since the checkpoint.
     logged: usize,
 }
@@ -85,7 +90,11 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
                 role
             }
         };
-        let mut host = Self { store, key: key.into(), role, bundle, logged: 0 };
+        let mut by_group = BTreeMap::new();
+        for (i, p) in bundle.pieces.iter().enumerate() {
+            by_group.entry(p.header.group).or_insert(i);
+        }
+        let mut host = Self { store, key: key.into(), role, bundle, by_group, logged: 0 };
         host.replay()?;
         Ok(host)
     }
@@ -104,7 +113,7 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
                     let _ = self.role.handle_timeout(now);
                 }
                 Some(Input::Answer(now, from, answer)) => {
-                    if let Some(piece) = self.bundle.piece(answer.group) {
+                    if let Some(piece) = piece_in(&self.by_group, &self.bundle, answer.group) {
                         let _ = self.role.handle_answer(now, from, &answer, piece);
                     }
                 }
@@ -144,6 +153,11 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
     /// The bundle.
     pub fn bundle(&self) -> &Bundle {
         &self.bundle
+    }
+
+    /// `group`'s piece in the bundle ([`Bundle::piece`], by the index).
+    fn piece(&self, group: GroupId) -> Option<&Piece> {
+        piece_in(&self.by_group, &self.bundle, group)
     }
 
     store_accessors!();
@@ -214,7 +228,7 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
         answer: &Answer,
         transport: &mut impl Transport,
     ) -> Result<InstallerReport, HostError<S::Error>> {
-        let Some(piece) = self.bundle.piece(answer.group) else {
+        let Some(piece) = piece_in(&self.by_group, &self.bundle, answer.group) else {
             let mut step = Step::new();
             step.fault(from, Some(answer.upgrade), FaultKind::Unsolicited);
             // The role did not see it: nothing to write.
@@ -265,7 +279,7 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
         for effect in step.effects.iter().cloned() {
             match effect {
                 InstallerEffect::SendPrepare { group } => {
-                    if let Some(piece) = self.bundle.piece(group) {
+                    if let Some(piece) = self.piece(group) {
                         let op = Box::new(Operation::PrepareInstall(piece.clone()));
                         transport.deliver(Outbound::Submit { group, op });
                     }
@@ -276,4 +290,9 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
         route(&step.messages, transport);
         report
     }
+}
+
+/// `group`'s piece in `bundle`, by its index `by_group`.
+fn piece_in<'a>(by_group: &BTreeMap<GroupId, usize>, bundle: &'a Bundle, group: GroupId) -> Option<&'a Piece> {
+    by_group.get(&group).and_then(|i| bundle.pieces.get(*i))
 }
