@@ -692,45 +692,41 @@ fn million_run(args: &Args, path: &Path) {
 /// `--million-one MODE GROUPS`: one run of [`million_run`], printed as one
 /// line of JSON.
 fn million_one(args: &Args, mode: Mode, g: usize) {
-    {
-        {
-            let wall = Clock::now();
-            let r = simulate(g, mode, None, args, drain(mode, None));
-            let wall = wall.elapsed();
-            let peak = peak_rss_mib();
-            let rep = r.report.as_ref().ok();
-            eprintln!(
-                "million G={g} {}: wall {:.1} s (setup {:.1} s, run {:.1} s CPU), peak {:.0} MiB, {} events, \
-                 finished at {:?} ms, msgs/replica {:.2}{}{}",
-                mode.name(),
-                wall.as_secs_f64(),
-                r.setup.as_secs_f64(),
-                r.run.as_secs_f64(),
-                peak.unwrap_or(f64::NAN),
-                rep.map_or(0, |x| x.metrics.events),
-                rep.and_then(|x| x.finished_at_ms),
-                r.messages_per_replica().unwrap_or(f64::NAN),
-                rep.and_then(|x| x.violation.as_ref()).map_or(String::new(), |v| format!(", VIOLATION {v:?}")),
-                rep.and_then(|x| x.liveness.as_ref()).map_or(String::new(), |l| format!(", LIVENESS {l}")),
-            );
-            let run = json!({
-                "mode": mode.name(),
-                "groups": g,
-                "replicas": g * N,
-                "wall_s": wall.as_secs_f64(),
-                "setup_cpu_s": r.setup.as_secs_f64(),
-                "run_cpu_s": r.run.as_secs_f64(),
-                "peak_rss_mib": num(peak),
-                "events": rep.map(|x| x.metrics.events),
-                "finished_at_ms": rep.and_then(|x| x.finished_at_ms),
-                "messages_per_replica": num(r.messages_per_replica()),
-                "bytes_per_replica": num(r.bytes_per_replica()),
-                "violation": rep.and_then(|x| x.violation.as_ref().map(|v| v.what.clone())),
-                "liveness": rep.and_then(|x| x.liveness.clone()),
-            });
-            println!("{run}");
-        }
-    }
+    let wall = Clock::now();
+    let r = simulate(g, mode, None, args, drain(mode, None));
+    let wall = wall.elapsed();
+    let peak = peak_rss_mib();
+    let rep = r.report.as_ref().ok();
+    eprintln!(
+        "million G={g} {}: wall {:.1} s (setup {:.1} s, run {:.1} s CPU), peak {:.0} MiB, {} events, \
+         finished at {:?} ms, msgs/replica {:.2}{}{}",
+        mode.name(),
+        wall.as_secs_f64(),
+        r.setup.as_secs_f64(),
+        r.run.as_secs_f64(),
+        peak.unwrap_or(f64::NAN),
+        rep.map_or(0, |x| x.metrics.events),
+        rep.and_then(|x| x.finished_at_ms),
+        r.messages_per_replica().unwrap_or(f64::NAN),
+        rep.and_then(|x| x.violation.as_ref()).map_or(String::new(), |v| format!(", VIOLATION {v:?}")),
+        rep.and_then(|x| x.liveness.as_ref()).map_or(String::new(), |l| format!(", LIVENESS {l}")),
+    );
+    let run = json!({
+        "mode": mode.name(),
+        "groups": g,
+        "replicas": g * N,
+        "wall_s": wall.as_secs_f64(),
+        "setup_cpu_s": r.setup.as_secs_f64(),
+        "run_cpu_s": r.run.as_secs_f64(),
+        "peak_rss_mib": num(peak),
+        "events": rep.map(|x| x.metrics.events),
+        "finished_at_ms": rep.and_then(|x| x.finished_at_ms),
+        "messages_per_replica": num(r.messages_per_replica()),
+        "bytes_per_replica": num(r.bytes_per_replica()),
+        "violation": rep.and_then(|x| x.violation.as_ref().map(|v| v.what.clone())),
+        "liveness": rep.and_then(|x| x.liveness.clone()),
+    });
+    println!("{run}");
 }
 
 /// One run of a million-run result.
@@ -794,11 +790,9 @@ impl Million {
     /// The largest relative deviation of messages per replica at 250,000
     /// groups from 10 groups, over the modes.
     fn flatness(&self) -> Option<f64> {
-        let devs: Vec<f64> = self
-            .big()
+        self.big()
             .filter_map(|r| Some((r.messages_per_replica? / self.run(10, r.mode)?.messages_per_replica? - 1.0).abs()))
-            .collect();
-        devs.iter().copied().reduce(f64::max)
+            .reduce(f64::max)
     }
 
     /// The worst 250,000-group run: most peak memory (GiB), longest wall

@@ -155,11 +155,6 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
         &self.bundle
     }
 
-    /// `group`'s piece in the bundle ([`Bundle::piece`], by the index).
-    fn piece(&self, group: GroupId) -> Option<&Piece> {
-        piece_in(&self.by_group, &self.bundle, group)
-    }
-
     store_accessors!();
 
     /// When to call [`timeout`](Self::timeout) next.
@@ -279,7 +274,7 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
         for effect in step.effects.iter().cloned() {
             match effect {
                 InstallerEffect::SendPrepare { group } => {
-                    if let Some(piece) = self.piece(group) {
+                    if let Some(piece) = piece_in(&self.by_group, &self.bundle, group) {
                         let op = Box::new(Operation::PrepareInstall(piece.clone()));
                         transport.deliver(Outbound::Submit { group, op });
                     }
@@ -292,7 +287,8 @@ impl<S: Store, const G: usize, const P: usize> InstallerHost<S, G, P> {
     }
 }
 
-/// `group`'s piece in `bundle`, by its index `by_group`.
+/// `group`'s piece in `bundle` ([`Bundle::piece`], by its index `by_group`;
+/// a free function so that the role can be borrowed beside it).
 fn piece_in<'a>(by_group: &BTreeMap<GroupId, usize>, bundle: &'a Bundle, group: GroupId) -> Option<&'a Piece> {
     by_group.get(&group).and_then(|i| bundle.pieces.get(*i))
 }
