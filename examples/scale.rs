@@ -39,7 +39,7 @@ use bft_upgrade::wire::{
     self, Answer, DeployerId, Finish, GroupId, Membership, Message, Outcome, Piece, Reply, ResourceId, UpgradeId,
 };
 use chacha20::ChaCha20Rng;
-use cpu_time::ThreadTime;
+use cpu_time::{ProcessTime, ThreadTime};
 use rand_core::SeedableRng;
 use serde_json::{json, Map, Value};
 
@@ -461,7 +461,9 @@ fn simulate(groups: usize, mode: Mode, prev: Option<&SimRun>, args: &Args, drain
             return SimRun { groups, mode, report: Err(reason), setup: Duration::ZERO, run: Duration::ZERO };
         }
     }
-    let t = ThreadTime::now();
+    // The world's keys and pieces are built on every core: their CPU time is
+    // the process's, not this thread's.
+    let t = ProcessTime::now();
     let world = World::new(sim_config(groups, mode, drain_until, args.overlay));
     let setup = t.elapsed();
     let t = ThreadTime::now();
@@ -1462,7 +1464,9 @@ impl Context<'_> {
              every group and commits through one (`finish_all = false`), 5 ms links, no faults, seed {SEED}. \
              Messages and bytes count everything replicas, installers and guardians send (pieces included; codes \
              piggybacked on application messages ride on traffic the simulator does not count). Virtual time is \
-             `Report::finished_at_ms`: every replica of every group has committed.\n",
+             `Report::finished_at_ms`: every replica of every group has committed. Setup is the CPU time, on \
+             every core, of building the keys, pieces and world; run is the CPU time of the event loop (one \
+             thread).\n",
             self.args.overlay
         );
         for &mode in &self.args.modes {

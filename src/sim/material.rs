@@ -18,6 +18,7 @@ use std::vec::Vec;
 
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
+use rayon::prelude::*;
 
 use super::world::UpgradeSpec;
 use crate::crypto::CHUNK_TAG_LEN;
@@ -152,24 +153,31 @@ impl Material {
         let deployers: Vec<Deployer> =
             deployer_keys.iter().zip(1..).map(|(k, i)| Deployer::new(DeployerId(i), k.clone())).collect();
         let genesis: Vec<Code> = (0..DEPLOYERS as u8).map(|i| Code::from_bytes([i + 1; 32])).collect();
-        let mut keys = Vec::new();
-        let mut memberships = Vec::new();
-        for (gi, n) in sizes.iter().enumerate() {
-            let k: Vec<ReplicaSecretKey> = (0..*n).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
-            let pks: Vec<_> = k.iter().map(|k| k.public_key()).collect();
-            memberships.push(Membership::new(GroupId(gi as u32 + 1), &pks).expect("group size within capacity"));
-            keys.push(k);
-        }
+        // Secret keys are drawn in order from the one rng; the point
+        // multiplications (public keys, pieces) run on every core, so the
+        // material is the same whatever the number of cores.
+        let mut keys: Vec<Vec<ReplicaSecretKey>> =
+            sizes.iter().map(|n| (0..*n).map(|_| ReplicaSecretKey::random(&mut rng)).collect()).collect();
+        let memberships: Vec<Membership> = keys
+            .par_iter()
+            .enumerate()
+            .map(|(gi, k)| {
+                let pks: Vec<_> = k.iter().map(|k| k.public_key()).collect();
+                Membership::new(GroupId(gi as u32 + 1), &pks).expect("group size within capacity")
+            })
+            .collect();
 
         // Guardians: a pool of G + per_group - 1 (see `guardians_of`).
         let pool = if per_group == 0 { 0 } else { sizes.len() + per_group - 1 };
         let guardian_keys: Vec<ReplicaSecretKey> = (0..pool).map(|_| ReplicaSecretKey::random(&mut rng)).collect();
+        let guardian_public: Vec<PublicKey> = guardian_keys.par_iter().map(ReplicaSecretKey::public_key).collect();
         let guardian_sets: Vec<Option<GuardianSet>> = (0..sizes.len())
+            .into_par_iter()
             .map(|gi| {
                 (per_group > 0).then(|| {
                     let members: Vec<(u32, PublicKey)> = guardians_of(gi, sizes.len(), per_group, overlay)
                         .into_iter()
-                        .map(|k| (k as u32 + 1, guardian_keys[k].public_key()))
+                        .map(|k| (k as u32 + 1, guardian_public[k]))
                         .collect();
                     GuardianSet::new(&members).expect("guardian count within capacity")
                 })
@@ -194,14 +202,17 @@ impl Material {
             ids.dedup();
             let deployer = &deployers[spec.deployer];
             let plan = UpgradePlan::new(&mut rng, deployer.id(), spec.order_seq, &ids).expect("valid plan");
-            let mut pieces = BTreeMap::new();
             let stale = Code::from_bytes([0xEE; 32]);
             let commits = spec.chained && spec.rejected_by.is_empty();
+            let resources: Vec<ResourceId> = spec.resources.iter().map(|r| ResourceId(*r)).collect();
+            // First, in order, everything that draws from the rng or that a
+            // later target of the same upgrade depends on (a group listed
+            // twice sees its first rotation); then the pieces, in parallel.
+            let mut owned = Vec::with_capacity(spec.groups.len());
             for gi in &spec.groups {
-                let m = &current[*gi];
+                let m = current[*gi].clone();
                 let payload = seal_payload(&plan, m.group);
-                let prev = if spec.chained { &chain[spec.deployer][*gi] } else { &stale };
-                let resources: Vec<ResourceId> = spec.resources.iter().map(|r| ResourceId(*r)).collect();
+                let prev = if spec.chained { chain[spec.deployer][*gi].clone() } else { stale.clone() };
                 // A rotation of one key, where the group is in replica
                 // custody and big enough to keep f + 1 + f' replicas.
                 let nth = rotations.iter().filter(|(_, g)| g == gi).count();
@@ -211,27 +222,35 @@ impl Material {
                 });
                 let resize = spec.resizes.iter().find(|(g, _)| g == gi).map(|(_, by)| *by);
                 let next = match resize {
-                    Some(by) if spec.chained => resize_to(&mut rng, &mut keys[*gi], m, sizes[*gi], by, custody),
+                    Some(by) if spec.chained => resize_to(&mut rng, &mut keys[*gi], &m, sizes[*gi], by, custody),
                     _ => (spec.rotates.contains(gi) && spec.chained)
-                        .then(|| rotate(&mut rng, &mut keys[*gi], m, nth, custody))
+                        .then(|| rotate(&mut rng, &mut keys[*gi], &m, nth, custody))
                         .flatten(),
                 };
-                let target = GroupTarget {
+                if let Some(next) = &next {
+                    rotations.insert((ui, *gi));
+                    slots[*gi] = slots[*gi].max(next.membership.n());
+                    if commits {
+                        current[*gi] = next.membership.clone();
+                    }
+                }
+                owned.push((*gi, m, prev, payload, next));
+            }
+            let targets: Vec<GroupTarget<'_>> = owned
+                .iter()
+                .map(|(gi, m, prev, payload, next)| GroupTarget {
                     membership: m,
                     resources: &resources,
                     prev_version: prev,
                     guardians: guardian_sets[*gi].as_ref(),
-                    payload,
+                    payload: payload.clone(),
                     next: next.as_ref(),
-                };
-                pieces.insert(m.group, Arc::new(plan.piece(deployer, &target).expect("piece")));
-                if let Some(next) = next {
-                    rotations.insert((ui, *gi));
-                    slots[*gi] = slots[*gi].max(next.membership.n());
-                    if commits {
-                        current[*gi] = next.membership;
-                    }
-                }
+                })
+                .collect();
+            let mut pieces = BTreeMap::new();
+            for (piece, target) in plan.pieces(deployer, &targets).into_iter().zip(&targets) {
+                // A group listed twice keeps its last piece.
+                pieces.insert(target.membership.group, Arc::new(piece.expect("piece")));
             }
             if spec.chained {
                 let code = if spec.rejected_by.is_empty() { plan.trigger_code() } else { plan.cancel_code() };
@@ -386,4 +405,38 @@ fn seal_payload(plan: &UpgradePlan<'_>, group: GroupId) -> PayloadRef {
     buf[..text.len()].copy_from_slice(text.as_bytes());
     let _ = sealer.seal_chunk(&mut buf, text.len(), true).expect("seal");
     sealer.finish().expect("finish")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys and pieces are built on every core, the rng drawn in order:
+    /// one thread or several, the material is byte for byte the same
+    /// (rotations, resizes and guardian custody included).
+    #[test]
+    fn the_same_material_on_one_core_or_many() {
+        let mut upgrades = super::super::swarm::chained_workload(6, 12, 3);
+        upgrades[0].resizes = vec![(upgrades[0].groups[0], 1)];
+        let sizes = [4, 4, 7, 4, 5, 4];
+        let build = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| Material::build(5, &sizes, &upgrades, 4, 2))
+        };
+        let (one, many) = (build(1), build(4));
+        assert!(one.rotations.iter().any(|(ui, _)| *ui > 0), "the workload rotates keys");
+        assert_eq!(one.memberships, many.memberships);
+        assert_eq!(one.guardian_sets, many.guardian_sets);
+        assert_eq!(one.slots, many.slots);
+        assert_eq!(one.bundles.len(), upgrades.len());
+        for (a, b) in one.bundles.iter().zip(&many.bundles) {
+            assert_eq!(a.header, b.header);
+            assert!(!a.pieces.is_empty());
+            assert_eq!(a.pieces, b.pieces);
+        }
+        let public = |m: &Material| -> Vec<Vec<PublicKey>> {
+            m.keys.iter().map(|k| k.iter().map(ReplicaSecretKey::public_key).collect()).collect()
+        };
+        assert_eq!(public(&one), public(&many));
+    }
 }
