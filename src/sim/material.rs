@@ -243,7 +243,7 @@ impl Material {
                     resources: &resources,
                     prev_version: prev,
                     guardians: guardian_sets[*gi].as_ref(),
-                    payload: payload.clone(),
+                    payload: *payload,
                     next: next.as_ref(),
                 })
                 .collect();
