@@ -31,6 +31,9 @@ use crate::wire::{
     DeployerId, GroupId, GuardianSet, Membership, Opened, Piece, ResourceId, Token, UpgradeHeader, UpgradeId,
 };
 
+/// Targets whose pieces are built together, on every core.
+const PIECE_CHUNK: usize = 4096;
+
 /// How many deployers every simulated group authorizes.
 pub(crate) const DEPLOYERS: usize = 4;
 
@@ -145,6 +148,18 @@ impl Material {
     }
 
     fn build(seed: u64, sizes: &[usize], upgrades: &[UpgradeSpec], per_group: usize, overlay: usize) -> Self {
+        Self::build_in(seed, sizes, upgrades, per_group, overlay, PIECE_CHUNK)
+    }
+
+    /// [`build`](Self::build), `chunk` targets' pieces at a time.
+    fn build_in(
+        seed: u64,
+        sizes: &[usize],
+        upgrades: &[UpgradeSpec],
+        per_group: usize,
+        overlay: usize,
+        chunk: usize,
+    ) -> Self {
         let mut s = [0u8; 32];
         s[..8].copy_from_slice(&seed.to_le_bytes());
         s[8..16].copy_from_slice(b"material");
@@ -205,52 +220,57 @@ impl Material {
             let stale = Code::from_bytes([0xEE; 32]);
             let commits = spec.chained && spec.rejected_by.is_empty();
             let resources: Vec<ResourceId> = spec.resources.iter().map(|r| ResourceId(*r)).collect();
-            // First, in order, everything that draws from the rng or that a
-            // later target of the same upgrade depends on (a group listed
-            // twice sees its first rotation); then the pieces, in parallel.
-            let mut owned = Vec::with_capacity(spec.groups.len());
-            for gi in &spec.groups {
-                let m = current[*gi].clone();
-                let payload = seal_payload(&plan, m.group);
-                let prev = if spec.chained { chain[spec.deployer][*gi].clone() } else { stale.clone() };
-                // A rotation of one key, where the group is in replica
-                // custody and big enough to keep f + 1 + f' replicas.
-                let nth = rotations.iter().filter(|(_, g)| g == gi).count();
-                let custody = guardian_sets[*gi].as_ref().map(|set| crate::wire::GuardianIds {
-                    f: set.f,
-                    ids: set.members.iter().map(|(id, _)| *id).collect(),
-                });
-                let resize = spec.resizes.iter().find(|(g, _)| g == gi).map(|(_, by)| *by);
-                let next = match resize {
-                    Some(by) if spec.chained => resize_to(&mut rng, &mut keys[*gi], &m, sizes[*gi], by, custody),
-                    _ => (spec.rotates.contains(gi) && spec.chained)
-                        .then(|| rotate(&mut rng, &mut keys[*gi], &m, nth, custody))
-                        .flatten(),
-                };
-                if let Some(next) = &next {
-                    rotations.insert((ui, *gi));
-                    slots[*gi] = slots[*gi].max(next.membership.n());
-                    if commits {
-                        current[*gi] = next.membership.clone();
-                    }
-                }
-                owned.push((*gi, m, prev, payload, next));
-            }
-            let targets: Vec<GroupTarget<'_>> = owned
-                .iter()
-                .map(|(gi, m, prev, payload, next)| GroupTarget {
-                    membership: m,
-                    resources: &resources,
-                    prev_version: prev,
-                    guardians: guardian_sets[*gi].as_ref(),
-                    payload: *payload,
-                    next: next.as_ref(),
-                })
-                .collect();
+            // Chunk by chunk: first, in order, everything that draws from
+            // the rng or that a later target of the same upgrade depends on
+            // (a group listed twice sees its first rotation); then the
+            // chunk's pieces, in parallel. Chunks keep the pieces waiting to
+            // be shared to a few thousand (a million-replica world is near
+            // its memory goal).
             let mut pieces = BTreeMap::new();
-            for (piece, target) in plan.pieces(deployer, &targets).into_iter().zip(&targets) {
-                // A group listed twice keeps its last piece.
-                pieces.insert(target.membership.group, Arc::new(piece.expect("piece")));
+            for chunk in spec.groups.chunks(chunk) {
+                let mut owned = Vec::with_capacity(chunk.len());
+                for gi in chunk {
+                    let m = current[*gi].clone();
+                    let payload = seal_payload(&plan, m.group);
+                    let prev = if spec.chained { chain[spec.deployer][*gi].clone() } else { stale.clone() };
+                    // A rotation of one key, where the group is in replica
+                    // custody and big enough to keep f + 1 + f' replicas.
+                    let nth = rotations.iter().filter(|(_, g)| g == gi).count();
+                    let custody = guardian_sets[*gi].as_ref().map(|set| crate::wire::GuardianIds {
+                        f: set.f,
+                        ids: set.members.iter().map(|(id, _)| *id).collect(),
+                    });
+                    let resize = spec.resizes.iter().find(|(g, _)| g == gi).map(|(_, by)| *by);
+                    let next = match resize {
+                        Some(by) if spec.chained => resize_to(&mut rng, &mut keys[*gi], &m, sizes[*gi], by, custody),
+                        _ => (spec.rotates.contains(gi) && spec.chained)
+                            .then(|| rotate(&mut rng, &mut keys[*gi], &m, nth, custody))
+                            .flatten(),
+                    };
+                    if let Some(next) = &next {
+                        rotations.insert((ui, *gi));
+                        slots[*gi] = slots[*gi].max(next.membership.n());
+                        if commits {
+                            current[*gi] = next.membership.clone();
+                        }
+                    }
+                    owned.push((*gi, m, prev, payload, next));
+                }
+                let targets: Vec<GroupTarget<'_>> = owned
+                    .iter()
+                    .map(|(gi, m, prev, payload, next)| GroupTarget {
+                        membership: m,
+                        resources: &resources,
+                        prev_version: prev,
+                        guardians: guardian_sets[*gi].as_ref(),
+                        payload: *payload,
+                        next: next.as_ref(),
+                    })
+                    .collect();
+                for (piece, target) in plan.pieces(deployer, &targets).into_iter().zip(&targets) {
+                    // A group listed twice keeps its last piece.
+                    pieces.insert(target.membership.group, Arc::new(piece.expect("piece")));
+                }
             }
             if spec.chained {
                 let code = if spec.rejected_by.is_empty() { plan.trigger_code() } else { plan.cancel_code() };
@@ -412,18 +432,22 @@ mod tests {
     use super::*;
 
     /// The keys and pieces are built on every core, the rng drawn in order:
-    /// one thread or several, the material is byte for byte the same
-    /// (rotations, resizes and guardian custody included).
+    /// one thread or several, in chunks of any size, the material is byte
+    /// for byte the same (rotations, resizes, guardian custody and a group
+    /// listed twice included).
     #[test]
     fn the_same_material_on_one_core_or_many() {
         let mut upgrades = super::super::swarm::chained_workload(6, 12, 3);
         upgrades[0].resizes = vec![(upgrades[0].groups[0], 1)];
+        let twice = upgrades[2].groups[0];
+        upgrades[2].groups.push(twice);
+        upgrades[2].rotates = vec![twice];
         let sizes = [4, 4, 7, 4, 5, 4];
-        let build = |threads: usize| {
+        let build = |threads: usize, chunk: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
-            pool.install(|| Material::build(5, &sizes, &upgrades, 4, 2))
+            pool.install(|| Material::build_in(5, &sizes, &upgrades, 4, 2, chunk))
         };
-        let (one, many) = (build(1), build(4));
+        let (one, many) = (build(1, PIECE_CHUNK), build(4, 1));
         assert!(one.rotations.iter().any(|(ui, _)| *ui > 0), "the workload rotates keys");
         assert_eq!(one.memberships, many.memberships);
         assert_eq!(one.guardian_sets, many.guardian_sets);
